@@ -1,0 +1,18 @@
+"""The one place where a domain User becomes the API's JSON body."""
+
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+
+from domain import User
+
+
+def user_to_json(user: User) -> dict[str, Any]:
+    """{"name", "phone", "since"}: the seed's fields, `since` as ISO-8601 UTC with milliseconds."""
+    since = user.since.astimezone(timezone.utc)
+    return {
+        "name": user.name.value,
+        "phone": user.phone.value,
+        "since": since.strftime("%Y-%m-%dT%H:%M:%S.") + f"{since.microsecond // 1000:03d}Z",
+    }

@@ -1,0 +1,127 @@
+"""The one place where a Kafka message becomes a domain event (or is declared poison)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from domain import DomainError, Name, PhoneNumber, User, UserAdded, UserRemoved, Version
+from domain.model import epoch_ms, from_epoch_ms
+from domain.projection import Event
+
+# Year 10000 in epoch milliseconds: MySQL DATETIME and ISO-8601 both stop before it.
+MAX_SINCE_MS = 253_402_300_800_000
+
+
+class PoisonEvent(ValueError):
+    """A message that cannot become an event; `code` names the error class for the DLQ."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The parts of a Kafka message that decoding needs (no confluent-kafka types here)."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+def decode(msg: Envelope, max_bytes: int = 64 * 1024) -> Event:
+    """Turn an AddService message into UserAdded or UserRemoved, or raise PoisonEvent."""
+    if msg.value is None:
+        return _tombstone(msg)
+    if len(msg.value) > max_bytes:
+        raise PoisonEvent("oversized", f"value has {len(msg.value)} bytes, limit {max_bytes}")
+    try:
+        body = json.loads(msg.value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PoisonEvent("invalid-json", f"value is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise PoisonEvent("invalid-event", f"value is a JSON {type(body).__name__}, not an object")
+    user = _user(body, msg)
+    if msg.key is not None and _key_name(msg.key) != user.name.canonical:
+        raise PoisonEvent("key-mismatch", "the message key is not the user's name")
+    return UserAdded(user, Version(user.since_ms, msg.partition, msg.offset))
+
+
+def _tombstone(msg: Envelope) -> UserRemoved:
+    if msg.key is None:
+        raise PoisonEvent("null-value", "null value without a key (the AddService's serializer failed)")
+    if msg.timestamp_ms is None:
+        raise PoisonEvent("invalid-event", "tombstone without a timestamp")
+    try:
+        name = Name(msg.key.decode("utf-8"))
+    except (UnicodeDecodeError, DomainError) as exc:
+        raise PoisonEvent("invalid-name", f"tombstone key: {exc}") from None
+    return UserRemoved(name.value, Version(msg.timestamp_ms, msg.partition, msg.offset))
+
+
+def _key_name(key: bytes) -> str:
+    try:
+        return Name(key.decode("utf-8")).canonical
+    except (UnicodeDecodeError, DomainError) as exc:
+        raise PoisonEvent("invalid-name", f"message key: {exc}") from None
+
+
+def _user(body: dict[str, Any], msg: Envelope) -> User:
+    for field in ("name", "phone"):
+        if body.get(field) is None:
+            raise PoisonEvent("missing-field", f"field {field!r} is missing")
+    try:
+        name = Name(body["name"])
+    except DomainError as exc:
+        raise PoisonEvent("invalid-name", str(exc)) from None
+    try:
+        phone = PhoneNumber(body["phone"])
+    except DomainError as exc:
+        raise PoisonEvent("invalid-phone", str(exc)) from None
+    return User(name, phone, _since(body.get("since"), msg.timestamp_ms))
+
+
+def _since(raw: Any, fallback_ms: int | None) -> datetime:
+    """Accept epoch ms, ISO-8601, `yyyy-MM-dd HH:mm:ss`, or Jackson's LocalDateTime array."""
+    if raw is None:
+        if fallback_ms is None:
+            raise PoisonEvent("missing-field", "no 'since' and no message timestamp")
+        ms = fallback_ms
+    elif isinstance(raw, bool):
+        raise PoisonEvent("invalid-since", "since is a boolean")
+    elif isinstance(raw, (int, float)):
+        ms = int(raw)
+    elif isinstance(raw, str):
+        ms = epoch_ms(_parse_text(raw))
+    elif isinstance(raw, list):
+        ms = epoch_ms(_parse_array(raw))
+    else:
+        raise PoisonEvent("invalid-since", f"since is a JSON {type(raw).__name__}")
+    if not 0 <= ms < MAX_SINCE_MS:
+        raise PoisonEvent("invalid-since", f"since {ms} ms is outside 1970..9999")
+    return from_epoch_ms(ms)
+
+
+def _parse_text(raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise PoisonEvent("invalid-since", f"since {raw[:40]!r} is not a date") from None
+    # A time without a zone is UTC: the AddService runs its JVM in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _parse_array(raw: list[Any]) -> datetime:
+    # Jackson's JavaTimeModule writes LocalDateTime as [y, M, d, H, m, s?, nanos?].
+    if not 5 <= len(raw) <= 7 or not all(isinstance(p, int) and not isinstance(p, bool) for p in raw):
+        raise PoisonEvent("invalid-since", "since array is not [y, M, d, H, m, s, nanos]")
+    parts = list(raw) + [0] * (7 - len(raw))
+    try:
+        return datetime(*parts[:6], microsecond=parts[6] // 1000, tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise PoisonEvent("invalid-since", f"since array: {exc}") from None

@@ -1,0 +1,77 @@
+"""Kafka client configuration for ums-find, and topic creation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ums_find.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": settings.group_id,
+        "auto.offset.reset": "earliest",
+        # At-least-once: an offset is stored only after Redis (or the DLQ) acknowledged
+        # the event; librdkafka then commits stored offsets in the background and on close.
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        "partition.assignment.strategy": "cooperative-sticky",
+        # A partition owned by a stopped or hung consumer moves after 10 s.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "max.poll.interval.ms": 300_000,
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 50,
+        "queued.max.messages.kbytes": 65_536,
+        **extra,
+    }
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # Dead letters carry the original value, which may be as large as the broker allows.
+        "message.max.bytes": 2_097_152,
+        **extra,
+    }
+
+
+def make_consumer(settings: Settings, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, **extra))
+
+
+def make_producer(settings: Settings, **extra: Any) -> Producer:
+    return Producer(producer_config(settings, **extra))
+
+
+def ensure_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> None:
+    """Create the event topic and its dead-letter topic if they do not exist."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    count = partitions or settings.topic_partitions
+    wanted = [
+        NewTopic(name, num_partitions=count if name == settings.topic else 1, replication_factor=-1)
+        for name in (settings.topic, settings.dead_letter_topic)
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result()
+            log.info("created topic", extra={"topic": name})
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

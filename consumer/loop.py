@@ -1,0 +1,173 @@
+"""The consume loop: batch, decode, write through the fence, dead-letter poison, then store offsets."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumer.decode import Envelope, PoisonEvent, decode
+from consumer.dlq import DeadLetters
+from consumer.metrics import ConsumerMetrics
+from consumer.retry import Stopping, retry_until_done
+from domain import newest_per_user
+from domain.projection import Event
+from ums_find.settings import Settings
+from ums_find.store import ProjectionStore
+
+log = logging.getLogger(__name__)
+
+
+def envelope(msg: Message) -> Envelope:
+    kind, timestamp = msg.timestamp()
+    return Envelope(msg.key(), msg.value(), msg.partition(), msg.offset(), timestamp if kind else None)
+
+
+class Heartbeat:
+    """A file whose mtime the loop advances; the liveness probe checks its age."""
+
+    def __init__(self, path: str, every_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.every_s = every_s
+        self._last = 0.0
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self.path.touch()
+            self._last = now
+
+
+class ConsumeLoop:
+    """Owns one Kafka consumer and projects its messages into Redis."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        store: ProjectionStore,
+        dead_letters: DeadLetters,
+        settings: Settings,
+        metrics: ConsumerMetrics,
+        stop: threading.Event,
+    ) -> None:
+        self.consumer = consumer
+        self.store = store
+        self.dead_letters = dead_letters
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = stop
+        self.heartbeat = Heartbeat(settings.heartbeat_file)
+        self.assigned: set[tuple[str, int]] = set()
+
+    def run(self) -> None:
+        """Consume until `stop` is set; then store, commit and close."""
+        self.consumer.subscribe(
+            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            while not self.stop.is_set():
+                self.step()
+        except Stopping:
+            log.info("stopping with a batch unwritten; it will be consumed again")
+        finally:
+            # close() commits the offsets stored so far and leaves the group at once.
+            self.consumer.close()
+            log.info("consumer closed")
+
+    def step(self) -> None:
+        """One batch: consume, process, store offsets."""
+        messages = self.consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
+        self.heartbeat.beat()
+        if messages:
+            self.process(messages)
+
+    def process(self, messages: Sequence[Message]) -> None:
+        events: list[Event] = []
+        poison: list[tuple[Message, PoisonEvent]] = []
+        done: list[Message] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._log_error(msg, err)
+                continue
+            done.append(msg)
+            try:
+                events.append(decode(envelope(msg), self.settings.max_event_bytes))
+            except PoisonEvent as exc:
+                poison.append((msg, exc))
+        self.metrics.batch_size.observe(len(done))
+        if events:
+            self._write(events)
+        if poison:
+            self.dead_letters.send(poison)
+            for _, exc in poison:
+                self.metrics.dead_lettered.labels(exc.code).inc()
+        self._store_offsets(done)
+
+    def _write(self, events: list[Event]) -> None:
+        # Within a batch only the newest version per user can win; send just those.
+        newest = list(newest_per_user(events).values())
+
+        def write() -> int:
+            generation = self.store.live_generation()
+            if generation is None:
+                log.warning("Redis has no live generation (new or wiped); starting generation 1")
+                generation = self.store.ensure_live_generation()
+            return self.store.apply(newest, generation)
+
+        started = time.perf_counter()
+        applied = retry_until_done(
+            write, (redis.RedisError,), self.stop, "redis write",
+            on_retry=lambda _: self.metrics.redis_retries.inc(),
+        )
+        self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        self.metrics.applied.inc(applied)
+        self.metrics.stale.inc(len(events) - applied)
+        if applied:
+            self.metrics.last_applied_ts.set_to_current_time()
+
+    def _store_offsets(self, done: list[Message]) -> None:
+        if not done:
+            return
+        # The next offset to read, per partition: one entry each, however big the batch.
+        newest: dict[tuple[str, int], int] = {}
+        for msg in done:
+            tp = (msg.topic(), msg.partition())
+            newest[tp] = max(newest.get(tp, -1), msg.offset())
+        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in newest.items()]
+        try:
+            self.consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            # The partition was revoked or lost meanwhile: its new owner re-reads
+            # from the committed offset, which is what at-least-once requires.
+            log.warning("offsets not stored: %s", exc)
+
+    def _log_error(self, msg: Message, err: KafkaError) -> None:
+        level = logging.ERROR if err.fatal() else logging.WARNING
+        log.log(level, "kafka error: %s", err.str(),
+                extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)})
+        try:
+            # Hand over exactly what was written: commit stored offsets before giving them up.
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (not revoked): another member may already own them; committing now
+        # could move their offsets backwards, so stored offsets are discarded.
+        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        log.warning("partitions lost", extra={"partitions": sorted(p.partition for p in partitions)})

@@ -1,0 +1,51 @@
+"""The consumer's entry point: build the clients from settings, wire signals, run the loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from consumer.dlq import DeadLetters
+from consumer.kafka import make_consumer, make_producer
+from consumer.loop import ConsumeLoop
+from consumer.metrics import ConsumerMetrics
+from ums_find.settings import Settings
+from ums_find.store import ProjectionStore, make_redis
+
+log = logging.getLogger(__name__)
+
+
+def main(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
+    """Run the consumer until SIGTERM/SIGINT (or `stop`)."""
+    settings = settings or Settings.from_env()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        def request_stop(signum: int, _: FrameType | None) -> None:
+            log.info("signal %s: finishing the batch, then stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics.create(registry)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
+
+    store = ProjectionStore(make_redis(settings, timeout_s=2.0), settings.key_prefix)
+    producer = make_producer(settings)
+    loop = ConsumeLoop(
+        consumer=make_consumer(settings),
+        store=store,
+        dead_letters=DeadLetters(producer, settings.dead_letter_topic, stop),
+        settings=settings,
+        metrics=metrics,
+        stop=stop,
+    )
+    log.info("consumer starting", extra={"topic": settings.topic, "group": settings.group_id})
+    loop.run()
+    producer.flush(5)

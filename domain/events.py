@@ -1,0 +1,57 @@
+"""Events the projection understands, and the version that orders them.
+
+Version rule (docs/decisions.md): the AddService publishes with a null key, so
+one user's events can sit on several partitions and a Kafka offset is not a
+per-user order. An event's version is the tuple
+
+    (since in epoch milliseconds, partition, offset)
+
+compared lexicographically: the newest `since` wins, and equal times are
+broken deterministically by partition, then offset. A row read from MySQL
+(backfill, reconcile, read-repair) has partition -1, so any Kafka event with
+the same `since` is preferred to it. Equal versions are the same event
+delivered twice, which changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.model import User, canonical_name
+
+MYSQL_PARTITION = -1
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    since_ms: int
+    partition: int
+    offset: int
+
+    @classmethod
+    def from_mysql(cls, since_ms: int) -> Version:
+        return cls(since_ms, MYSQL_PARTITION, 0)
+
+
+@dataclass(frozen=True)
+class UserAdded:
+    """The AddService saved a user (or saved a user again with new data)."""
+
+    user: User
+    version: Version
+
+    @property
+    def key(self) -> str:
+        return self.user.name.canonical
+
+
+@dataclass(frozen=True)
+class UserRemoved:
+    """A tombstone: a null value with the user's name as key."""
+
+    name: str
+    version: Version
+
+    @property
+    def key(self) -> str:
+        return canonical_name(self.name)

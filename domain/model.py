@@ -1,0 +1,99 @@
+"""Value objects Name and PhoneNumber, the User entity, and the canonical lookup form."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from domain.errors import InvalidName, InvalidPhoneNumber
+
+NAME_MIN = 8
+NAME_MAX = 32
+PHONE_MIN = 9_000_000_000
+# A Java long: the AddService's phone field cannot hold more.
+PHONE_MAX = 2**63 - 1
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _has_control_chars(text: str) -> bool:
+    # Cc (NUL, CR, LF, ...) and Cf (bidi marks such as U+200F, U+202E) make a
+    # name look like another one in logs and UIs; the seed never allowed them.
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in text)
+
+
+def canonical_name(raw: str) -> str:
+    """The one lookup form of a name: NFC, surrounding whitespace removed, lower case.
+
+    MariaDB's default collation compares names case-insensitively and ignores
+    trailing spaces; Redis keys are exact bytes. Every name goes through this
+    function on both paths. `lower()` rather than `casefold()`: casefold maps
+    "ß" to "ss", which the MariaDB collation does not, and the two paths must
+    never disagree (docs/decisions.md).
+    """
+    return unicodedata.normalize("NFC", raw).strip().lower()
+
+
+@dataclass(frozen=True)
+class Name:
+    """A user's name: 8..32 characters once surrounding whitespace is removed."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, str):
+            raise InvalidName("name must be a string")
+        text = unicodedata.normalize("NFC", self.value).strip()
+        if not NAME_MIN <= len(text) <= NAME_MAX:
+            raise InvalidName(f"name must have {NAME_MIN} to {NAME_MAX} characters, not {len(text)}")
+        if _has_control_chars(text):
+            raise InvalidName("name contains control or formatting characters")
+        object.__setattr__(self, "value", text)
+
+    @property
+    def canonical(self) -> str:
+        return canonical_name(self.value)
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    """A phone number as the AddService stores it: an integer of at least 9000000000."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise InvalidPhoneNumber("phone must be an integer")
+        if not PHONE_MIN <= self.value <= PHONE_MAX:
+            raise InvalidPhoneNumber(f"phone must be between {PHONE_MIN} and {PHONE_MAX}")
+
+
+@dataclass(frozen=True)
+class User:
+    """A user as the read model shows it; `since` is an aware UTC datetime, to the millisecond."""
+
+    name: Name
+    phone: PhoneNumber
+    since: datetime
+
+    def __post_init__(self) -> None:
+        # Millisecond precision, in UTC: what events and MySQL DATETIME(3) carry.
+        since = self.since if self.since.tzinfo else self.since.replace(tzinfo=timezone.utc)
+        since = since.astimezone(timezone.utc)
+        object.__setattr__(self, "since", since.replace(microsecond=since.microsecond // 1000 * 1000))
+
+    @property
+    def since_ms(self) -> int:
+        return epoch_ms(self.since)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, exact (no float rounding)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)

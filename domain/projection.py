@@ -1,0 +1,31 @@
+"""The projection rule: which event a user's view shows.
+
+The rule is the same in every store: an event replaces the current view only
+when its version is strictly newer. Duplicates (same version) and stale
+events (older version) change nothing, so at-least-once delivery, replays and
+reordering all converge on "the newest version per user".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Union
+
+from domain.events import UserAdded, UserRemoved, Version
+
+Event = Union[UserAdded, UserRemoved]
+
+
+def newer(candidate: Version, current: Version | None) -> bool:
+    """True when an event with `candidate` must replace a view at `current`."""
+    return current is None or candidate > current
+
+
+def newest_per_user(events: Iterable[Event]) -> dict[str, Event]:
+    """Fold events into the view each user ends with (tombstones included)."""
+    view: dict[str, Event] = {}
+    for event in events:
+        held = view.get(event.key)
+        if newer(event.version, held.version if held else None):
+            view[event.key] = event
+    return view

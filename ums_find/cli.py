@@ -1,0 +1,86 @@
+"""The `ums-find` command line: consume, topics, and the AddService stand-in (add, seed)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import click
+
+from domain import DomainError, Name, PhoneNumber, User
+from ums_find import logs
+from ums_find.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@click.group()
+@click.option("--log-json/--log-text", default=None, help="Log as JSON lines (default: UMS_LOG_JSON).")
+@click.pass_context
+def main(ctx: click.Context, log_json: bool | None) -> None:
+    """ums-find: the FindService read model (Kafka -> Redis, MySQL fallback)."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_json if log_json is None else log_json)
+    ctx.obj = settings
+
+
+@main.command()
+@click.pass_obj
+def consume(settings: Settings) -> None:
+    """Project AddService events into Redis until SIGTERM."""
+    from consumer.main import main as consumer_main
+
+    consumer_main(settings)
+
+
+@main.command()
+@click.option("--partitions", type=int, default=None, help="Partitions of the event topic (default: UMS_TOPIC_PARTITIONS).")
+@click.pass_obj
+def topics(settings: Settings, partitions: int | None) -> None:
+    """Create the event topic and its dead-letter topic if missing."""
+    from consumer.kafka import ensure_topics
+
+    ensure_topics(settings, partitions)
+    click.echo(f"topics ready: {settings.topic}, {settings.dead_letter_topic}")
+
+
+def _addservice(settings: Settings):  # type: ignore[no-untyped-def]
+    from consumer.kafka import make_producer
+    from ums_find.addservice import AddService
+    from ums_find.mysql import MySQLUsers, make_pool
+
+    return AddService(MySQLUsers(make_pool(settings, writer=True)), make_producer(settings), settings.topic)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("phone", type=int)
+@click.pass_obj
+def add(settings: Settings, name: str, phone: int) -> None:
+    """Add one user as the AddService does: save to MySQL, then publish the event."""
+    try:
+        user = User(Name(name), PhoneNumber(phone), datetime.now(timezone.utc))
+    except DomainError as exc:
+        raise click.BadParameter(str(exc)) from None
+    _addservice(settings).add_many([user])
+    click.echo(f"added {user.name.value}")
+
+
+@main.command()
+@click.option("--count", type=int, default=0, show_default=True, help="Generated users to add.")
+@click.option("--start", type=int, default=0, show_default=True, help="Index of the first generated user.")
+@click.option("--demo/--no-demo", default=True, show_default=True, help="Also add the demo users (KrishnaMohan, ...).")
+@click.pass_obj
+def seed(settings: Settings, count: int, start: int, demo: bool) -> None:
+    """Add demo and generated users through the AddService stand-in."""
+    from ums_find.addservice import demo_users, generated_users
+
+    service = _addservice(settings)
+    added = service.add_many(demo_users()) if demo else 0
+    with click.progressbar(length=count, label="seeding", file=None) as bar:
+        done = 0
+        for chunk_start in range(start, start + count, 10_000):
+            size = min(10_000, start + count - chunk_start)
+            done += service.add_many(generated_users(size, start=chunk_start))
+            bar.update(size)
+    click.echo(f"seeded {added + done} users")

@@ -1,0 +1,97 @@
+"""MySQL access to the AddService's `ums_users` table: a pooled, parameterized, time-limited client."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import pymysql
+from dbutils.pooled_db import PooledDB
+
+from domain import DomainError, Name, PhoneNumber, User, canonical_name
+from ums_find.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The driver's error for "could not reach or talk to MySQL"; callers catch this.
+MySQLError = pymysql.MySQLError
+
+
+def make_pool(settings: Settings, writer: bool = False) -> PooledDB:
+    """A per-process pool; connections are opened on first use, not here."""
+    return PooledDB(
+        creator=pymysql,
+        mincached=0,
+        maxconnections=settings.mysql_pool_size,
+        blocking=True,
+        ping=1,  # check a pooled connection before handing it out: MySQL closes idle ones
+        host=settings.mysql_host,
+        port=settings.mysql_port,
+        user=settings.writer_user if writer else settings.mysql_user,
+        password=settings.writer_password if writer else settings.mysql_password,
+        database=settings.mysql_database,
+        charset="utf8mb4",
+        connect_timeout=settings.mysql_connect_timeout_s,
+        read_timeout=settings.mysql_read_timeout_s,
+        write_timeout=settings.mysql_read_timeout_s,
+        autocommit=True,
+    )
+
+
+def _row_to_user(row: tuple[Any, ...]) -> User | None:
+    name, phone, since = row
+    try:
+        return User(Name(name), PhoneNumber(int(phone)), _as_datetime(since))
+    except DomainError:
+        log.warning("ums_users row breaks a domain rule; ignored", extra={"user_name": name})
+        return None
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value  # DATETIME columns hold UTC (the AddService's convention)
+    raise DomainError(f"since is not a datetime: {value!r}")
+
+
+class MySQLUsers:
+    """Finds and writes users in `ums_users` through a pool."""
+
+    def __init__(self, pool: PooledDB) -> None:
+        self.pool = pool
+
+    def find(self, name: str) -> User | None:
+        """The user whose canonical name equals `name`'s, or None."""
+        wanted = canonical_name(name)
+        stripped = unicodedata.normalize("NFC", name).strip()
+        # The column's collation finds candidates (and uses the primary key);
+        # our canonical rule decides, so MySQL and Redis agree on every input.
+        candidates = {stripped, unicodedata.normalize("NFD", stripped)}
+        placeholders = ", ".join(["%s"] * len(candidates))
+        sql = f"SELECT name, phone, since FROM ums_users WHERE name IN ({placeholders})"
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(sql, tuple(candidates))
+            rows = cur.fetchall()
+        users = [u for u in map(_row_to_user, rows) if u and u.name.canonical == wanted]
+        return max(users, key=lambda u: u.since, default=None)
+
+    def upsert_many(self, users: Iterable[User]) -> int:
+        """Save users as the AddService does (a newer save replaces the row)."""
+        sql = (
+            "INSERT INTO ums_users (name, phone, since) VALUES (%s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE phone = VALUES(phone), since = VALUES(since)"
+        )
+        rows = [(u.name.value, u.phone.value, _utc_naive(u.since)) for u in users]
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.executemany(sql, rows)
+        return len(rows)
+
+    def ping(self) -> None:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")

@@ -1,0 +1,93 @@
+"""The one settings object, built from the environment by the entry points only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PREFIX = "UMS_"
+
+
+def _env_name(name: str) -> str:
+    return PREFIX + name.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of ums-find; each field `x` is read from the variable `UMS_X`."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "com.glarimy.ums.user.add"
+    dlq_topic: str = ""  # empty: "<topic>.dlq"
+    group_id: str = "ums-find"
+    topic_partitions: int = 6
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ums"
+    redis_timeout_s: float = 0.25
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_database: str = "glarimy"
+    mysql_user: str = "ums_find_ro"
+    mysql_password: str = field(default="", repr=False)
+    mysql_connect_timeout_s: float = 1.0
+    mysql_read_timeout_s: float = 1.0
+    mysql_pool_size: int = 8
+    addservice_mysql_user: str = ""  # empty: mysql_user
+    addservice_mysql_password: str = field(default="", repr=False)
+    batch_size: int = 2000
+    batch_timeout_s: float = 0.05
+    max_event_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    heartbeat_file: str = "/tmp/ums-find-consumer.heartbeat"
+    metrics_port: int = 9102
+    generation_cache_s: float = 1.0
+    negative_cache_s: float = 2.0
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+    @property
+    def writer_user(self) -> str:
+        return self.addservice_mysql_user or self.mysql_user
+
+    @property
+    def writer_password(self) -> str:
+        return self.addservice_mysql_password if self.addservice_mysql_user else self.mysql_password
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read `UMS_*` variables; `overrides` win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, str(f.type), raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def variables(cls) -> dict[str, Any]:
+        """Environment variable name -> default, for documentation and tests."""
+        return {_env_name(f.name): f.default for f in fields(cls)}
+
+
+def _convert(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise ValueError(f"{_env_name(name)}={raw!r} is not a valid {type_name}") from None
+    return raw

@@ -1,0 +1,123 @@
+"""The Redis read model: generation pointer, user keys and the fenced, versioned write.
+
+Layout (one prefix, default "ums"):
+    <prefix>:live                the live generation number (the pointer)
+    <prefix>:<gen>:<canonical>   one string per user: "since,partition,offset,phone,name"
+                                 (phone and name empty: a tombstone)
+One compact string per user keeps Redis memory per user low, and the version
+sits at the front so the fence script reads it without decoding JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
+from domain.model import from_epoch_ms
+from domain.projection import Event
+from ums_find.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# One key per call, so it runs on any Redis Cluster node that owns the user.
+# Versions compare as (since, partition, offset); equal or older changes nothing.
+FENCED_SET = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+  if s then
+    local ns, np, no = string.match(ARGV[1], '^(%-?%d+),(%-?%d+),(%-?%d+),')
+    ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
+    s, p, o = tonumber(s), tonumber(p), tonumber(o)
+    if ns < s or (ns == s and (np < p or (np == p and no <= o))) then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the projection holds for one user: a version and a user (None: removed)."""
+
+    version: Version
+    user: User | None
+
+
+def encode(event: Event) -> str:
+    v = event.version
+    head = f"{v.since_ms},{v.partition},{v.offset},"
+    if isinstance(event, UserRemoved):
+        return head + ","
+    return f"{head}{event.user.phone.value},{event.user.name.value}"
+
+
+def decode(raw: bytes | str) -> Stored:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    since, partition, offset, phone, name = text.split(",", 4)
+    version = Version(int(since), int(partition), int(offset))
+    if not phone:
+        return Stored(version, None)
+    user = User(Name(name), PhoneNumber(int(phone)), from_epoch_ms(version.since_ms))
+    return Stored(version, user)
+
+
+def make_redis(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+    """A Redis client (connections open on first use); short timeouts so an outage shows fast."""
+    timeout = timeout_s if timeout_s is not None else settings.redis_timeout_s
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+    )
+
+
+class ProjectionStore:
+    """Reads and writes the projection in Redis; the client is passed in."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "ums") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.pointer_key = f"{prefix}:live"
+        self._fenced_set = client.register_script(FENCED_SET)
+
+    def key(self, generation: int, canonical: str) -> str:
+        return f"{self.prefix}:{generation}:{canonical}"
+
+    def live_generation(self) -> int | None:
+        raw = self.client.get(self.pointer_key)
+        return int(raw) if raw is not None else None
+
+    def ensure_live_generation(self) -> int:
+        """The live generation, creating generation 1 on an empty Redis."""
+        self.client.set(self.pointer_key, 1, nx=True)
+        generation = self.live_generation()
+        assert generation is not None
+        return generation
+
+    def get(self, canonical: str, generation: int) -> Stored | None:
+        raw = self.client.get(self.key(generation, canonical))
+        return decode(raw) if raw is not None else None
+
+    def apply(self, events: Sequence[Event], generation: int) -> int:
+        """Write events through the fence in one pipeline; return how many changed a user."""
+        if not events:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            self._fenced_set(keys=[self.key(generation, event.key)], args=[encode(event)], client=pipe)
+        return sum(int(r) for r in pipe.execute())
+
+    def scan_users(self, generation: int, count: int = 1000) -> Iterable[tuple[str, Stored]]:
+        """Every (canonical name, stored view) of a generation, by SCAN (never KEYS)."""
+        head = len(self.key(generation, ""))
+        for key in self.client.scan_iter(match=self.key(generation, "*"), count=count):
+            raw = self.client.get(key)
+            if raw is not None:
+                name = key.decode()[head:] if isinstance(key, bytes) else key[head:]
+                yield name, decode(raw)
