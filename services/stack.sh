@@ -5,6 +5,7 @@
 #   services/stack.sh down    stop what this script started (and nothing else)
 #   services/stack.sh status  say what runs
 #   services/stack.sh env     print the environment the project needs to reach the stack
+#   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
 # Used by `make run`, `make test` and `.ci/run`. Idempotent. Everything lives under
 # $UMS_STACK_DIR (default .run/stack); downloaded jars under $UMS_CACHE_DIR (default .cache).
@@ -216,20 +217,43 @@ UMS_STACK_DIR=$STACK_DIR
 ENV
 }
 
+up() {
+  secrets
+  redis_up
+  mariadb_up
+  kafka_up
+  print_env >"$STACK_DIR/env"
+  log "stack ready; environment in $STACK_DIR/env"
+}
+
+down() {
+  stop_one kafka "$STACK_DIR/kafka/kafka.pid"
+  stop_one mariadb "$STACK_DIR/mariadb/mysqld.pid"
+  stop_one redis "$STACK_DIR/redis/redis.pid"
+}
+
 case ${1:-} in
-  up)
-    secrets
-    redis_up
-    mariadb_up
-    kafka_up
-    print_env >"$STACK_DIR/env"
-    log "stack ready; environment in $STACK_DIR/env"
+  up) up ;;
+  with)
+    # with -- CMD...: start what is not running, run CMD with the stack's environment,
+    # then stop exactly the services this call started (a running `make run` stack survives).
+    shift; [ "${1:-}" = "--" ] && shift
+    already=()
+    for s in redis/redis.pid mariadb/mysqld.pid kafka/kafka.pid; do
+      alive "$STACK_DIR/$s" && already+=("$s")
+    done
+    cleanup() {
+      for s in kafka/kafka.pid mariadb/mysqld.pid redis/redis.pid; do
+        [[ " ${already[*]} " == *" $s "* ]] || stop_one "${s%%/*}" "$STACK_DIR/$s"
+      done
+    }
+    trap cleanup EXIT
+    up
+    set -a; . "$STACK_DIR/env"; set +a
+    rc=0; "$@" || rc=$?
+    exit $rc
     ;;
-  down)
-    stop_one kafka "$STACK_DIR/kafka/kafka.pid"
-    stop_one mariadb "$STACK_DIR/mariadb/mysqld.pid"
-    stop_one redis "$STACK_DIR/redis/redis.pid"
-    ;;
+  down) down ;;
   status)
     for s in redis/redis.pid mariadb/mysqld.pid kafka/kafka.pid; do
       if alive "$STACK_DIR/$s"; then echo "${s%%/*}: running (pid $(cat "$STACK_DIR/$s"))"
@@ -237,5 +261,5 @@ case ${1:-} in
     done
     ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|with -- CMD..." >&2; exit 2 ;;
 esac

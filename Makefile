@@ -1,0 +1,71 @@
+# ums-find: every set-up step lives here; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STACK := services/stack.sh
+APP := services/app.sh
+STACK_ENV := set -a && . .run/stack/env && set +a
+API_PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: help venv run stop stack-up stack-down test unit lint bench soak clean
+
+help:
+	@echo "make run    start Kafka, Redis, MariaDB, the consumer and the API; seed demo users"
+	@echo "make stop   stop the consumer, the API and the stack"
+	@echo "make test   the same set-up, then the whole test suite (stack stopped afterwards)"
+	@echo "make unit   unit tests only (no servers)"
+	@echo "make lint   ruff and mypy"
+	@echo "make bench  benchmarks (bench/), long"
+	@echo "make soak   long fault tests, long"
+
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "installing $(PYTHON)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade 'pip>=24'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+run: venv stack-up
+	$(STACK_ENV) && $(BIN)/ums-find --log-text topics
+	$(STACK_ENV) && UMS_API_PORT=$(API_PORT) $(APP) start
+	$(STACK_ENV) && $(BIN)/ums-find --log-text seed --count 1000
+	@$(STACK_ENV) && $(BIN)/python -m ums_find.wait_for_user "http://127.0.0.1:$(API_PORT)" KrishnaMohan
+	@echo
+	@echo "ums-find is running. Try:"
+	@echo "  curl -i http://127.0.0.1:$(API_PORT)/user/KrishnaMohan"
+	@echo "Logs: .run/app/*.log   Stop: make stop"
+
+stop:
+	-$(APP) stop
+	$(STACK) down
+
+test: venv
+	$(STACK) with -- $(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy domain consumer api ums_find
+
+bench: venv
+	$(STACK) with -- $(BIN)/python -m bench.run
+
+soak: venv
+	$(STACK) with -- $(BIN)/pytest -m soak tests/faults $(PYTEST_ARGS)
+
+clean: stop
+	rm -rf .run $(VENV)

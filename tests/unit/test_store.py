@@ -1,0 +1,72 @@
+from datetime import datetime, timezone
+
+import fakeredis
+import pytest
+
+from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
+from ums_find.store import ProjectionStore, decode, encode
+
+GEN = 1
+
+
+@pytest.fixture
+def store():
+    return ProjectionStore(fakeredis.FakeRedis(), prefix="t")
+
+
+def added(phone, since_ms, partition=0, offset=0, name="Alice Smith"):
+    since = datetime.fromtimestamp(since_ms / 1000, timezone.utc)
+    return UserAdded(User(Name(name), PhoneNumber(phone), since), Version(since_ms, partition, offset))
+
+
+def test_encode_decode_round_trip():
+    event = added(9000000001, 1_700_000_000_123, 3, 42, name="Ana, de la Cruz")
+    stored = decode(encode(event))
+    assert stored.version == event.version
+    assert stored.user == event.user
+
+
+def test_newer_event_replaces_and_older_is_fenced(store):
+    assert store.apply([added(9000000001, 2000)], GEN) == 1
+    assert store.apply([added(9000000002, 1000)], GEN) == 0
+    assert store.get("alice smith", GEN).user.phone.value == 9000000001
+    assert store.apply([added(9000000003, 3000)], GEN) == 1
+    assert store.get("alice smith", GEN).user.phone.value == 9000000003
+
+
+def test_same_event_twice_applies_once(store):
+    event = added(9000000001, 2000, 1, 5)
+    assert store.apply([event, event], GEN) == 1
+    assert store.apply([event], GEN) == 0
+
+
+def test_tie_on_time_goes_to_the_higher_partition_then_offset(store):
+    store.apply([added(9000000001, 2000, 1, 9)], GEN)
+    assert store.apply([added(9000000002, 2000, 0, 99)], GEN) == 0
+    assert store.apply([added(9000000003, 2000, 1, 10)], GEN) == 1
+    assert store.get("alice smith", GEN).user.phone.value == 9000000003
+
+
+def test_tombstone_hides_the_user_and_fences_older_adds(store):
+    store.apply([added(9000000001, 2000)], GEN)
+    store.apply([UserRemoved("Alice Smith", Version(3000, 0, 1))], GEN)
+    assert store.get("alice smith", GEN).user is None
+    assert store.apply([added(9000000002, 2500, 2, 0)], GEN) == 0
+
+
+def test_generations_are_separate(store):
+    store.apply([added(9000000001, 2000)], 1)
+    assert store.get("alice smith", 2) is None
+
+
+def test_live_generation_starts_at_one(store):
+    assert store.live_generation() is None
+    assert store.ensure_live_generation() == 1
+    store.client.set(store.pointer_key, 4)
+    assert store.ensure_live_generation() == 4
+
+
+def test_scan_users_lists_one_generation(store):
+    store.apply([added(9000000001, 2000), added(9000000002, 2000, name="Bob Brown 1")], 1)
+    store.apply([added(9000000003, 2000)], 2)
+    assert sorted(name for name, _ in store.scan_users(1)) == ["alice smith", "bob brown 1"]
