@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from domain import User
@@ -10,7 +10,7 @@ from domain import User
 
 def user_to_json(user: User) -> dict[str, Any]:
     """{"name", "phone", "since"}: the seed's fields, `since` as ISO-8601 UTC with milliseconds."""
-    since = user.since.astimezone(timezone.utc)
+    since = user.since.astimezone(UTC)
     return {
         "name": user.name.value,
         "phone": user.phone.value,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from domain import DomainError, Name, PhoneNumber, User, UserAdded, UserRemoved, Version
@@ -113,15 +113,15 @@ def _parse_text(raw: str) -> datetime:
     except ValueError:
         raise PoisonEvent("invalid-since", f"since {raw[:40]!r} is not a date") from None
     # A time without a zone is UTC: the AddService runs its JVM in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parse_array(raw: list[Any]) -> datetime:
     # Jackson's JavaTimeModule writes LocalDateTime as [y, M, d, H, m, s?, nanos?].
     if not 5 <= len(raw) <= 7 or not all(isinstance(p, int) and not isinstance(p, bool) for p in raw):
         raise PoisonEvent("invalid-since", "since array is not [y, M, d, H, m, s, nanos]")
-    parts = list(raw) + [0] * (7 - len(raw))
+    year, month, day, hour, minute, second, nanos = list(raw) + [0] * (7 - len(raw))
     try:
-        return datetime(*parts[:6], microsecond=parts[6] // 1000, tzinfo=timezone.utc)
+        return datetime(year, month, day, hour, minute, second, nanos // 1000, tzinfo=UTC)
     except (ValueError, OverflowError) as exc:
         raise PoisonEvent("invalid-since", f"since array: {exc}") from None

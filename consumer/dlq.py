@@ -23,7 +23,7 @@ class DeliveryFailed(Exception):
 MAX_DEAD_VALUE = 900 * 1024
 
 
-def dead_letter_headers(msg: Message, poison: PoisonEvent) -> list[tuple[str, bytes]]:
+def dead_letter_headers(msg: Message, poison: PoisonEvent) -> list[tuple[str, str | bytes | None]]:
     _, timestamp = msg.timestamp()
     value = msg.value()
     truncated = value is not None and len(value) > MAX_DEAD_VALUE
@@ -69,14 +69,22 @@ class DeadLetters:
                     failed.append(item)
 
             log.warning(
-                "dead-lettering message: %s", poison,
-                extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-                       "reason": poison.code},
+                "dead-lettering message: %s",
+                poison,
+                extra={
+                    "topic": msg.topic(),
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                    "reason": poison.code,
+                },
             )
             value = msg.value()
             self.producer.produce(
-                self.topic, key=msg.key(), value=value[:MAX_DEAD_VALUE] if value else value,
-                headers=dead_letter_headers(msg, poison), on_delivery=on_delivery,
+                self.topic,
+                key=msg.key(),
+                value=value[:MAX_DEAD_VALUE] if value else value,
+                headers=dead_letter_headers(msg, poison),
+                on_delivery=on_delivery,
             )
         remaining = self.producer.flush(self.timeout_s)
         if remaining:

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 def envelope(msg: Message) -> Envelope:
     kind, timestamp = msg.timestamp()
-    return Envelope(msg.key(), msg.value(), msg.partition(), msg.offset(), timestamp if kind else None)
+    # A consumed message always has a partition and an offset.
+    return Envelope(msg.key(), msg.value(), msg.partition() or 0, msg.offset() or 0, timestamp if kind else None)
 
 
 class Heartbeat:
@@ -98,8 +99,8 @@ class ConsumeLoop:
             done.append(msg)
             try:
                 events.append(decode(envelope(msg), self.settings.max_event_bytes))
-            except PoisonEvent as exc:
-                poison.append((msg, exc))
+            except PoisonEvent as bad:
+                poison.append((msg, bad))
         self.metrics.batch_size.observe(len(done))
         if events:
             self._write(events)
@@ -122,7 +123,10 @@ class ConsumeLoop:
 
         started = time.perf_counter()
         applied = retry_until_done(
-            write, (redis.RedisError,), self.stop, "redis write",
+            write,
+            (redis.RedisError,),
+            self.stop,
+            "redis write",
             on_retry=lambda _: self.metrics.redis_retries.inc(),
         )
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
@@ -137,8 +141,8 @@ class ConsumeLoop:
         # The next offset to read, per partition: one entry each, however big the batch.
         newest: dict[tuple[str, int], int] = {}
         for msg in done:
-            tp = (msg.topic(), msg.partition())
-            newest[tp] = max(newest.get(tp, -1), msg.offset())
+            tp = (msg.topic() or "", msg.partition() or 0)
+            newest[tp] = max(newest.get(tp, -1), msg.offset() or 0)
         offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in newest.items()]
         try:
             self.consumer.store_offsets(offsets=offsets)
@@ -149,8 +153,12 @@ class ConsumeLoop:
 
     def _log_error(self, msg: Message, err: KafkaError) -> None:
         level = logging.ERROR if err.fatal() else logging.WARNING
-        log.log(level, "kafka error: %s", err.str(),
-                extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
+        log.log(
+            level,
+            "kafka error: %s",
+            err.str(),
+            extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+        )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in partitions}

@@ -24,6 +24,7 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     settings = settings or Settings.from_env()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
+
         def request_stop(signum: int, _: FrameType | None) -> None:
             log.info("signal %s: finishing the batch, then stopping", signal.Signals(signum).name)
             stop.set()

@@ -23,22 +23,37 @@ class ConsumerMetrics:
         return cls(
             applied=Counter("ums_consumer_events_applied", "Events that changed the projection", registry=registry),
             stale=Counter(
-                "ums_consumer_events_stale", "Events skipped as duplicate or older than the projection", registry=registry
+                "ums_consumer_events_stale",
+                "Events skipped as duplicate or older than the projection",
+                registry=registry,
             ),
             dead_lettered=Counter(
-                "ums_consumer_events_dead_lettered", "Events sent to the dead-letter topic", ["reason"], registry=registry
+                "ums_consumer_events_dead_lettered",
+                "Events sent to the dead-letter topic",
+                ["reason"],
+                registry=registry,
             ),
             batch_size=Histogram(
-                "ums_consumer_batch_size", "Messages per consumed batch",
-                buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000), registry=registry,
+                "ums_consumer_batch_size",
+                "Messages per consumed batch",
+                buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000),
+                registry=registry,
             ),
             apply_seconds=Histogram(
-                "ums_consumer_apply_seconds", "Time to write one batch to Redis",
-                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=registry,
+                "ums_consumer_apply_seconds",
+                "Time to write one batch to Redis",
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                registry=registry,
             ),
-            lag=Gauge("ums_consumer_lag", "Messages behind the partition's high watermark", ["partition"], registry=registry),
+            lag=Gauge(
+                "ums_consumer_lag", "Messages behind the partition's high watermark", ["partition"], registry=registry
+            ),
             last_applied_ts=Gauge(
-                "ums_consumer_last_applied_timestamp_seconds", "Unix time when an event was last applied", registry=registry
+                "ums_consumer_last_applied_timestamp_seconds",
+                "Unix time when an event was last applied",
+                registry=registry,
             ),
-            redis_retries=Counter("ums_consumer_redis_retries", "Batch writes retried after a Redis error", registry=registry),
+            redis_retries=Counter(
+                "ums_consumer_redis_retries", "Batch writes retried after a Redis error", registry=registry
+            ),
         )

@@ -34,7 +34,8 @@ def retry_until_done(
             attempt += 1
             delay = random.uniform(0, min(cap_s, base_s * 2**attempt))
             log.warning(
-                "%s failed, retrying", what,
+                "%s failed, retrying",
+                what,
                 extra={"attempt": attempt, "delay_s": round(delay, 3), "error": repr(exc)},
             )
             if on_retry:

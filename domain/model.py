@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from domain.errors import InvalidName, InvalidPhoneNumber
 
@@ -13,7 +13,7 @@ NAME_MAX = 32
 PHONE_MIN = 9_000_000_000
 # A Java long: the AddService's phone field cannot hold more.
 PHONE_MAX = 2**63 - 1
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _has_control_chars(text: str) -> bool:
@@ -78,8 +78,8 @@ class User:
 
     def __post_init__(self) -> None:
         # Millisecond precision, in UTC: what events and MySQL DATETIME(3) carry.
-        since = self.since if self.since.tzinfo else self.since.replace(tzinfo=timezone.utc)
-        since = since.astimezone(timezone.utc)
+        since = self.since if self.since.tzinfo else self.since.replace(tzinfo=UTC)
+        since = since.astimezone(UTC)
         object.__setattr__(self, "since", since.replace(microsecond=since.microsecond // 1000 * 1000))
 
     @property
@@ -90,7 +90,7 @@ class User:
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch, exact (no float rounding)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 

@@ -9,11 +9,10 @@ reordering all converge on "the newest version per user".
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
 
 from domain.events import UserAdded, UserRemoved, Version
 
-Event = Union[UserAdded, UserRemoved]
+Event = UserAdded | UserRemoved
 
 
 def newer(candidate: Version, current: Version | None) -> bool:

@@ -116,7 +116,7 @@ def run_consumer(settings: Settings):
         return stop
 
     yield start
-    for thread, stop in started:
+    for _, stop in started:
         stop.set()
     for thread, _ in started:
         thread.join(timeout=20)

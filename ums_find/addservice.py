@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Producer
 
@@ -19,9 +19,7 @@ DEMO_USERS = [("KrishnaMohan", 9731423166), ("Ada Lovelace", 9800000001), ("Alan
 
 def event_value(user: User) -> bytes:
     """The AddService's event body: Jackson JSON of its UserRecord, `since` as epoch ms."""
-    return json.dumps(
-        {"name": user.name.value, "phone": user.phone.value, "since": user.since_ms}
-    ).encode()
+    return json.dumps({"name": user.name.value, "phone": user.phone.value, "since": user.since_ms}).encode()
 
 
 class AddService:
@@ -64,7 +62,7 @@ class AddService:
 
 def generated_users(count: int, start: int = 0, now: datetime | None = None) -> Iterator[User]:
     """`count` distinct, valid users with deterministic names and phones."""
-    base = now or datetime.now(timezone.utc)
+    base = now or datetime.now(UTC)
     for i in range(start, start + count):
         yield User(
             Name(f"Seed User {i:08d}"),
@@ -74,5 +72,5 @@ def generated_users(count: int, start: int = 0, now: datetime | None = None) -> 
 
 
 def demo_users(now: datetime | None = None) -> list[User]:
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     return [User(Name(n), PhoneNumber(p), moment) for n, p in DEMO_USERS]

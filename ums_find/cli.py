@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -34,7 +34,9 @@ def consume(settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--partitions", type=int, default=None, help="Partitions of the event topic (default: UMS_TOPIC_PARTITIONS).")
+@click.option(
+    "--partitions", type=int, default=None, help="Partitions of the event topic (default: UMS_TOPIC_PARTITIONS)."
+)
 @click.pass_obj
 def topics(settings: Settings, partitions: int | None) -> None:
     """Create the event topic and its dead-letter topic if missing."""
@@ -59,7 +61,7 @@ def _addservice(settings: Settings):  # type: ignore[no-untyped-def]
 def add(settings: Settings, name: str, phone: int) -> None:
     """Add one user as the AddService does: save to MySQL, then publish the event."""
     try:
-        user = User(Name(name), PhoneNumber(phone), datetime.now(timezone.utc))
+        user = User(Name(name), PhoneNumber(phone), datetime.now(UTC))
     except DomainError as exc:
         raise click.BadParameter(str(exc)) from None
     _addservice(settings).add_many([user])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
@@ -51,7 +51,7 @@ def _row_to_user(row: tuple[Any, ...]) -> User | None:
 
 
 def _utc_naive(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _as_datetime(value: Any) -> datetime:

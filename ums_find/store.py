@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
-from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
+from domain import Name, PhoneNumber, User, UserRemoved, Version
 from domain.model import from_epoch_ms
 from domain.projection import Event
 from ums_find.settings import Settings

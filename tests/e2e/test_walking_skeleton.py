@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,12 +35,18 @@ def processes(settings, tmp_path):
     """Start the consumer and gunicorn; yield the API's base URL; stop both with SIGTERM."""
     port = free_port()
     env = env_of(settings, UMS_API_BIND=f"127.0.0.1:{port}", UMS_API_WORKERS="2", UMS_LOG_JSON="false")
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("consumer", "api")}
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("consumer", "api")}  # noqa: SIM115
     procs = {
-        "consumer": subprocess.Popen([str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT,
-                                     stdout=logs["consumer"], stderr=subprocess.STDOUT),
-        "api": subprocess.Popen([str(BIN / "gunicorn"), "-c", "api/gunicorn.conf.py"], env=env, cwd=ROOT,
-                                stdout=logs["api"], stderr=subprocess.STDOUT),
+        "consumer": subprocess.Popen(
+            [str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=logs["consumer"], stderr=subprocess.STDOUT
+        ),
+        "api": subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "api/gunicorn.conf.py"],
+            env=env,
+            cwd=ROOT,
+            stdout=logs["api"],
+            stderr=subprocess.STDOUT,
+        ),
     }
     base = f"http://127.0.0.1:{port}"
 
@@ -71,15 +77,17 @@ def addservice(settings, mysql_writer):
 def test_published_user_is_visible_within_two_seconds(processes, addservice, name_tag):
     name = f"{name_tag} Krishna"
     # The consumer has joined once a first event shows up; time the second one.
-    addservice.add_many([User(Name(f"{name_tag} warm up"), PhoneNumber(9000000001), datetime.now(timezone.utc))])
+    addservice.add_many([User(Name(f"{name_tag} warm up"), PhoneNumber(9000000001), datetime.now(UTC))])
     wait_until(lambda: requests.get(f"{processes}/user/{name_tag} warm up").status_code == 200, 30, "warm-up user")
 
     started = time.monotonic()
-    addservice.add_many([User(Name(name), PhoneNumber(9731423166), datetime.now(timezone.utc))])
+    addservice.add_many([User(Name(name), PhoneNumber(9731423166), datetime.now(UTC))])
     # The stand-in also saved the user in MySQL; only the projection may answer here.
     response = wait_until(
         lambda: (r := requests.get(f"{processes}/user/{name}")).headers.get("X-Ums-Source") == "projection" and r,
-        2.0, "the user in the projection", interval=0.02,
+        2.0,
+        "the user in the projection",
+        interval=0.02,
     )
     elapsed = time.monotonic() - started
     assert response.json()["phone"] == 9731423166
@@ -88,7 +96,7 @@ def test_published_user_is_visible_within_two_seconds(processes, addservice, nam
 
 def test_user_only_in_mysql_is_found(processes, mysql_writer, name_tag):
     name = f"{name_tag} sql only"
-    mysql_writer.upsert_many([User(Name(name), PhoneNumber(9812345678), datetime.now(timezone.utc))])
+    mysql_writer.upsert_many([User(Name(name), PhoneNumber(9812345678), datetime.now(UTC))])
     response = requests.get(f"{processes}/user/{name}")
     assert response.status_code == 200
     assert response.json()["phone"] == 9812345678

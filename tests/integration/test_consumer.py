@@ -45,8 +45,11 @@ def test_poison_goes_to_the_dlq_with_headers_and_the_stream_goes_on(settings, pr
     dlq = Consumer(consumer_config(settings, **{"group.id": settings.group_id + "-dlq-reader"}))
     dlq.assign([TopicPartition(settings.dead_letter_topic, 0, 0)])
     letters = []
-    wait_until(lambda: letters.extend(m for m in dlq.consume(10, 0.5) if not m.error()) or len(letters) >= 3, 20,
-               "three dead letters")
+    wait_until(
+        lambda: letters.extend(m for m in dlq.consume(10, 0.5) if not m.error()) or len(letters) >= 3,
+        20,
+        "three dead letters",
+    )
     dlq.close()
     reasons = sorted(dict(m.headers())["ums.error.class"].decode() for m in letters)
     assert reasons == ["invalid-json", "invalid-name", "null-value"]

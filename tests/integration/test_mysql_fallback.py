@@ -1,13 +1,13 @@
 """The MySQL fallback against the real MariaDB, through the real app and Redis."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from api import create_app
 from domain import Name, PhoneNumber, User
 
-SINCE = datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=timezone.utc)
+SINCE = datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=UTC)
 
 
 @pytest.fixture

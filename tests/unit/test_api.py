@@ -1,10 +1,10 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 
 from domain import Name, PhoneNumber, User, UserAdded, Version
 
-SINCE = datetime(2022, 9, 1, 10, 0, 0, 250_000, tzinfo=timezone.utc)
+SINCE = datetime(2022, 9, 1, 10, 0, 0, 250_000, tzinfo=UTC)
 KRISHNA = User(Name("KrishnaMohan"), PhoneNumber(9731423166), SINCE)
 
 

@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -27,12 +27,12 @@ def test_addservice_event_with_epoch_millis():
 @pytest.mark.parametrize(
     "since, expected",
     [
-        ("2022-09-01T10:00:00Z", datetime(2022, 9, 1, 10, tzinfo=timezone.utc)),
-        ("2022-09-01T15:30:00+05:30", datetime(2022, 9, 1, 10, tzinfo=timezone.utc)),
-        ("2022-09-01 10:00:00", datetime(2022, 9, 1, 10, tzinfo=timezone.utc)),
-        ("2022-09-01T10:00:00.250", datetime(2022, 9, 1, 10, 0, 0, 250_000, tzinfo=timezone.utc)),
-        ([2022, 9, 1, 10, 0, 0, 250_000_000], datetime(2022, 9, 1, 10, 0, 0, 250_000, tzinfo=timezone.utc)),
-        ([2022, 9, 1, 10, 0], datetime(2022, 9, 1, 10, tzinfo=timezone.utc)),
+        ("2022-09-01T10:00:00Z", datetime(2022, 9, 1, 10, tzinfo=UTC)),
+        ("2022-09-01T15:30:00+05:30", datetime(2022, 9, 1, 10, tzinfo=UTC)),
+        ("2022-09-01 10:00:00", datetime(2022, 9, 1, 10, tzinfo=UTC)),
+        ("2022-09-01T10:00:00.250", datetime(2022, 9, 1, 10, 0, 0, 250_000, tzinfo=UTC)),
+        ([2022, 9, 1, 10, 0, 0, 250_000_000], datetime(2022, 9, 1, 10, 0, 0, 250_000, tzinfo=UTC)),
+        ([2022, 9, 1, 10, 0], datetime(2022, 9, 1, 10, tzinfo=UTC)),
     ],
 )
 def test_since_formats(since, expected):

@@ -1,5 +1,5 @@
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import assume, given
@@ -59,7 +59,9 @@ def test_canonical_name_keeps_sharp_s_like_mariadb_does():
     assert canonical_name("Strauß Johann") != canonical_name("Strauss Johann")
 
 
-@pytest.mark.parametrize("value, valid", [(8_999_999_999, False), (9_000_000_000, True), (2**63 - 1, True), (2**63, False)])
+@pytest.mark.parametrize(
+    "value, valid", [(8_999_999_999, False), (9_000_000_000, True), (2**63 - 1, True), (2**63, False)]
+)
 def test_phone_edges(value, valid):
     if valid:
         assert PhoneNumber(value).value == value
@@ -77,7 +79,7 @@ def test_phone_must_be_an_integer(bad):
 def test_user_since_is_utc_to_the_millisecond():
     since = datetime(2022, 9, 1, 15, 30, 0, 123_999, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     user = User(Name("KrishnaMohan"), PhoneNumber(9731423166), since)
-    assert user.since == datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=timezone.utc)
+    assert user.since == datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=UTC)
 
 
 @given(st.integers(min_value=0, max_value=253_402_300_799_999))

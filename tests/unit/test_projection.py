@@ -1,18 +1,19 @@
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version, newer, newest_per_user
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def added(name, phone, since_ms, partition=0, offset=0):
     user = User(Name(name), PhoneNumber(phone), T0)
-    return UserAdded(User(user.name, user.phone, datetime.fromtimestamp(since_ms / 1000, timezone.utc)),
-                     Version(since_ms, partition, offset))
+    return UserAdded(
+        User(user.name, user.phone, datetime.fromtimestamp(since_ms / 1000, UTC)), Version(since_ms, partition, offset)
+    )
 
 
 def test_newer_event_wins_and_duplicates_change_nothing():
@@ -33,15 +34,22 @@ def test_mysql_rows_lose_ties_with_kafka_events():
 
 
 def test_tombstone_removes_and_older_add_does_not_resurrect():
-    events = [added("Alice Smith", 9000000001, 10), UserRemoved("alice smith", Version(20, 0, 1)),
-              added("Alice Smith", 9000000002, 15, 1, 0)]
+    events = [
+        added("Alice Smith", 9000000001, 10),
+        UserRemoved("alice smith", Version(20, 0, 1)),
+        added("Alice Smith", 9000000002, 15, 1, 0),
+    ]
     view = newest_per_user(events)
     assert isinstance(view["alice smith"], UserRemoved)
 
 
 events_strategy = st.lists(
-    st.tuples(st.sampled_from(["Alice Smith", "alice smith ", "Bob Brown1", "Carol King"]),
-              st.integers(9_000_000_000, 9_000_000_100), st.integers(0, 50), st.integers(0, 3)),
+    st.tuples(
+        st.sampled_from(["Alice Smith", "alice smith ", "Bob Brown1", "Carol King"]),
+        st.integers(9_000_000_000, 9_000_000_100),
+        st.integers(0, 50),
+        st.integers(0, 3),
+    ),
     max_size=40,
 )
 

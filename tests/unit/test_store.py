@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import fakeredis
 import pytest
@@ -15,7 +15,7 @@ def store():
 
 
 def added(phone, since_ms, partition=0, offset=0, name="Alice Smith"):
-    since = datetime.fromtimestamp(since_ms / 1000, timezone.utc)
+    since = datetime.fromtimestamp(since_ms / 1000, UTC)
     return UserAdded(User(Name(name), PhoneNumber(phone), since), Version(since_ms, partition, offset))
 
 
