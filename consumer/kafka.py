@@ -24,13 +24,15 @@ def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 1000,
         "partition.assignment.strategy": "cooperative-sticky",
-        # A partition owned by a stopped or hung consumer moves after 10 s.
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 1_000,
+        # A partition owned by a crashed or hung consumer moves after this long.
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.session_timeout_ms // 10, 100),
         "max.poll.interval.ms": 300_000,
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 65_536,
+        # Static membership (a pod name): a restarted pod gets its partitions back at once.
+        **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
         **extra,
     }
 

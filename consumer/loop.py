@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.dlq import DeadLetters
+from consumer.health import HealthFile
 from consumer.metrics import ConsumerMetrics
 from consumer.retry import Stopping, retry_until_done
 from domain import newest_per_user
@@ -29,19 +31,14 @@ def envelope(msg: Message) -> Envelope:
     return Envelope(msg.key(), msg.value(), msg.partition() or 0, msg.offset() or 0, timestamp if kind else None)
 
 
-class Heartbeat:
-    """A file whose mtime the loop advances; the liveness probe checks its age."""
+@dataclass
+class Totals:
+    """What this process did, logged when it stops (the fault tests read it)."""
 
-    def __init__(self, path: str, every_s: float = 1.0) -> None:
-        self.path = Path(path)
-        self.every_s = every_s
-        self._last = 0.0
-
-    def beat(self) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self.path.touch()
-            self._last = now
+    messages: int = 0
+    applied: int = 0
+    stale: int = 0
+    dead_lettered: int = 0
 
 
 class ConsumeLoop:
@@ -62,8 +59,9 @@ class ConsumeLoop:
         self.settings = settings
         self.metrics = metrics
         self.stop = stop
-        self.heartbeat = Heartbeat(settings.heartbeat_file)
+        self.health = HealthFile(settings.heartbeat_file)
         self.assigned: set[tuple[str, int]] = set()
+        self.totals = Totals()
 
     def run(self) -> None:
         """Consume until `stop` is set; then store, commit and close."""
@@ -78,14 +76,15 @@ class ConsumeLoop:
         finally:
             # close() commits the offsets stored so far and leaves the group at once.
             self.consumer.close()
-            log.info("consumer closed")
+            log.info("consumer closed", extra={"totals": asdict(self.totals)})
 
     def step(self) -> None:
         """One batch: consume, process, store offsets."""
         messages = self.consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
-        self.heartbeat.beat()
         if messages:
             self.process(messages)
+        if self.health.due():
+            self.health.write(len(self.assigned), self._update_lag())
 
     def process(self, messages: Sequence[Message]) -> None:
         events: list[Event] = []
@@ -102,12 +101,14 @@ class ConsumeLoop:
             except PoisonEvent as bad:
                 poison.append((msg, bad))
         self.metrics.batch_size.observe(len(done))
+        self.totals.messages += len(done)
         if events:
             self._write(events)
         if poison:
             self.dead_letters.send(poison)
             for _, exc in poison:
                 self.metrics.dead_lettered.labels(exc.code).inc()
+            self.totals.dead_lettered += len(poison)
         self._store_offsets(done)
 
     def _write(self, events: list[Event]) -> None:
@@ -132,6 +133,8 @@ class ConsumeLoop:
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.metrics.applied.inc(applied)
         self.metrics.stale.inc(len(events) - applied)
+        self.totals.applied += applied
+        self.totals.stale += len(events) - applied
         if applied:
             self.metrics.last_applied_ts.set_to_current_time()
 
@@ -151,6 +154,21 @@ class ConsumeLoop:
             # from the committed offset, which is what at-least-once requires.
             log.warning("offsets not stored: %s", exc)
 
+    def _update_lag(self) -> int:
+        """Per-partition lag from the last fetch's high watermark (no broker round trip)."""
+        total = 0
+        partitions = [TopicPartition(t, p) for t, p in self.assigned]
+        try:
+            positions = self.consumer.position(partitions) if partitions else []
+        except KafkaException:
+            return total
+        for tp in positions:
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            lag = max(high - tp.offset, 0) if high >= 0 and tp.offset >= 0 else 0
+            self.metrics.lag.labels(str(tp.partition)).set(lag)
+            total += lag
+        return total
+
     def _log_error(self, msg: Message, err: KafkaError) -> None:
         level = logging.ERROR if err.fatal() else logging.WARNING
         log.log(
@@ -165,7 +183,7 @@ class ConsumeLoop:
         log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        self._forget(partitions)
         log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)})
         try:
             # Hand over exactly what was written: commit stored offsets before giving them up.
@@ -174,8 +192,14 @@ class ConsumeLoop:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
 
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        for p in partitions:
+            with contextlib.suppress(KeyError):  # never measured yet
+                self.metrics.lag.remove(str(p.partition))
+
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost (not revoked): another member may already own them; committing now
         # could move their offsets backwards, so stored offsets are discarded.
-        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        self._forget(partitions)
         log.warning("partitions lost", extra={"partitions": sorted(p.partition for p in partitions)})

@@ -19,18 +19,23 @@ from ums_find.store import ProjectionStore, make_redis
 log = logging.getLogger(__name__)
 
 
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set `stop`: the loop finishes its batch, stores, commits and closes."""
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        log.info("signal %s: finishing the batch, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
 def main(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
-    """Run the consumer until SIGTERM/SIGINT (or `stop`)."""
+    """Run the consumer until `stop` is set (by SIGTERM/SIGINT when no event is passed in)."""
     settings = settings or Settings.from_env()
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-
-        def request_stop(signum: int, _: FrameType | None) -> None:
-            log.info("signal %s: finishing the batch, then stopping", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+    if stop is None:
+        stop = threading.Event()
+        stop_on_signals(stop)
 
     registry = CollectorRegistry()
     metrics = ConsumerMetrics.create(registry)

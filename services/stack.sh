@@ -4,6 +4,7 @@
 #   services/stack.sh up      install what is missing, start what is not running, wait until each answers
 #   services/stack.sh down    stop what this script started (and nothing else)
 #   services/stack.sh status  say what runs
+#   services/stack.sh stop NAME   stop one of them (kafka, redis, mariadb); `up` starts it again
 #   services/stack.sh env     print the environment the project needs to reach the stack
 #   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
@@ -152,7 +153,7 @@ kafka_fetch() {
   need mvn maven
   log "fetching the Kafka broker's jars from Maven Central"
   rm -rf "$KAFKA_LIBS"
-  mvn -q -B -f "$ROOT/services/kafka/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$ROOT/services/kafka/pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2 \
     || die "kafka: Maven Central did not serve the broker's jars (see the mvn output above)"
   touch "$KAFKA_LIBS/.complete"
@@ -254,6 +255,14 @@ case ${1:-} in
     exit $rc
     ;;
   down) down ;;
+  stop)  # stop NAME: stop one service this script started (fault tests restart Kafka this way)
+    case ${2:-} in
+      kafka) stop_one kafka "$STACK_DIR/kafka/kafka.pid" ;;
+      redis) stop_one redis "$STACK_DIR/redis/redis.pid" ;;
+      mariadb) stop_one mariadb "$STACK_DIR/mariadb/mysqld.pid" ;;
+      *) die "stop what? kafka, redis or mariadb" ;;
+    esac
+    ;;
   status)
     for s in redis/redis.pid mariadb/mysqld.pid kafka/kafka.pid; do
       if alive "$STACK_DIR/$s"; then echo "${s%%/*}: running (pid $(cat "$STACK_DIR/$s"))"
@@ -261,5 +270,5 @@ case ${1:-} in
     done
     ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|status|env|with -- CMD..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|stop NAME|with -- CMD..." >&2; exit 2 ;;
 esac

@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from ums_find.settings import Settings
+
 T = TypeVar("T")
 
 
@@ -31,3 +33,13 @@ def free_port() -> int:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def env_of(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process build exactly `settings`."""
+    import os
+
+    env = dict(os.environ)
+    env.update({name: str(getattr(settings, name[4:].lower())) for name in Settings.variables()})
+    env.update(extra)
+    return env

@@ -28,9 +28,14 @@ def main(ctx: click.Context, log_json: bool | None) -> None:
 @click.pass_obj
 def consume(settings: Settings) -> None:
     """Project AddService events into Redis until SIGTERM."""
-    from consumer.main import main as consumer_main
+    import threading
 
-    consumer_main(settings)
+    from consumer.main import main as consumer_main
+    from consumer.main import stop_on_signals
+
+    stop = threading.Event()
+    stop_on_signals(stop)  # before the clients exist: a SIGTERM during start-up is clean too
+    consumer_main(settings, stop)
 
 
 @main.command()
@@ -86,3 +91,37 @@ def seed(settings: Settings, count: int, start: int, demo: bool) -> None:
             done += service.add_many(generated_users(size, start=chunk_start))
             bar.update(size)
     click.echo(f"seeded {added + done} users")
+
+
+@main.group()
+def probe() -> None:
+    """Kubernetes exec probes for the consumer (they read its health file, nothing else)."""
+
+
+@probe.command()
+@click.option("--max-age", type=float, default=30.0, show_default=True, help="Seconds without a heartbeat.")
+@click.pass_obj
+def live(settings: Settings, max_age: float) -> None:
+    """Exit 0 while the consume loop advances its heartbeat."""
+    from consumer.health import check_live
+
+    _probe_result(check_live(settings.heartbeat_file, max_age))
+
+
+@probe.command()
+@click.option("--max-lag", type=int, default=None, help="Default: UMS_READY_MAX_LAG.")
+@click.option("--max-age", type=float, default=30.0, show_default=True)
+@click.pass_obj
+def ready(settings: Settings, max_lag: int | None, max_age: float) -> None:
+    """Exit 0 when partitions are assigned and lag is under the limit."""
+    from consumer.health import check_ready
+
+    limit = settings.ready_max_lag if max_lag is None else max_lag
+    _probe_result(check_ready(settings.heartbeat_file, limit, max_age))
+
+
+def _probe_result(problem: str | None) -> None:
+    if problem:
+        click.echo(problem, err=True)
+        raise SystemExit(1)
+    click.echo("ok")

@@ -22,6 +22,8 @@ class Settings:
     topic: str = "com.glarimy.ums.user.add"
     dlq_topic: str = ""  # empty: "<topic>.dlq"
     group_id: str = "ums-find"
+    group_instance_id: str = ""  # empty: dynamic membership
+    session_timeout_ms: int = 10_000
     topic_partitions: int = 6
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "ums"
@@ -41,7 +43,8 @@ class Settings:
     max_event_bytes: int = 64 * 1024
     log_level: str = "INFO"
     log_json: bool = True
-    heartbeat_file: str = "/tmp/ums-find-consumer.heartbeat"
+    heartbeat_file: str = "/tmp/ums-find-consumer.health"
+    ready_max_lag: int = 10_000
     metrics_port: int = 9102
     generation_cache_s: float = 1.0
     negative_cache_s: float = 2.0

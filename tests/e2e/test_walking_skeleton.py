@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,19 +14,11 @@ import requests
 
 from consumer.kafka import make_producer
 from domain import Name, PhoneNumber, User
-from tests.helpers import free_port, wait_until
+from tests.helpers import env_of, free_port, wait_until
 from ums_find.addservice import AddService
-from ums_find.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def env_of(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({name: str(getattr(settings, name[4:].lower())) for name in Settings.variables()})
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""Fixtures of the fault tests: faster session timeouts, a model, a producer, consumer processes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from consumer.kafka import make_producer
+from tests.faults.rig import ConsumerProcess, Model
+
+
+@pytest.fixture
+def settings(settings):
+    # A crashed member's partitions move after 6 s instead of 10 s: shorter tests, same logic.
+    return type(settings)(**{**settings.__dict__, "session_timeout_ms": 6000})
+
+
+@pytest.fixture
+def rng(request):
+    seed = random.randrange(2**32)
+    print(f"fault test seed: {seed}")
+    return random.Random(seed)
+
+
+@pytest.fixture
+def model():
+    return Model()
+
+
+@pytest.fixture
+def fault_producer(settings):
+    producer = make_producer(settings, **{"linger.ms": 20, "batch.num.messages": 5000})
+    yield producer
+    producer.flush(30)
+
+
+@pytest.fixture
+def consumers(settings, tmp_path):
+    """Factory of consumer processes; all are killed at teardown."""
+    made: list[ConsumerProcess] = []
+
+    def make(name: str = "c", **env: str) -> ConsumerProcess:
+        proc = ConsumerProcess(settings, tmp_path, f"{name}{len(made)}", **env)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        if proc.alive():
+            proc.kill()

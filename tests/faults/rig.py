@@ -1,0 +1,241 @@
+"""The fault-test rig: produce events while keeping a model, run consumers as processes, compare.
+
+The model is the fold of every *acknowledged* produced event with the version Kafka
+gave it (since, partition, offset), i.e. the newest version per user. A projection is
+right when it equals that fold: 0 missing, 0 stale, 0 extra.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer.decode import Envelope, PoisonEvent, decode
+from consumer.kafka import consumer_config
+from domain import newest_per_user
+from domain.projection import Event
+from tests.helpers import env_of, wait_until
+from ums_find.settings import Settings
+from ums_find.store import ProjectionStore, Stored
+from ums_find.store import decode as decode_stored
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def random_events(
+    rng: random.Random, users: int, count: int, tag: str, base_ms: int = 1_700_000_000_000
+) -> list[bytes]:
+    """AddService events for `users` users, in random order of `since` (so partitions reorder them)."""
+    values = []
+    for _ in range(count):
+        i = rng.randrange(users)
+        since = base_ms + rng.randrange(10_000_000)
+        values.append(
+            json.dumps(
+                {"name": f"{tag} u{i:06d}", "phone": 9_000_000_000 + rng.randrange(10**9), "since": since}
+            ).encode()
+        )
+    return values
+
+
+@dataclass
+class Model:
+    """Events the broker acknowledged, decoded exactly as the consumer decodes them."""
+
+    events: list[Event] = field(default_factory=list)
+    poison: int = 0
+    failed: int = 0
+    produced: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_delivery(self, err, msg) -> None:  # type: ignore[no-untyped-def]
+        with self.lock:
+            if err is not None:
+                self.failed += 1
+                return
+            self.produced += 1
+            _, ts = msg.timestamp()
+            try:
+                self.events.append(decode(Envelope(msg.key(), msg.value(), msg.partition(), msg.offset(), ts)))
+            except PoisonEvent:
+                self.poison += 1
+
+    def view(self) -> dict[str, Event]:
+        with self.lock:
+            return newest_per_user(self.events)
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    values: Iterable[bytes | None],
+    model: Model,
+    keys: Iterable[bytes | None] | None = None,
+    per_second: float = 0,
+) -> None:
+    """Produce every value (rate-limited if asked) and wait for every acknowledgement."""
+    started = time.monotonic()
+    key_iter = iter(keys) if keys is not None else None
+    for n, value in enumerate(values, 1):
+        key = next(key_iter) if key_iter else None
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=model.on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if per_second and n % 500 == 0:
+            ahead = n / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                producer.poll(ahead)  # pacing the stream, not synchronising
+    assert producer.flush(120) == 0, "the broker did not acknowledge every event"
+
+
+def produce_in_background(
+    producer: Producer, topic: str, values: list[bytes], model: Model, per_second: float
+) -> threading.Thread:
+    thread = threading.Thread(target=produce, args=(producer, topic, values, model), kwargs={"per_second": per_second})
+    thread.start()
+    return thread
+
+
+def snapshot(store: ProjectionStore, generation: int) -> dict[str, Stored]:
+    """The whole projection of a generation: SCAN, then GET in pipelined chunks."""
+    head = len(store.key(generation, ""))
+    keys = list(store.client.scan_iter(match=store.key(generation, "*"), count=5000))
+    result: dict[str, Stored] = {}
+    for start in range(0, len(keys), 5000):
+        chunk = keys[start : start + 5000]
+        for key, raw in zip(chunk, store.client.mget(chunk), strict=True):
+            if raw is not None:
+                result[key.decode()[head:]] = decode_stored(raw)
+    return result
+
+
+@dataclass(frozen=True)
+class Diff:
+    missing: int
+    stale: int
+    extra: int
+    checked: int
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == self.stale == self.extra == 0
+
+
+def compare(view: dict[str, Event], projection: dict[str, Stored]) -> Diff:
+    missing = stale = 0
+    for key, event in view.items():
+        held = projection.get(key)
+        if held is None:
+            missing += 1
+        elif held.version != event.version or held.user != getattr(event, "user", None):
+            stale += 1
+    extra = len(projection.keys() - view.keys())
+    return Diff(missing, stale, extra, len(view))
+
+
+def committed_equals_end(settings: Settings, partitions: int = 6) -> bool:
+    """True when the group committed every partition up to its end (everything written)."""
+    reader = Consumer(consumer_config(settings, **{"group.id": settings.group_id}))
+    try:
+        tps = [TopicPartition(settings.topic, p) for p in range(partitions)]
+        committed = reader.committed(tps, timeout=10)
+        for tp in committed:
+            _, high = reader.get_watermark_offsets(TopicPartition(settings.topic, tp.partition), timeout=10)
+            if high > 0 and tp.offset < high:
+                return False
+        return True
+    finally:
+        reader.close()
+
+
+def wait_converged(settings: Settings, timeout: float = 90) -> None:
+    wait_until(lambda: committed_equals_end(settings), timeout, "the group to commit every partition", interval=0.5)
+
+
+class ConsumerProcess:
+    """`ums-find consume` as a child process, with its own log and health file."""
+
+    def __init__(self, settings: Settings, workdir: Path, name: str, **env: str) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.health_path = workdir / f"{name}.health"
+        self.env = env_of(
+            settings, UMS_HEARTBEAT_FILE=str(self.health_path), UMS_LOG_JSON="true", UMS_METRICS_PORT="0", **env
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs: list[Path] = []
+
+    def start(self) -> ConsumerProcess:
+        run_log = self.log_path.with_suffix(f".{len(self.runs)}.log")
+        self.runs.append(run_log)
+        with open(run_log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "ums-find"), "consume"], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 10) -> float:
+        """SIGTERM; return the seconds it took to exit (cleanly, or the test fails)."""
+        started = time.monotonic()
+        self.signal(signal.SIGTERM)
+        assert self.proc is not None
+        code = self.proc.wait(timeout + 5)
+        assert code == 0, f"{self.name} exited with {code}:\n{self.text()[-3000:]}"
+        return time.monotonic() - started
+
+    def wait_running(self, timeout: float = 30) -> None:
+        """Until the current run has its partitions (a stop before that tests start-up, not stopping)."""
+        wait_until(
+            lambda: "partitions assigned" in self.runs[-1].read_text(errors="replace"),
+            timeout,
+            f"{self.name} to get partitions",
+        )
+
+    def text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.runs if p.exists())
+
+    def records(self) -> Iterator[dict]:  # type: ignore[type-arg]
+        for line in self.text().splitlines():
+            if line.startswith("{"):
+                yield json.loads(line)
+
+    def totals(self) -> list[dict]:  # type: ignore[type-arg]
+        """The totals every cleanly stopped run logged."""
+        return [r["totals"] for r in self.records() if r.get("message") == "consumer closed"]
+
+    def assigned(self) -> int:
+        try:
+            return int(json.loads(self.health_path.read_text())["assigned"])
+        except (OSError, ValueError, KeyError):
+            return 0
