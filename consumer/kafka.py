@@ -51,11 +51,12 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def make_consumer(settings: Settings, **extra: Any) -> Consumer:
-    return Consumer(consumer_config(settings, **extra))
+    # librdkafka's own log lines go through `logging` too, so they come out as JSON.
+    return Consumer(consumer_config(settings, **extra), logger=logging.getLogger("librdkafka"))
 
 
 def make_producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer(producer_config(settings, **extra))
+    return Producer(producer_config(settings, **extra), logger=logging.getLogger("librdkafka"))
 
 
 def ensure_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> None:
