@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+import time
+
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from api import routes
 from api.finder import Finder
+from api.metrics import ApiMetrics
 from api.problems import problem
 from ums_find.mysql import MySQLUsers, make_pool
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore, make_redis
+
+# Below gunicorn's own limits, so that the app (not gunicorn) answers, with problem+json.
+MAX_PATH = 16384
+MAX_HEADER_BYTES = 16384
 
 
 def create_app(settings: Settings | None = None, finder: Finder | None = None) -> Flask:
@@ -24,16 +31,42 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
         MySQLUsers(make_pool(settings)),
         settings,
     )
+    app.extensions["ums_metrics"] = ApiMetrics.create()
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, _http_problem)
+    app.before_request(_limits)
+    app.after_request(_observe)
     return app
+
+
+def _limits() -> Response | None:
+    g.started = time.perf_counter()
+    if len(request.full_path) > MAX_PATH:
+        return problem(414, "uri-too-long", f"the request target is longer than {MAX_PATH} characters")
+    header_bytes = sum(len(k) + len(v) for k, v in request.headers.items())
+    if header_bytes > MAX_HEADER_BYTES:
+        return problem(431, "headers-too-large", f"request headers exceed {MAX_HEADER_BYTES} bytes")
+    return None
+
+
+def _observe(response: Response) -> Response:
+    from flask import current_app
+
+    metrics: ApiMetrics = current_app.extensions["ums_metrics"]
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    source = response.headers.get("X-Ums-Source", "none")
+    metrics.requests.labels(route, request.method, str(response.status_code), source).inc()
+    started = g.get("started")
+    if started is not None:
+        metrics.duration.labels(route).observe(time.perf_counter() - started)
+    return response
 
 
 def _http_problem(exc: HTTPException) -> Response:
     status = exc.code or 500
     slug = {404: "not-found", 405: "method-not-allowed"}.get(status, f"http-{status}")
     response = problem(status, slug, exc.description or "")
-    if status == 405 and exc.response is None:
+    if status == 405:
         allowed = getattr(exc, "valid_methods", None)
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)

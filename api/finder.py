@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
 import redis
+from cachetools import TTLCache
 
+from api.breaker import CircuitBreaker, CircuitOpen
 from domain import Name, User, UserAdded, Version
 from ums_find.mysql import MySQLError, MySQLUsers
 from ums_find.settings import Settings
@@ -18,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PROJECTION = "projection"
 MYSQL = "mysql"
+UNKNOWN_CACHE = "unknown-cache"
 
 
 class SourcesUnavailable(Exception):
@@ -55,31 +59,62 @@ class GenerationCache:
 
 
 class Finder:
-    """Looks users up; clients are passed in."""
+    """Looks users up; clients are passed in. Thread-safe (one per gunicorn worker)."""
 
     def __init__(self, store: ProjectionStore, mysql: MySQLUsers, settings: Settings) -> None:
         self.store = store
         self.mysql = mysql
         self.generations = GenerationCache(store, settings.generation_cache_s)
+        self.redis_breaker = CircuitBreaker("redis", threshold=2, reset_s=settings.breaker_reset_s)
+        self.mysql_breaker = CircuitBreaker("mysql", threshold=2, reset_s=settings.breaker_reset_s)
+        # Names MySQL recently did not know: a flood of random names cannot hammer it.
+        self._unknown: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=settings.negative_cache_s)
+        self._unknown_lock = threading.Lock()
 
     def find(self, name: Name) -> Found:
-        generation: int | None = None
-        try:
-            generation = self.generations.get()
-            if generation is not None:
-                stored = self.store.get(name.canonical, generation)
-                if stored is not None:
-                    return Found(stored.user, PROJECTION, generation)
-        except redis.RedisError as exc:
-            log.warning("projection unavailable, asking MySQL: %r", exc)
-            generation = None
-        try:
-            user = self.mysql.find(name.value)
-        except MySQLError as exc:
-            raise SourcesUnavailable(repr(exc)) from exc
-        if user is not None and generation is not None:
+        generation, found = self._from_projection(name)
+        if found is not None:
+            return found
+        if self._known_unknown(name.canonical):
+            return Found(None, UNKNOWN_CACHE, generation)
+        user = self._from_mysql(name)
+        if user is None:
+            with self._unknown_lock:
+                self._unknown[name.canonical] = True
+        elif generation is not None:
             self._read_repair(user, generation)
         return Found(user, MYSQL, generation)
+
+    def _from_projection(self, name: Name) -> tuple[int | None, Found | None]:
+        try:
+            self.redis_breaker.check()
+            generation = self.generations.get()
+            stored = self.store.get(name.canonical, generation) if generation is not None else None
+        except (redis.RedisError, CircuitOpen) as exc:
+            if isinstance(exc, redis.RedisError):
+                self.redis_breaker.failure()
+                log.warning("projection unavailable, asking MySQL: %r", exc)
+            return None, None
+        self.redis_breaker.success()
+        if stored is None:
+            return generation, None
+        return generation, Found(stored.user, PROJECTION, generation)
+
+    def _from_mysql(self, name: Name) -> User | None:
+        try:
+            self.mysql_breaker.check()
+            user = self.mysql.find(name.value)
+        except (MySQLError, CircuitOpen) as exc:
+            if isinstance(exc, MySQLError):
+                self.mysql_breaker.failure()
+                log.warning("MySQL unavailable: %r", exc)
+            raise SourcesUnavailable(repr(exc)) from exc
+        self.mysql_breaker.success()
+        return user
+
+    def _known_unknown(self, canonical: str) -> bool:
+        with self._unknown_lock:
+            return canonical in self._unknown
 
     def _read_repair(self, user: User, generation: int) -> None:
         # A user in MySQL but not in the projection lost its event (the AddService has
@@ -88,3 +123,13 @@ class Finder:
             self.store.apply([UserAdded(user, Version.from_mysql(user.since_ms))], generation)
         except redis.RedisError as exc:
             log.info("read-repair skipped: %r", exc)
+
+    def readiness(self) -> dict[str, bool]:
+        """Which sources can answer right now (each checked with its short timeout)."""
+        status = {PROJECTION: False, MYSQL: False}
+        with contextlib.suppress(redis.RedisError):
+            status[PROJECTION] = bool(self.store.client.ping())
+        with contextlib.suppress(MySQLError):
+            self.mysql.ping()
+            status[MYSQL] = True
+        return status

@@ -1,10 +1,12 @@
-"""HTTP routes: GET /user/<name>, health endpoints."""
+"""HTTP routes: GET /user/<name>, health, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
-from api.finder import Finder, SourcesUnavailable
+from api.finder import MYSQL, PROJECTION, Finder, SourcesUnavailable
+from api.metrics import ApiMetrics
+from api.openapi import openapi_document
 from api.problems import problem
 from api.serialize import user_to_json
 from domain import DomainError, Name
@@ -32,6 +34,10 @@ def get_user(name: str) -> Response:
         response = problem(404, "user-not-found", "no user has this name")
     else:
         response = jsonify(user_to_json(found.user))
+        response.cache_control.public = True
+        response.cache_control.max_age = current_app.config["UMS_SETTINGS"].cache_max_age_s
+        response.add_etag()  # strong: a hash of the body
+        response.make_conditional(request)
     response.headers["X-Ums-Source"] = found.source
     if found.generation is not None:
         response.headers["X-Ums-Generation"] = str(found.generation)
@@ -41,3 +47,24 @@ def get_user(name: str) -> Response:
 @bp.get("/livez")
 def livez() -> Response:
     return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    sources = finder().readiness()
+    ready = sources[PROJECTION] or sources[MYSQL]
+    response = jsonify(ready=ready, sources=sources)
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    metrics: ApiMetrics = current_app.extensions["ums_metrics"]
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())

@@ -219,6 +219,7 @@ ENV
 }
 
 up() {
+  need wrk wrk  # load generator of the recycling test and the benchmarks
   secrets
   redis_up
   mariadb_up

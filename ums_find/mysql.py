@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
-from dbutils.pooled_db import PooledDB
 
 from domain import DomainError, Name, PhoneNumber, User, canonical_name
 from ums_find.settings import Settings
@@ -20,14 +21,47 @@ log = logging.getLogger(__name__)
 MySQLError = pymysql.MySQLError
 
 
-def make_pool(settings: Settings, writer: bool = False) -> PooledDB:
+class ConnectionPool:
+    """A small per-process pool of PyMySQL connections: one attempt per use, bad ones dropped.
+
+    Not DBUtils: its failover re-runs a failed query on the same connection and then
+    on a new one, so a hung MySQL costs three timeouts per request instead of one.
+    Here a connection that raised is closed and forgotten; the next use opens a new one.
+    """
+
+    def __init__(self, size: int, **connect_args: Any) -> None:
+        self.connect_args = connect_args
+        self._idle: queue.LifoQueue[pymysql.connections.Connection] = queue.LifoQueue(maxsize=size)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[pymysql.connections.Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = pymysql.connect(**self.connect_args)
+        try:
+            yield conn
+        except BaseException:
+            if conn.open:
+                conn.close()
+            raise
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def make_pool(settings: Settings, writer: bool = False) -> ConnectionPool:
     """A per-process pool; connections are opened on first use, not here."""
-    return PooledDB(
-        creator=pymysql,
-        mincached=0,
-        maxconnections=settings.mysql_pool_size,
-        blocking=True,
-        ping=1,  # check a pooled connection before handing it out: MySQL closes idle ones
+    return ConnectionPool(
+        settings.mysql_pool_size,
         host=settings.mysql_host,
         port=settings.mysql_port,
         user=settings.writer_user if writer else settings.mysql_user,
@@ -63,7 +97,7 @@ def _as_datetime(value: Any) -> datetime:
 class MySQLUsers:
     """Finds and writes users in `ums_users` through a pool."""
 
-    def __init__(self, pool: PooledDB) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
     def find(self, name: str) -> User | None:

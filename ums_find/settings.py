@@ -33,8 +33,9 @@ class Settings:
     mysql_database: str = "glarimy"
     mysql_user: str = "ums_find_ro"
     mysql_password: str = field(default="", repr=False)
-    mysql_connect_timeout_s: float = 1.0
-    mysql_read_timeout_s: float = 1.0
+    # Short: with both sources down the API must answer 503 in under a second.
+    mysql_connect_timeout_s: float = 0.3
+    mysql_read_timeout_s: float = 0.3
     mysql_pool_size: int = 8
     addservice_mysql_user: str = ""  # empty: mysql_user
     addservice_mysql_password: str = field(default="", repr=False)
@@ -48,6 +49,8 @@ class Settings:
     metrics_port: int = 9102
     generation_cache_s: float = 1.0
     negative_cache_s: float = 2.0
+    breaker_reset_s: float = 2.0
+    cache_max_age_s: int = 5
 
     @property
     def dead_letter_topic(self) -> str:

@@ -27,6 +27,10 @@ class MemoryUsers:
             raise MySQLError("MySQL is down (test double)")
         return self.rows.get(canonical_name(name))
 
+    def ping(self) -> None:
+        if self.down:
+            raise MySQLError("MySQL is down (test double)")
+
     def save(self, user: User) -> None:
         self.rows[user.name.canonical] = user
 

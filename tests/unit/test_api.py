@@ -91,3 +91,68 @@ def test_head_works(client, store):
     response = client.head("/user/KrishnaMohan")
     assert response.status_code == 200
     assert response.data == b""
+
+
+def test_etag_and_if_none_match_give_304(client, store):
+    project(store, KRISHNA)
+    first = client.get("/user/KrishnaMohan")
+    assert first.headers["ETag"]
+    assert "max-age=" in first.headers["Cache-Control"]
+    again = client.get("/user/KrishnaMohan", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.data == b""
+
+
+def test_unknown_names_are_remembered_briefly(client, store, mysql):
+    store.client.set(store.pointer_key, 1)
+    for _ in range(5):
+        assert client.get("/user/Nobody%20Here").status_code == 404
+    assert mysql.calls == 1
+
+
+def test_dead_redis_is_skipped_by_the_breaker(client, store, mysql, monkeypatch):
+    mysql.save(KRISHNA)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise redis.ConnectionError("down")
+
+    monkeypatch.setattr(store.client, "get", broken)
+    for _ in range(10):
+        assert client.get("/user/KrishnaMohan").status_code == 200
+    assert len(calls) == 2  # the breaker opened after two failures
+
+
+def test_readyz_says_which_source_answers(client, mysql):
+    body = client.get("/readyz").get_json()
+    assert body == {"ready": True, "sources": {"projection": True, "mysql": True}}
+    mysql.down = True
+    body = client.get("/readyz").get_json()
+    assert body["sources"]["mysql"] is False and body["ready"] is True
+
+
+def test_long_request_target_is_414_problem(client):
+    response = client.get("/user/" + "a" * 20_000)
+    assert response.status_code == 414
+    assert response.mimetype == "application/problem+json"
+
+
+def test_huge_headers_are_431_problem(client):
+    response = client.get("/user/KrishnaMohan", headers={"X-Big": "b" * 17_000})
+    assert response.status_code == 431
+    assert response.mimetype == "application/problem+json"
+
+
+def test_metrics_count_requests_by_source(client, store):
+    project(store, KRISHNA)
+    client.get("/user/KrishnaMohan")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'ums_api_requests_total{method="GET",route="/user/<path:name>",source="projection",status="200"} 1.0' in text
+    assert "ums_api_request_duration_seconds_bucket" in text
+
+
+def test_openapi_document_is_served(client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]["/user/{name}"]["get"]["responses"]) >= {"200", "400", "404", "503"}

@@ -1,0 +1,45 @@
+"""Prometheus metrics of the API, correct under several gunicorn workers (multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclass
+class ApiMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    duration: Histogram
+
+    @classmethod
+    def create(cls) -> ApiMetrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "ums_api_requests",
+                "HTTP requests answered",
+                ["route", "method", "status", "source"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "ums_api_request_duration_seconds",
+                "Time to answer a request",
+                ["route"],
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+                registry=registry,
+            ),
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format: every worker's samples when gunicorn set up multiprocess mode."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

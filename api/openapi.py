@@ -1,0 +1,124 @@
+"""The OpenAPI 3.1 document of the API, written to match what the routes do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem_response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ums-find",
+            "version": "0.1.0",
+            "description": "FindService of the user-management system: users by name, from a Redis "
+            "projection of the AddService's events, with MySQL as fallback.",
+        },
+        "paths": {
+            "/user/{name}": {
+                "get": {
+                    "operationId": "getUser",
+                    "summary": "Find a user by name",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "description": "8 to 32 characters once surrounding whitespace is removed; "
+                            "matched ignoring case (docs/decisions.md).",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The user",
+                            "headers": {
+                                "ETag": {"schema": {"type": "string"}},
+                                "X-Ums-Source": {"schema": {"type": "string", "enum": ["projection", "mysql"]}},
+                            },
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}},
+                        },
+                        "304": {"description": "Not modified (If-None-Match matched the ETag)"},
+                        "400": _problem_response("Invalid name"),
+                        "404": _problem_response("No user has this name"),
+                        "414": _problem_response("Request target too long"),
+                        "431": _problem_response("Request headers too large"),
+                        "503": _problem_response(
+                            "Neither the projection nor MySQL can answer",
+                            {"Retry-After": {"schema": {"type": "string"}}},
+                        ),
+                    },
+                }
+            },
+            "/livez": {
+                "get": {
+                    "operationId": "livez",
+                    "summary": "Liveness: the process serves requests",
+                    "responses": {"200": {"description": "Alive", "content": {"application/json": {}}}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: at least one source (projection or MySQL) can answer",
+                    "responses": {
+                        "200": {
+                            "description": "Ready",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}},
+                        },
+                        "503": {
+                            "description": "No source can answer",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}},
+                        },
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "User": {
+                    "type": "object",
+                    "required": ["name", "phone", "since"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 8, "maxLength": 32},
+                        "phone": {"type": "integer", "minimum": 9000000000},
+                        "since": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string", "format": "uri"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                    },
+                },
+                "Readiness": {
+                    "type": "object",
+                    "required": ["ready", "sources"],
+                    "properties": {
+                        "ready": {"type": "boolean"},
+                        "sources": {
+                            "type": "object",
+                            "properties": {"projection": {"type": "boolean"}, "mysql": {"type": "boolean"}},
+                        },
+                    },
+                },
+            }
+        },
+    }
