@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Every string this pattern matches is a valid name (tests/unit/test_openapi.py checks it).
+_LETTER = r"A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff"
+NAME_PATTERN = rf"^[{_LETTER}][{_LETTER} .'_-]{{6,30}}[{_LETTER}]$"
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -36,9 +39,13 @@ def openapi_document() -> dict[str, Any]:
                             "name": "name",
                             "in": "path",
                             "required": True,
-                            "description": "8 to 32 characters once surrounding whitespace is removed; "
-                            "matched ignoring case (docs/decisions.md).",
-                            "schema": {"type": "string"},
+                            "description": "The rule: 8 to 32 characters once surrounding whitespace is "
+                            "removed, without control or bidi formatting characters; matched ignoring case "
+                            "and surrounding whitespace (docs/decisions.md). The pattern shows the common "
+                            "Latin form; any Unicode name that follows the rule is accepted, and one that "
+                            "breaks it gets 400.",
+                            "schema": {"type": "string", "pattern": NAME_PATTERN},
+                            "example": "KrishnaMohan",
                         }
                     ],
                     "responses": {

@@ -219,7 +219,8 @@ ENV
 }
 
 up() {
-  need wrk wrk  # load generator of the recycling test and the benchmarks
+  need wrk wrk  # load generators: wrk for the benchmarks, ab for exact request counts in tests
+  need ab apache2-utils
   secrets
   redis_up
   mariadb_up

@@ -44,7 +44,8 @@ def start_api(settings, tmp_path):
         port = free_port()
         log = tmp_path / f"api{len(started)}.log"
         environment = env_of(
-            custom or settings, UMS_API_BIND=f"127.0.0.1:{port}", UMS_API_WORKERS="2", UMS_LOG_JSON="false", **env
+            custom or settings,
+            **{"UMS_API_BIND": f"127.0.0.1:{port}", "UMS_API_WORKERS": "2", "UMS_LOG_JSON": "false", **env},
         )
         with open(log, "wb") as out:
             proc = subprocess.Popen(
