@@ -19,6 +19,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.retry import Stopping, retry_until_done
 from domain import newest_per_user
 from domain.projection import Event
+from ums_find.generations import Generations, Pointer
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore
 
@@ -62,6 +63,9 @@ class ConsumeLoop:
         self.health = HealthFile(settings.heartbeat_file)
         self.assigned: set[tuple[str, int]] = set()
         self.totals = Totals()
+        self.generations = Generations(store)
+        self.epoch: str | None = None
+        self.rewound = False
 
     def run(self) -> None:
         """Consume until `stop` is set; then store, commit and close."""
@@ -84,6 +88,7 @@ class ConsumeLoop:
         if messages:
             self.process(messages)
         if self.health.due():
+            self._watch_epoch()
             self.health.write(len(self.assigned), self._update_lag())
 
     def process(self, messages: Sequence[Message]) -> None:
@@ -109,6 +114,9 @@ class ConsumeLoop:
             for _, exc in poison:
                 self.metrics.dead_lettered.labels(exc.code).inc()
             self.totals.dead_lettered += len(poison)
+        if self.rewound:
+            self.rewound = False  # this batch's offsets would jump past the rewind: drop them
+            return
         self._store_offsets(done)
 
     def _write(self, events: list[Event]) -> None:
@@ -116,11 +124,11 @@ class ConsumeLoop:
         newest = list(newest_per_user(events).values())
 
         def write() -> int:
-            generation = self.store.live_generation()
-            if generation is None:
-                log.warning("Redis has no live generation (new or wiped); starting generation 1")
-                generation = self.store.ensure_live_generation()
-            return self.store.apply(newest, generation)
+            pointer = self._pointer()
+            applied = self.store.apply(newest, pointer.live)
+            for generation in pointer.targets[1:]:  # a rebuild is filling it: keep it complete
+                self.store.apply(newest, generation)
+            return applied
 
         started = time.perf_counter()
         applied = retry_until_done(
@@ -137,6 +145,42 @@ class ConsumeLoop:
         self.totals.stale += len(events) - applied
         if applied:
             self.metrics.last_applied_ts.set_to_current_time()
+
+    def _pointer(self) -> Pointer:
+        """The generations to write; notices a new epoch (an empty or wiped Redis) and rewinds."""
+        pointer = self.generations.read()
+        created = False
+        if pointer is None:
+            pointer, created = self.generations.ensure()
+            log.warning("Redis has no projection (new or wiped); generation %s started", pointer.live)
+        if created or (self.epoch is not None and pointer.epoch != self.epoch):
+            self._rewind()
+        self.epoch = pointer.epoch
+        return pointer
+
+    def _watch_epoch(self) -> None:
+        # Once a second even when idle: a flushed or restarted-empty Redis is rebuilt
+        # without waiting for the next event.
+        if self.assigned:
+            with contextlib.suppress(redis.RedisError):
+                self._pointer()
+
+    def _rewind(self) -> None:
+        """Re-read every owned partition from its first offset: the projection starts empty."""
+        partitions = self.consumer.assignment()
+        beginnings = []
+        for tp in partitions:
+            low, _ = self.consumer.get_watermark_offsets(tp, timeout=10)
+            beginnings.append(TopicPartition(tp.topic, tp.partition, low))
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, low))
+        if beginnings:
+            # Committed now, so a crash before the next commit still starts from the beginning.
+            self.consumer.commit(offsets=beginnings, asynchronous=False)
+        self.rewound = True
+        log.warning(
+            "projection epoch changed: re-reading partitions %s from the start",
+            sorted(tp.partition for tp in partitions),
+        )
 
     def _store_offsets(self, done: list[Message]) -> None:
         if not done:

@@ -8,8 +8,9 @@ per-user order. An event's version is the tuple
 
 compared lexicographically: the newest `since` wins, and equal times are
 broken deterministically by partition, then offset. A row read from MySQL
-(backfill, reconcile, read-repair) has partition -1, so any Kafka event with
-the same `since` is preferred to it. Equal versions are the same event
+(backfill, read-repair) has partition -1, so any Kafka event with the same
+`since` is preferred to it; `reconcile --repair` uses partition 2**31-1, so the
+MySQL truth replaces a drifted view of the same time but not a newer event. Equal versions are the same event
 delivered twice, which changes nothing.
 """
 
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from domain.model import User, canonical_name
 
 MYSQL_PARTITION = -1
+# `reconcile --repair` writes MySQL's row so that it beats any event of the same time
+# (the projection drifted), while an event with a later `since` still wins.
+REPAIR_PARTITION = 2**31 - 1
 
 
 @dataclass(frozen=True, order=True)
@@ -31,6 +35,10 @@ class Version:
     @classmethod
     def from_mysql(cls, since_ms: int) -> Version:
         return cls(since_ms, MYSQL_PARTITION, 0)
+
+    @classmethod
+    def repair(cls, since_ms: int) -> Version:
+        return cls(since_ms, REPAIR_PARTITION, 0)
 
 
 @dataclass(frozen=True)

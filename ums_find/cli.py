@@ -125,3 +125,83 @@ def _probe_result(problem: str | None) -> None:
         click.echo(problem, err=True)
         raise SystemExit(1)
     click.echo("ok")
+
+
+def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-untyped-def]
+    from ums_find.mysql import MySQLUsers, make_pool
+    from ums_find.store import ProjectionStore, make_redis
+
+    store = ProjectionStore(make_redis(settings, timeout_s=10.0), settings.key_prefix)
+    return store, (MySQLUsers(make_pool(settings)) if with_mysql else None)
+
+
+def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
+    from consumer.replay import Rebuild
+    from ums_find.generations import RebuildRunning
+
+    store, mysql = _store_and_mysql(settings, source in ("mysql", "both"))
+    rebuild = Rebuild(settings, store, mysql, from_kafka=source in ("kafka", "both"))
+    if dry_run:
+        plan = rebuild.plan()
+        click.echo(f"live generation: {plan.live}; would build generation {plan.target} from {source}")
+        for partition, (low, end) in sorted(plan.partitions.items()):
+            click.echo(f"  {settings.topic}[{partition}]: offsets {low}..{end} ({end - low} events)")
+        click.echo(f"  Kafka events: {plan.kafka_events}; MySQL rows: {plan.mysql_rows}")
+        if source != "mysql" and any(low > 0 for low, _ in plan.partitions.values()):
+            click.echo("  warning: the topic no longer starts at offset 0 (retention); add --source both", err=True)
+        return
+    try:
+        result = rebuild.run()
+    except RebuildRunning as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    click.echo(
+        f"generation {result.target} is live: {result.kafka_events} events, {result.mysql_rows} MySQL rows, "
+        f"{result.poison_skipped} poison skipped, {result.deleted_old_keys} old keys deleted, "
+        f"{result.seconds:.1f} s"
+    )
+
+
+@main.command()
+@click.option(
+    "--source",
+    type=click.Choice(["kafka", "mysql", "both"]),
+    default="kafka",
+    show_default=True,
+    help="Rebuild from the topic's earliest offsets, from a MySQL snapshot, or both.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be rebuilt; change nothing.")
+@click.pass_obj
+def replay(settings: Settings, source: str, dry_run: bool) -> None:
+    """Rebuild the projection as a new generation while the current one serves reads, then flip."""
+    _rebuild(settings, source, dry_run)
+
+
+@main.command()
+@click.option("--from-mysql", "from_mysql", is_flag=True, required=True, help="Fill a new generation from MySQL.")
+@click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@click.pass_obj
+def backfill(settings: Settings, from_mysql: bool, dry_run: bool) -> None:
+    """Fill a new generation from MySQL (for topics whose retention dropped old events); Kafka continues on top."""
+    _rebuild(settings, "mysql", dry_run)
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Write the MySQL truth through the fence and remove extra keys.")
+@click.pass_obj
+def reconcile(settings: Settings, repair: bool) -> None:
+    """Report drift between MySQL ums_users and the live projection (exit 1 when there is drift)."""
+    import json
+
+    from consumer.reconcile import Reconciler
+
+    store, mysql = _store_and_mysql(settings, True)
+    generation = store.live_generation()
+    if generation is None:
+        click.echo("error: Redis holds no projection (no live generation)", err=True)
+        raise SystemExit(2)
+    assert mysql is not None
+    drift = Reconciler(store, mysql, generation).run(repair=repair)
+    click.echo(json.dumps({"generation": generation, **drift.__dict__}, indent=2))
+    if drift.total and not repair:
+        raise SystemExit(1)

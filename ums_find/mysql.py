@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 
 from domain import DomainError, Name, PhoneNumber, User, canonical_name
 from ums_find.settings import Settings
@@ -125,6 +126,33 @@ class MySQLUsers:
         with self.pool.connection() as conn, conn.cursor() as cur:
             cur.executemany(sql, rows)
         return len(rows)
+
+    def count(self) -> int:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM ums_users")
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def stream(self, chunk: int = 1000, read_timeout_s: float = 60.0) -> Iterator[list[User]]:
+        """Every user, in chunks, through a server-side cursor: the table never sits in memory."""
+        args = {**self.pool.connect_args, "read_timeout": read_timeout_s, "cursorclass": pymysql.cursors.SSCursor}
+        conn = pymysql.connect(**args)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT name, phone, since FROM ums_users")
+                while rows := cur.fetchmany(chunk):
+                    yield [u for u in map(_row_to_user, rows) if u is not None]
+        finally:
+            conn.close()
+
+    def find_many(self, names: list[str]) -> set[str]:
+        """The canonical names, among `names`, that have a row."""
+        if not names:
+            return set()
+        placeholders = ", ".join(["%s"] * len(names))
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT name FROM ums_users WHERE name IN ({placeholders})", names)
+            return {canonical_name(row[0]) for row in cur.fetchall()}
 
     def ping(self) -> None:
         with self.pool.connection() as conn, conn.cursor() as cur:

@@ -1,7 +1,10 @@
 """The Redis read model: generation pointer, user keys and the fenced, versioned write.
 
 Layout (one prefix, default "ums"):
-    <prefix>:live                the live generation number (the pointer)
+    <prefix>:live                the pointer: "<live generation>:<epoch>"; the epoch is new
+                                 whenever the pointer is created, so a wiped Redis shows
+    <prefix>:building            the generation a rebuild is filling (absent otherwise)
+    <prefix>:rebuild-lock        held by the one running rebuild
     <prefix>:<gen>:<canonical>   one string per user: "since,partition,offset,phone,name"
                                  (phone and name empty: a tombstone)
 One compact string per user keeps Redis memory per user low, and the version
@@ -11,6 +14,7 @@ sits at the front so the fence script reads it without decoding JSON.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +73,13 @@ def decode(raw: bytes | str) -> Stored:
     return Stored(version, user)
 
 
+def parse_pointer(raw: bytes | str) -> tuple[int, str]:
+    """The pointer's value is "<generation>:<epoch>"; a new epoch means a new (empty) Redis."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    generation, _, epoch = text.partition(":")
+    return int(generation), epoch
+
+
 def make_redis(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
     """A Redis client (connections open on first use); short timeouts so an outage shows fast."""
     timeout = timeout_s if timeout_s is not None else settings.redis_timeout_s
@@ -90,12 +101,13 @@ class ProjectionStore:
         return f"{self.prefix}:{generation}:{canonical}"
 
     def live_generation(self) -> int | None:
+        """The generation reads use (None: Redis is new or was wiped)."""
         raw = self.client.get(self.pointer_key)
-        return int(raw) if raw is not None else None
+        return parse_pointer(raw)[0] if raw is not None else None
 
     def ensure_live_generation(self) -> int:
-        """The live generation, creating generation 1 on an empty Redis."""
-        self.client.set(self.pointer_key, 1, nx=True)
+        """The live generation, creating generation 1 (with a new epoch) on an empty Redis."""
+        self.client.set(self.pointer_key, f"1:{uuid.uuid4().hex}", nx=True)
         generation = self.live_generation()
         assert generation is not None
         return generation

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from consumer.kafka import make_producer
-from tests.faults.rig import ConsumerProcess, Model
+from tests.faults.rig import ConsumerProcess, Model, PrivateRedis
 
 
 @pytest.fixture
@@ -49,3 +49,12 @@ def consumers(settings, tmp_path):
     for proc in made:
         if proc.alive():
             proc.kill()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc and server.proc.poll() is None:
+        server.stop()

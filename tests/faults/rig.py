@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.kafka import consumer_config
 from domain import newest_per_user
 from domain.projection import Event
-from tests.helpers import env_of, wait_until
+from tests.helpers import env_of, free_port, wait_until
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore, Stored
 from ums_find.store import decode as decode_stored
@@ -38,8 +39,8 @@ def random_events(
 ) -> list[bytes]:
     """AddService events for `users` users, in random order of `since` (so partitions reorder them)."""
     values = []
-    for _ in range(count):
-        i = rng.randrange(users)
+    for n in range(count):
+        i = n % users if count >= users else rng.randrange(users)  # every user at least once
         since = base_ms + rng.randrange(10_000_000)
         values.append(
             json.dumps(
@@ -239,3 +240,49 @@ class ConsumerProcess:
             return int(json.loads(self.health_path.read_text())["assigned"])
         except (OSError, ValueError, KeyError):
             return 0
+
+
+class PrivateRedis:
+    """A redis-server of this test only, with an fsync-always AOF so a restart keeps the data."""
+
+    def __init__(self, workdir) -> None:
+        self.port = free_port()
+        self.dir = workdir / "redis"
+        self.dir.mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ]
+        )
+        wait_until(
+            lambda: (
+                subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip()
+                == b"PONG"
+            ),
+            20,
+            "the private redis",
+        )
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(20)

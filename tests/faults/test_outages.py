@@ -2,71 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from dataclasses import replace
 
-import pytest
-
 from tests.faults.rig import ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
-from tests.helpers import free_port, wait_until
+from tests.helpers import wait_until
 from ums_find.store import ProjectionStore, make_redis
-
-
-class PrivateRedis:
-    """A redis-server of this test only, with an fsync-always AOF so a restart keeps the data."""
-
-    def __init__(self, workdir) -> None:
-        self.port = free_port()
-        self.dir = workdir / "redis"
-        self.dir.mkdir()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-                "--logfile",
-                str(self.dir / "redis.log"),
-            ]
-        )
-        wait_until(
-            lambda: (
-                subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip()
-                == b"PONG"
-            ),
-            20,
-            "the private redis",
-        )
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(20)
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    if server.proc and server.proc.poll() is None:
-        server.stop()
 
 
 def test_redis_down_for_20_seconds(settings, fault_producer, model, consumers, rng, name_tag, private_redis):

@@ -1,0 +1,107 @@
+"""Compare MySQL's `ums_users` with the live projection, report the drift, optionally repair it.
+
+MySQL is streamed in chunks (server-side cursor) and the projection is scanned in
+chunks: neither is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from domain import User, UserAdded, Version
+from ums_find.mysql import MySQLUsers
+from ums_find.store import ProjectionStore, decode
+
+log = logging.getLogger(__name__)
+SAMPLES = 20
+
+
+@dataclass
+class Drift:
+    """Counts (and a few sample names) of what differs between MySQL and the projection."""
+
+    checked_rows: int = 0
+    checked_keys: int = 0
+    missing: int = 0
+    different: int = 0
+    extra: int = 0
+    ahead: int = 0  # the projection holds a newer event than the row read (not drift)
+    repaired: int = 0
+    samples: dict[str, list[str]] = field(default_factory=lambda: {"missing": [], "different": [], "extra": []})
+
+    @property
+    def total(self) -> int:
+        return self.missing + self.different + self.extra
+
+    def note(self, kind: str, name: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.samples[kind]) < SAMPLES:
+            self.samples[kind].append(name)
+
+
+class Reconciler:
+    def __init__(self, store: ProjectionStore, mysql: MySQLUsers, generation: int, chunk: int = 1000) -> None:
+        self.store = store
+        self.mysql = mysql
+        self.generation = generation
+        self.chunk = chunk
+
+    def run(self, repair: bool = False) -> Drift:
+        drift = Drift()
+        for users in self.mysql.stream(chunk=self.chunk):
+            self._compare_rows(users, drift, repair)
+        self._find_extra(drift, repair)
+        return drift
+
+    def _compare_rows(self, users: list[User], drift: Drift, repair: bool) -> None:
+        pipe = self.store.client.pipeline(transaction=False)
+        for user in users:
+            pipe.get(self.store.key(self.generation, user.name.canonical))
+        fixes = []
+        for user, raw in zip(users, pipe.execute(), strict=True):
+            drift.checked_rows += 1
+            if raw is None:
+                drift.note("missing", user.name.value)
+                fixes.append(UserAdded(user, Version.from_mysql(user.since_ms)))
+                continue
+            held = decode(raw)
+            if held.user == user:
+                continue
+            if held.version.since_ms > user.since_ms:
+                drift.ahead += 1
+                continue
+            drift.note("different", user.name.value)
+            fixes.append(UserAdded(user, Version.repair(user.since_ms)))
+        if repair and fixes:
+            drift.repaired += self.store.apply(fixes, self.generation)
+
+    def _find_extra(self, drift: Drift, repair: bool) -> None:
+        head = len(self.store.key(self.generation, ""))
+        batch: list[bytes] = []
+        for key in self.store.client.scan_iter(match=self.store.key(self.generation, "*"), count=self.chunk):
+            batch.append(key)
+            if len(batch) >= self.chunk:
+                self._check_extra(batch, head, drift, repair)
+                batch = []
+        if batch:
+            self._check_extra(batch, head, drift, repair)
+
+    def _check_extra(self, keys: list[bytes], head: int, drift: Drift, repair: bool) -> None:
+        views = {}
+        pipe = self.store.client.pipeline(transaction=False)  # not MGET: keys span Cluster slots
+        for key in keys:
+            pipe.get(key)
+        for key, raw in zip(keys, pipe.execute(), strict=True):
+            if raw is None:
+                continue
+            held = decode(raw)
+            if held.user is not None:  # tombstones are not users: nothing to find in MySQL
+                views[key] = held.user
+        drift.checked_keys += len(keys)
+        known = self.mysql.find_many([u.name.value for u in views.values()])
+        extra = [key for key, user in views.items() if user.name.canonical not in known]
+        for key in extra:
+            drift.note("extra", key.decode()[head:])
+        if repair and extra:
+            drift.repaired += self.store.client.unlink(*extra)

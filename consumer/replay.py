@@ -1,0 +1,169 @@
+"""Rebuild the projection as a new generation (from Kafka's earliest offsets and/or MySQL), then flip.
+
+Order matters: the building mark is set *before* the end offsets are read, so every
+event at or past those offsets is consumed by live consumers after they saw the mark
+and written to the new generation too; the replay covers everything before them.
+Kafka-only rebuilds need the topic kept forever or compacted (README).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer.decode import PoisonEvent, decode
+from consumer.kafka import consumer_config
+from consumer.loop import envelope
+from consumer.progress import Progress
+from domain import UserAdded, Version, newest_per_user
+from domain.projection import Event
+from ums_find.generations import Generations
+from ums_find.mysql import MySQLUsers
+from ums_find.settings import Settings
+from ums_find.store import ProjectionStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    live: int | None
+    target: int
+    partitions: dict[int, tuple[int, int]]  # partition -> (first offset, end offset)
+    mysql_rows: int
+
+    @property
+    def kafka_events(self) -> int:
+        return sum(end - low for low, end in self.partitions.values())
+
+
+@dataclass(frozen=True)
+class Result:
+    target: int
+    kafka_events: int
+    mysql_rows: int
+    poison_skipped: int
+    deleted_old_keys: int
+    seconds: float
+
+
+class Rebuild:
+    """One rebuild of the projection; clients are passed in."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProjectionStore,
+        mysql: MySQLUsers | None,
+        from_kafka: bool = True,
+        tty: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.generations = Generations(store)
+        self.mysql = mysql
+        self.from_kafka = from_kafka
+        self.tty = tty
+        self.poison = 0
+
+    def plan(self) -> Plan:
+        """What a rebuild would do now (used by --dry-run, and re-read after the mark for real runs)."""
+        pointer = self.generations.read()
+        live = pointer.live if pointer else None
+        target = max(live or 0, (pointer.building or 0) if pointer else 0) + 1
+        partitions = self._watermarks() if self.from_kafka else {}
+        rows = self.mysql.count() if self.mysql else 0
+        return Plan(live, target, partitions, rows)
+
+    def run(self) -> Result:
+        started = time.monotonic()
+        with self.generations.lock():
+            pointer, _ = self.generations.ensure()
+            target = max(pointer.live, pointer.building or 0) + 1
+            self.generations.start_building(target)
+            try:
+                plan = Plan(
+                    pointer.live,
+                    target,
+                    self._watermarks() if self.from_kafka else {},
+                    self.mysql.count() if self.mysql else 0,
+                )
+                log.info(
+                    "rebuilding generation %s while %s serves reads",
+                    target,
+                    pointer.live,
+                    extra={"kafka_events": plan.kafka_events, "mysql_rows": plan.mysql_rows},
+                )
+                if self.mysql:
+                    self._from_mysql(plan)
+                if self.from_kafka:
+                    self._from_kafka(plan)
+                self.generations.flip(pointer, target)
+            except BaseException:
+                self.generations.stop_building()
+                self.generations.delete_generation(target)
+                raise
+        log.info("generation %s is live; deleting generation %s", target, pointer.live)
+        # Readers cache the pointer for generation_cache_s: let them move before N goes.
+        time.sleep(self.settings.generation_cache_s * 2 + 0.5)
+        deleted = self.generations.delete_generation(pointer.live)
+        return Result(target, plan.kafka_events, plan.mysql_rows, self.poison, deleted, time.monotonic() - started)
+
+    def _watermarks(self) -> dict[int, tuple[int, int]]:
+        consumer = self._consumer()
+        try:
+            topic = consumer.list_topics(self.settings.topic, timeout=10).topics[self.settings.topic]
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(self.settings.topic, p), timeout=10)
+                for p in sorted(topic.partitions)
+            }
+        finally:
+            consumer.close()
+
+    def _consumer(self) -> Consumer:
+        config = consumer_config(
+            self.settings,
+            **{"group.id": f"{self.settings.group_id}-replay", "enable.auto.commit": False, "fetch.wait.max.ms": 10},
+        )
+        return Consumer(config)
+
+    def _apply(self, events: Iterable[Event], generation: int) -> None:
+        self.store.apply(list(newest_per_user(events).values()), generation)
+
+    def _from_mysql(self, plan: Plan) -> None:
+        assert self.mysql is not None
+        with Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress:
+            for users in self.mysql.stream(chunk=2000):
+                self._apply((UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
+                progress.update(len(users))
+
+    def _from_kafka(self, plan: Plan) -> None:
+        todo = {p: end for p, (low, end) in plan.partitions.items() if end > low}
+        if not todo:
+            return
+        consumer = self._consumer()
+        consumer.assign([TopicPartition(self.settings.topic, p, plan.partitions[p][0]) for p in todo])
+        try:
+            with Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress:
+                while todo:
+                    events: list[Event] = []
+                    for msg in consumer.consume(self.settings.batch_size, 0.5):
+                        partition, offset = msg.partition() or 0, msg.offset() or 0
+                        if msg.error() or partition not in todo or offset >= todo[partition]:
+                            continue
+                        try:
+                            events.append(decode(envelope(msg), self.settings.max_event_bytes))
+                        except PoisonEvent:
+                            self.poison += 1  # live consumers dead-lettered it already
+                        progress.update(1)
+                    self._apply(events, plan.target)
+                    # Done by position, not by last offset seen: compaction leaves gaps.
+                    for tp in consumer.position([TopicPartition(self.settings.topic, p) for p in todo]):
+                        if tp.offset >= todo[tp.partition]:
+                            del todo[tp.partition]
+        finally:
+            consumer.close()

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Offline validators for the deployment files, built from the Go module proxy once into
+# .cache/bin (git-ignored) and reused. Idempotent; prints the binary's path.
+#
+#   services/tools.sh compose-spec   compose-go's `compose-spec` loader: the library Docker
+#                                    Compose itself uses to parse and validate a compose file
+#   services/tools.sh list           the tools this script knows, with their pinned versions
+#
+# Not here, and why (tests/integration/test_deploy_*.py do those checks themselves):
+#   kube-linter  golang.stackrox.io/kube-linter is refused by the Go module proxy (403)
+#   promtool     builds ~1,200 packages (every service-discovery SDK): over 10 minutes
+#   hadolint     a Haskell binary, only downloadable from its release page
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN_DIR=${UMS_TOOLS_DIR:-$ROOT/.cache/bin}
+
+declare -A MODULE=(
+  [compose-spec]="github.com/compose-spec/compose-go/v2/cmd"
+)
+declare -A VERSION=(
+  [compose-spec]="v2.16.2"
+)
+
+die() { printf 'tools.sh: %s\n' "$*" >&2; exit 1; }
+
+go_bin() {
+  if command -v go >/dev/null 2>&1; then command -v go
+  elif [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go
+  else die "Go is not installed (needed to build the validators); install Go >= 1.24"
+  fi
+}
+
+install_tool() {  # install_tool NAME -> prints the path of NAME's pinned binary
+  local name=$1 module=${MODULE[$1]} version=${VERSION[$1]}
+  local target=$BIN_DIR/$name-$version
+  if [ ! -x "$target" ]; then
+    mkdir -p "$BIN_DIR"
+    exec 9>"$BIN_DIR/.$name.lock"
+    flock 9
+    if [ ! -x "$target" ]; then
+      local go tmp
+      go=$(go_bin)
+      tmp=$(mktemp -d "$BIN_DIR/.build-$name.XXXXXX")
+      # GOTOOLCHAIN=local: build with the machine's Go, never fetch another toolchain.
+      if ! GOBIN=$tmp GOTOOLCHAIN=local GOFLAGS=-trimpath "$go" install "$module@$version" >&2; then
+        rm -rf "$tmp"
+        die "could not build $name ($module@$version)"
+      fi
+      mv "$tmp/$(basename "$module")" "$target"
+      rm -rf "$tmp"
+    fi
+    exec 9>&-
+  fi
+  ln -sfn "$(basename "$target")" "$BIN_DIR/$name"
+  echo "$target"
+}
+
+case ${1:-} in
+  list) for name in "${!MODULE[@]}"; do echo "$name ${MODULE[$name]}@${VERSION[$name]}"; done ;;
+  compose-spec) install_tool "$1" ;;
+  *) echo "usage: $0 compose-spec|list" >&2; exit 2 ;;
+esac

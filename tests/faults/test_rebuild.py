@@ -1,0 +1,110 @@
+"""Rebuilds: a blue/green replay under reads and writes, and a wiped Redis that heals by itself."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import threading
+from dataclasses import replace
+
+import requests
+
+from tests.faults.rig import (
+    BIN,
+    ROOT,
+    compare,
+    produce,
+    produce_in_background,
+    random_events,
+    snapshot,
+    wait_converged,
+)
+from tests.helpers import env_of, wait_until
+from ums_find.store import ProjectionStore, make_redis
+
+
+def test_rebuild_100k_under_reads_and_writes(
+    settings, store, fault_producer, model, consumers, rng, name_tag, start_api
+):
+    users = 100_000
+    names = [f"{name_tag} u{i:06d}" for i in range(users)]
+    produce(fault_producer, settings.topic, random_events(rng, users=users, count=users, tag=name_tag), model)
+    consumer = consumers().start()
+    wait_converged(settings, timeout=180)
+    view = model.view()
+    existing = [n for n in names if n.lower() in view]
+    api = start_api()
+
+    failures: list[tuple[str, int]] = []
+    reads = 0
+    reading = threading.Event()
+    reading.set()
+
+    def reader() -> None:
+        nonlocal reads
+        session = requests.Session()
+        pick = random.Random(1)
+        while reading.is_set():
+            name = pick.choice(existing)
+            status = session.get(f"{api.base}/user/{name}", timeout=5).status_code
+            reads += 1
+            if status != 200:
+                failures.append((name, status))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    # Events that arrive while the rebuild runs: new users and newer versions of old ones.
+    during = produce_in_background(
+        fault_producer,
+        settings.topic,
+        random_events(rng, users=users + 5000, count=20_000, tag=name_tag),
+        model,
+        per_second=4000,
+    )
+    result = subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", "replay"],
+        env=env_of(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    during.join()
+    wait_converged(settings)
+    reading.clear()
+    thread.join()
+    print(result.stdout, result.stderr[-2000:])
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    assert store.live_generation() == 2
+    diff = compare(model.view(), snapshot(store, 2))
+    left_in_old = sum(1 for _ in store.client.scan_iter(match=store.key(1, "*"), count=5000))
+    print(
+        f"rebuild: users={diff.checked} reads={reads} failed_reads={len(failures)} "
+        f"missing={diff.missing} stale={diff.stale} extra={diff.extra} old_keys_left={left_in_old}"
+    )
+    assert reads > 100
+    assert failures == []
+    assert diff.ok, diff
+    assert left_in_old == 0
+    assert consumer.alive()
+
+
+def test_flushed_redis_comes_back_by_itself(settings, fault_producer, model, consumers, rng, name_tag, private_redis):
+    settings = replace(settings, redis_url=f"redis://127.0.0.1:{private_redis.port}/0")
+    store = ProjectionStore(make_redis(settings, timeout_s=5.0), settings.key_prefix)
+    consumer = consumers(UMS_REDIS_URL=settings.redis_url).start()
+    produce(fault_producer, settings.topic, random_events(rng, users=3000, count=15_000, tag=name_tag), model)
+    wait_converged(settings)
+    assert compare(model.view(), snapshot(store, 1)).ok
+    store.client.flushall()
+    # More events after the wipe, then no more: the idle consumer must notice by itself.
+    produce(fault_producer, settings.topic, random_events(rng, users=3500, count=3000, tag=name_tag), model)
+
+    def healed():
+        generation = store.live_generation()
+        return generation is not None and compare(model.view(), snapshot(store, generation)).ok
+
+    wait_until(healed, 60, "the projection to equal the model again", interval=0.5)
+    assert "re-reading partitions" in consumer.text()
+    assert consumer.alive()
