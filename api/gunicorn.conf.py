@@ -40,6 +40,15 @@ else:
     _owned_metrics_dir = ""
 
 
+def on_starting(server):  # type: ignore[no-untyped-def]
+    # A directory given from outside (a Kubernetes emptyDir) survives a container restart:
+    # samples of the previous server's workers must not be counted again.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

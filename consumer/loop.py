@@ -153,8 +153,12 @@ class ConsumeLoop:
         if pointer is None:
             pointer, created = self.generations.ensure()
             log.warning("Redis has no projection (new or wiped); generation %s started", pointer.live)
-        if created or (self.epoch is not None and pointer.epoch != self.epoch):
-            self._rewind()
+        if self.epoch is not None and pointer.epoch != self.epoch:
+            self._rewind(self.consumer.assignment())
+        elif created:
+            # We just started on an empty Redis: only partitions that some earlier run
+            # already committed past their start hold events the projection lacks.
+            self._rewind(self._committed_past_start())
         self.epoch = pointer.epoch
         return pointer
 
@@ -165,9 +169,14 @@ class ConsumeLoop:
             with contextlib.suppress(redis.RedisError):
                 self._pointer()
 
-    def _rewind(self) -> None:
-        """Re-read every owned partition from its first offset: the projection starts empty."""
-        partitions = self.consumer.assignment()
+    def _committed_past_start(self) -> list[TopicPartition]:
+        committed = self.consumer.committed(self.consumer.assignment(), timeout=10)
+        return [tp for tp in committed if tp.offset > self.consumer.get_watermark_offsets(tp, timeout=10)[0]]
+
+    def _rewind(self, partitions: list[TopicPartition]) -> None:
+        """Re-read these partitions from their first offset: the projection starts empty."""
+        if not partitions:
+            return
         beginnings = []
         for tp in partitions:
             low, _ = self.consumer.get_watermark_offsets(tp, timeout=10)

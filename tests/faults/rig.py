@@ -148,6 +148,16 @@ def compare(view: dict[str, Event], projection: dict[str, Stored]) -> Diff:
     return Diff(missing, stale, extra, len(view))
 
 
+def committed_count(settings: Settings, partitions: int = 6) -> int:
+    """How many events the group has committed (written to Redis) so far."""
+    reader = Consumer(consumer_config(settings))
+    try:
+        tps = [TopicPartition(settings.topic, p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in reader.committed(tps, timeout=10))
+    finally:
+        reader.close()
+
+
 def committed_equals_end(settings: Settings, partitions: int = 6) -> bool:
     """True when the group committed every partition up to its end (everything written)."""
     reader = Consumer(consumer_config(settings, **{"group.id": settings.group_id}))

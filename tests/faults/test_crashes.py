@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.rig import compare, produce_in_background, random_events, snapshot, wait_converged
+from tests.faults.rig import committed_count, compare, produce_in_background, random_events, snapshot, wait_converged
 from tests.helpers import wait_until
-
-
-def progress(store):
-    """How many users the projection holds (generation 1, this test's prefix)."""
-    return sum(1 for _ in store.client.scan_iter(match=store.key(1, "*"), count=5000))
 
 
 @pytest.mark.parametrize(
@@ -27,8 +22,10 @@ def test_kill_9_at_random_moments(settings, store, fault_producer, model, consum
     consumer = consumers().start()
     for k in range(kills):
         # A random point of progress, not a random sleep: the kill lands mid-stream.
-        target = int(users * (k + rng.random()) / (kills + 1))
-        wait_until(lambda t=target: progress(store) >= t, 120, f"{target} users before kill {k + 1}", interval=0.2)
+        target = int(events * (k + rng.random()) / (kills + 1))
+        wait_until(
+            lambda t=target: committed_count(settings) >= t, 120, f"{target} events before kill {k + 1}", interval=0.2
+        )
         consumer.kill()
         consumer.start()
     producer.join()
@@ -50,8 +47,10 @@ def test_sigterm_five_times_applies_nothing_twice(settings, store, fault_produce
     consumer = consumers().start()
     stop_seconds = []
     for k in range(5):
-        target = int(4000 * (k + rng.random()) / 6)
-        wait_until(lambda t=target: progress(store) >= t, 120, f"{target} users before stop {k + 1}", interval=0.2)
+        target = int(events * (k + rng.random()) / 6)
+        wait_until(
+            lambda t=target: committed_count(settings) >= t, 120, f"{target} events before stop {k + 1}", interval=0.2
+        )
         consumer.wait_running()
         stop_seconds.append(consumer.stop())
         consumer.start()
