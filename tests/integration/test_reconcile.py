@@ -1,0 +1,59 @@
+"""Reconcile finds exactly the drift injected between MySQL and the projection, and --repair fixes it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+
+from consumer.reconcile import Reconciler
+from domain import Name, PhoneNumber, User, UserAdded, Version
+from tests.conftest import BIN, ROOT
+from tests.helpers import env_of
+from ums_find.mysql import MySQLUsers, make_pool
+from ums_find.store import encode
+
+SINCE = datetime(2023, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, store, mysql_writer, name_tag):
+    reader = MySQLUsers(make_pool(settings))
+    store.ensure_live_generation()
+    # Whatever else the table holds is projected first, so only our injected drift remains.
+    Reconciler(store, reader, 1).run(repair=True)
+    users = [User(Name(f"{name_tag} rec {i:03d}"), PhoneNumber(9_100_000_000 + i), SINCE) for i in range(50)]
+    mysql_writer.upsert_many(users)
+    store.apply([UserAdded(u, Version(u.since_ms, i % 6, i)) for i, u in enumerate(users)], 1)
+    assert Reconciler(store, reader, 1).run().total == 0
+
+    for user in users[:3]:  # lost from Redis
+        store.client.delete(store.key(1, user.name.canonical))
+    for i, user in enumerate(users[3:5], start=3):  # a phone altered in Redis, version kept
+        wrong = UserAdded(User(user.name, PhoneNumber(9_999_999_999), SINCE), Version(user.since_ms, i % 6, i))
+        store.client.set(store.key(1, user.name.canonical), encode(wrong))
+    ghost = User(Name(f"{name_tag} ghost user"), PhoneNumber(9_555_555_555), SINCE)  # not in MySQL
+    store.apply([UserAdded(ghost, Version(ghost.since_ms, 0, 999))], 1)
+    newer = User(users[5].name, PhoneNumber(9_888_888_888), datetime(2024, 1, 1, tzinfo=UTC))
+    store.apply([UserAdded(newer, Version(newer.since_ms, 0, 1000))], 1)  # an event newer than MySQL's row
+
+    drift = Reconciler(store, reader, 1).run()
+    assert (drift.missing, drift.different, drift.extra) == (3, 2, 1)
+    assert sorted(drift.samples["missing"]) == sorted(u.name.value for u in users[:3])
+    assert drift.samples["extra"] == [ghost.name.canonical]
+    assert drift.ahead == 1
+
+    result = subprocess.run([str(BIN / "ums-find"), "--log-text", "reconcile", "--repair"], env=env_of(settings),
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["repaired"] == 6
+
+    after = Reconciler(store, reader, 1).run()
+    assert after.total == 0
+    for user in users[:5]:
+        assert store.get(user.name.canonical, 1).user == user
+    assert store.get(ghost.name.canonical, 1) is None
+    assert store.get(newer.name.canonical, 1).user == newer  # the newer event still wins
+    check = subprocess.run([str(BIN / "ums-find"), "--log-text", "reconcile"], env=env_of(settings), cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout
+    reader.pool.close()

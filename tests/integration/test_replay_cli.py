@@ -1,0 +1,69 @@
+"""`ums-find replay` / `backfill` as operators run them: dry run, the lock, a MySQL backfill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+
+from confluent_kafka import Producer
+
+from consumer.kafka import make_producer
+from domain import Name, PhoneNumber, User
+from tests.conftest import BIN, ROOT
+from tests.helpers import env_of, wait_until
+from ums_find.addservice import event_value
+from ums_find.generations import Generations
+
+
+def cli(settings, *args):
+    return subprocess.run([str(BIN / "ums-find"), "--log-text", *args], env=env_of(settings), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def publish(producer: Producer, topic: str, users):
+    for user in users:
+        producer.produce(topic, value=event_value(user))
+    assert producer.flush(10) == 0
+
+
+def test_dry_run_changes_nothing(settings, store, name_tag):
+    producer = make_producer(settings)
+    publish(producer, settings.topic, [User(Name(f"{name_tag} dry {i}"), PhoneNumber(9_000_000_000 + i),
+                                            datetime.now(UTC)) for i in range(30)])
+    store.ensure_live_generation()
+    before = store.client.get(store.pointer_key)
+    result = cli(settings, "replay", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would build generation 2" in result.stdout
+    assert "Kafka events: 30" in result.stdout
+    assert store.client.get(store.pointer_key) == before
+    assert store.client.get(f"{settings.key_prefix}:building") is None
+
+
+def test_a_second_rebuild_is_refused(settings, store):
+    store.ensure_live_generation()
+    with Generations(store).lock():
+        result = cli(settings, "replay")
+    assert result.returncode == 2
+    assert "already running" in result.stderr
+    assert store.live_generation() == 1
+
+
+def test_backfill_from_mysql_then_kafka_on_top(settings, store, mysql_writer, name_tag, run_consumer):
+    old = [User(Name(f"{name_tag} old {i:03d}"), PhoneNumber(9_200_000_000 + i), datetime(2020, 1, 1, tzinfo=UTC))
+           for i in range(40)]
+    mysql_writer.upsert_many(old)  # their events expired from the topic long ago
+    run_consumer()
+    wait_until(lambda: store.live_generation() is not None, 20, "the consumer to start generation 1")
+
+    result = cli(settings, "backfill", "--from-mysql")
+    assert result.returncode == 0, result.stderr
+    assert store.live_generation() == 2
+    for user in old:
+        assert store.get(user.name.canonical, 2).user == user
+
+    fresh = User(Name(f"{name_tag} fresh one"), PhoneNumber(9_300_000_000), datetime.now(UTC))
+    publish(make_producer(settings), settings.topic, [fresh])
+    wait_until(lambda: (s := store.get(fresh.name.canonical, 2)) and s.user == fresh, 20, "the new event in gen 2")
+    assert json.loads(cli(settings, "reconcile").stdout)["missing"] == 0
