@@ -42,8 +42,14 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
     assert drift.samples["extra"] == [ghost.name.canonical]
     assert drift.ahead == 1
 
-    result = subprocess.run([str(BIN / "ums-find"), "--log-text", "reconcile", "--repair"], env=env_of(settings),
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", "reconcile", "--repair"],
+        env=env_of(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["repaired"] == 6
 
@@ -53,7 +59,13 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
         assert store.get(user.name.canonical, 1).user == user
     assert store.get(ghost.name.canonical, 1) is None
     assert store.get(newer.name.canonical, 1).user == newer  # the newer event still wins
-    check = subprocess.run([str(BIN / "ums-find"), "--log-text", "reconcile"], env=env_of(settings), cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", "reconcile"],
+        env=env_of(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout
     reader.pool.close()

@@ -17,8 +17,14 @@ from ums_find.generations import Generations
 
 
 def cli(settings, *args):
-    return subprocess.run([str(BIN / "ums-find"), "--log-text", *args], env=env_of(settings), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", *args],
+        env=env_of(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def publish(producer: Producer, topic: str, users):
@@ -29,8 +35,11 @@ def publish(producer: Producer, topic: str, users):
 
 def test_dry_run_changes_nothing(settings, store, name_tag):
     producer = make_producer(settings)
-    publish(producer, settings.topic, [User(Name(f"{name_tag} dry {i}"), PhoneNumber(9_000_000_000 + i),
-                                            datetime.now(UTC)) for i in range(30)])
+    publish(
+        producer,
+        settings.topic,
+        [User(Name(f"{name_tag} dry {i}"), PhoneNumber(9_000_000_000 + i), datetime.now(UTC)) for i in range(30)],
+    )
     store.ensure_live_generation()
     before = store.client.get(store.pointer_key)
     result = cli(settings, "replay", "--dry-run")
@@ -51,8 +60,10 @@ def test_a_second_rebuild_is_refused(settings, store):
 
 
 def test_backfill_from_mysql_then_kafka_on_top(settings, store, mysql_writer, name_tag, run_consumer):
-    old = [User(Name(f"{name_tag} old {i:03d}"), PhoneNumber(9_200_000_000 + i), datetime(2020, 1, 1, tzinfo=UTC))
-           for i in range(40)]
+    old = [
+        User(Name(f"{name_tag} old {i:03d}"), PhoneNumber(9_200_000_000 + i), datetime(2020, 1, 1, tzinfo=UTC))
+        for i in range(40)
+    ]
     mysql_writer.upsert_many(old)  # their events expired from the topic long ago
     run_consumer()
     wait_until(lambda: store.live_generation() is not None, 20, "the consumer to start generation 1")
