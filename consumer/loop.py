@@ -65,6 +65,7 @@ class ConsumeLoop:
         self.totals = Totals()
         self.generations = Generations(store)
         self.epoch: str | None = None
+        self.pending_rewind: str | None = None  # "all" or "committed" (partitions past their start)
         self.rewound = False
 
     def run(self) -> None:
@@ -133,7 +134,8 @@ class ConsumeLoop:
         started = time.perf_counter()
         applied = retry_until_done(
             write,
-            (redis.RedisError,),
+            # KafkaException: a rewind's offset look-ups while the broker restarts.
+            (redis.RedisError, KafkaException),
             self.stop,
             "redis write",
             on_retry=lambda _: self.metrics.redis_retries.inc(),
@@ -149,24 +151,28 @@ class ConsumeLoop:
     def _pointer(self) -> Pointer:
         """The generations to write; notices a new epoch (an empty or wiped Redis) and rewinds."""
         pointer = self.generations.read()
-        created = False
         if pointer is None:
             pointer, created = self.generations.ensure()
             log.warning("Redis has no projection (new or wiped); generation %s started", pointer.live)
+            if created and self.pending_rewind is None:
+                # We just started on an empty Redis: only partitions that some earlier run
+                # already committed past their start hold events the projection lacks.
+                self.pending_rewind = "committed"
         if self.epoch is not None and pointer.epoch != self.epoch:
-            self._rewind(self.consumer.assignment())
-        elif created:
-            # We just started on an empty Redis: only partitions that some earlier run
-            # already committed past their start hold events the projection lacks.
-            self._rewind(self._committed_past_start())
+            self.pending_rewind = "all"
         self.epoch = pointer.epoch
+        if self.pending_rewind is not None:
+            # Kept until the rewind succeeded: a broker error here is retried, not forgotten.
+            everything = self.pending_rewind == "all"
+            self._rewind(self.consumer.assignment() if everything else self._committed_past_start())
+            self.pending_rewind = None
         return pointer
 
     def _watch_epoch(self) -> None:
         # Once a second even when idle: a flushed or restarted-empty Redis is rebuilt
         # without waiting for the next event.
         if self.assigned:
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(redis.RedisError, KafkaException):
                 self._pointer()
 
     def _committed_past_start(self) -> list[TopicPartition]:

@@ -153,9 +153,10 @@ kafka_fetch() {
   need mvn maven
   log "fetching the Kafka broker's jars from Maven Central"
   rm -rf "$KAFKA_LIBS"
-  mvn -q -B -Dstyle.color=never -f "$ROOT/services/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2 \
-    || die "kafka: Maven Central did not serve the broker's jars (see the mvn output above)"
+  mkdir -p "$CACHE_DIR/kafka"
+  mvn -q -B -f "$ROOT/services/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >"$CACHE_DIR/kafka/mvn.log" 2>&1 \
+    || { cat "$CACHE_DIR/kafka/mvn.log" >&2; die "kafka: Maven Central did not serve the broker's jars (mvn output above)"; }
   touch "$KAFKA_LIBS/.complete"
 }
 

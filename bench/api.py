@@ -1,0 +1,184 @@
+"""Read API benchmarks with wrk: ours (hits, fallback, 404s), the fixed-body ceiling, the seed design; rebuild."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import signal
+import subprocess
+import time
+import urllib.parse
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from bench.common import BIN, ROOT, children, cpu_seconds, env_for, wait_for
+from bench.projection import bench_name
+from domain import Name, PhoneNumber, User
+from ums_find.mysql import MySQLUsers, make_pool
+from ums_find.settings import Settings
+
+log = logging.getLogger("bench")
+LUA = ROOT / "bench" / "random_names.lua"
+DURATION = "10s"
+
+
+@dataclass
+class Wrk:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> Wrk:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket.groups())) if socket else 0)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Wrk(rps, p50, p99, errors, total)
+
+
+def wrk(base: str, names: Path, duration: str = DURATION) -> Wrk:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}", "--latency", "-s", str(LUA), base],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"BENCH_NAMES": str(names)},
+    ).stdout
+    return parse_wrk(out)
+
+
+def write_names(path: Path, names: list[str]) -> Path:
+    path.write_text("\n".join(urllib.parse.quote(n) for n in names) + "\n")
+    return path
+
+
+class Server:
+    """A server process on a port; stopped with SIGTERM."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._up, 30, f"server on {port}")
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(self.base + "/livez", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def gunicorn(settings: Settings, port: int, app: str | None = None) -> Server:
+    env = env_for(settings, UMS_API_BIND=f"127.0.0.1:{port}", UMS_API_ACCESS_LOG="/dev/null", UMS_LOG_LEVEL="WARNING")
+    command = [str(BIN / "gunicorn"), "-c", "api/gunicorn.conf.py"] + ([app] if app else [])
+    return Server(command, env, port)
+
+
+def seed_server(settings: Settings, port: int) -> Server:
+    env = env_for(settings)
+    return Server(
+        [str(BIN / "waitress-serve"), f"--port={port}", "--host=127.0.0.1", "bench.peers.seed_app:app"], env, port
+    )
+
+
+def worker_balance(server: Server, run) -> tuple[Wrk, list[float]]:  # type: ignore[no-untyped-def]
+    """Run wrk and return each gunicorn worker's share of the CPU the workers used."""
+    workers = children(server.proc.pid)
+    before = {w: cpu_seconds(w) for w in workers}
+    result = run()
+    used = [cpu_seconds(w) - before[w] for w in workers if Path(f"/proc/{w}").exists()]
+    total = sum(used) or 1.0
+    return result, [round(u / total, 3) for u in used]
+
+
+def seed_mysql(settings: Settings, count: int) -> MySQLUsers:
+    users = MySQLUsers(make_pool(replace(settings, mysql_read_timeout_s=60.0), writer=True))
+    since = datetime(2023, 1, 1, tzinfo=UTC)
+    for start in range(0, count, 5000):
+        users.upsert_many(
+            User(Name(bench_name(i)), PhoneNumber(9_000_000_000 + i), since)
+            for i in range(start, min(start + 5000, count))
+        )
+    return users
+
+
+def clean_mysql(users: MySQLUsers) -> None:
+    with users.pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ums_users WHERE name LIKE 'Bench User %%'")
+
+
+def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) -> dict[str, object]:
+    mysql_rows = min(projected, 100_000)
+    writer = seed_mysql(settings, mysql_rows)
+    pick = random.Random(7)
+    hits = write_names(workdir / "hits.txt", [bench_name(pick.randrange(projected)) for _ in range(20000)])
+    in_sql = write_names(workdir / "mysql.txt", [bench_name(pick.randrange(mysql_rows)) for _ in range(20000)])
+    unknown = write_names(workdir / "unknown.txt", [f"Nobody Here {pick.randrange(10**9):09d}" for _ in range(20000)])
+    ours = gunicorn(settings, 18080)
+    fallback = gunicorn(replace(settings, key_prefix="bench-empty"), 18081)  # no projection: MySQL answers
+    ceiling = gunicorn(settings, 18082, "bench.peers.ceiling_app:create_app()")
+    seed = seed_server(settings, 18083)
+    runs: dict[str, list[Wrk]] = {"ours": [], "ceiling": [], "seed": [], "fallback": [], "not_found": []}
+    balance: list[list[float]] = []
+    try:
+        assert requests.get(f"{ours.base}/user/{bench_name(1)}", timeout=5).status_code == 200
+        for r in range(rounds):
+            log.info("API round %d of %d", r + 1, rounds)
+            result, shares = worker_balance(ours, lambda: wrk(ours.base, hits))
+            runs["ours"].append(result)
+            balance.append(shares)
+            runs["ceiling"].append(wrk(ceiling.base, hits))
+            runs["seed"].append(wrk(seed.base, in_sql))
+            runs["fallback"].append(wrk(fallback.base, in_sql))
+            runs["not_found"].append(wrk(ours.base, unknown))
+            log.info("round %d: %s", r + 1, {k: round(v[-1].rps) for k, v in runs.items()})
+        rebuild = rebuild_under_reads(settings, ours, hits)
+    finally:
+        for server in (ours, fallback, ceiling, seed):
+            server.stop()
+        clean_mysql(writer)
+    return {"runs": runs, "balance": balance, "rebuild": rebuild}
+
+
+def rebuild_under_reads(settings: Settings, ours: Server, hits: Path) -> dict[str, float]:
+    """`ums-find replay` of the whole topic while wrk reads existing users; time and failed reads."""
+    load = subprocess.Popen(
+        ["wrk", "-t2", "-c32", "-d600s", "--latency", "-s", str(LUA), ours.base],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"BENCH_NAMES": str(hits)},
+    )
+    time.sleep(1.0)  # let the load settle before the rebuild starts
+    started = time.monotonic()
+    subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", "replay"],
+        env=env_for(settings),
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=900,
+    )
+    seconds = time.monotonic() - started
+    load.send_signal(signal.SIGINT)
+    out, _ = load.communicate(timeout=30)
+    result = parse_wrk(out)
+    return {"seconds": seconds, "failed_reads": result.errors, "reads": result.requests, "rps": result.rps}

@@ -1,0 +1,77 @@
+"""What every benchmark shares: settings of the local stack, processes, timing, medians."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from ums_find.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+BENCH_DB = 1  # the benchmarks use their own Redis database, flushed between runs
+
+
+def bench_settings(**changes: object) -> Settings:
+    base = Settings.from_env()
+    url = base.redis_url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    return replace(base, redis_url=url, metrics_port=0, **changes)  # type: ignore[arg-type]
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({name: str(getattr(settings, name[4:].lower())) for name in Settings.variables()})
+    env.update(extra)
+    return env
+
+
+def wait_for(probe: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(interval)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def rss_kb(pid: int) -> int:
+    """Peak resident memory of a process (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{os.cpu_count()} cores, {cpu}, {mem_kb / 1024 / 1024:.0f} GiB"

@@ -1,0 +1,92 @@
+"""Write the results: bench/results/latest.json, latest.md (table), latest.png (chart), README's block."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT
+
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+# (key, label, target text, is the target met?)
+ROWS: list[tuple[str, str, str, Any]] = [
+    ("projection_eps", "projection throughput, ours (events/s)", "", None),
+    ("projection_vs_ceiling", "ours / ceiling (fenced script, pipelined, no Kafka)", ">= 0.7", lambda v: v >= 0.7),
+    ("projection_vs_naive", "ours / naive tutorial loop", ">= 20", lambda v: v >= 20),
+    ("projection_vs_quix", "ours / Quix Streams + Redis sink", ">= 2", lambda v: v >= 2),
+    ("redis_bytes_per_user", "Redis memory per user (bytes)", "<= 128", lambda v: v <= 128),
+    ("consumer_rss_mb", "consumer peak RSS (MiB)", "", None),
+    ("api_rps", "API req/s, projection hits", "", None),
+    ("api_vs_ceiling", "API / fixed-body ceiling (same gunicorn)", ">= 0.85", lambda v: v >= 0.85),
+    ("api_vs_seed", "API / seed design (waitress, connection per request)", ">= 8", lambda v: v >= 8),
+    ("api_p50_ms", "API p50 (ms), projection hits", "", None),
+    ("api_p99_ms", "API p99 (ms), projection hits", "<= 15", lambda v: v <= 15),
+    ("fallback_rps", "API req/s, MySQL fallback hits", "", None),
+    ("fallback_p99_ms", "API p99 (ms), MySQL fallback hits", "", None),
+    ("not_found_rps", "API req/s, 404s", "", None),
+    ("not_found_p99_ms", "API p99 (ms), 404s", "", None),
+    ("rebuild_1m_s", "replay of the whole topic under reads (s)", "<= 15", lambda v: v <= 15),
+    ("rebuild_failed_reads", "failed reads during the rebuild", "0", lambda v: v == 0),
+]
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {results['date']} on {results['machine']}; scale {results['scale']} "
+        f"({results['events']:,} events); medians of {results['rounds']} alternating rounds.",
+        "",
+        "| figure | value | target | met |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for key, label, target, check in ROWS:
+        value = results.get(key)
+        if value is None:
+            continue
+        shown = f"{value:,.2f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
+        met = "" if check is None else ("yes" if check(value) else "**no**")
+        lines.append(f"| {label} | {shown} | {target} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [
+        ("vs ceiling\n(projection)", "projection_vs_ceiling", 0.7),
+        ("vs naive", "projection_vs_naive", 20),
+        ("vs Quix", "projection_vs_quix", 2),
+        ("API vs ceiling", "api_vs_ceiling", 0.85),
+        ("API vs seed", "api_vs_seed", 8),
+    ]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [p[0] for p in pairs]
+    values = [results[p[1]] for p in pairs]
+    ax.bar(labels, values, color=["tab:green" if v >= p[2] else "tab:red" for v, p in zip(values, pairs, strict=True)])
+    ax.scatter(labels, [p[2] for p in pairs], marker="_", s=600, color="black", label="target", zorder=3)
+    ax.set_yscale("log")
+    ax.set_ylabel("ratio (log scale)")
+    ax.set_title(f"ums-find benchmarks, {results['date']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], directory: Path) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "latest.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    text = table(results)
+    (directory / "latest.md").write_text(text)
+    chart(results, directory / "latest.png")
+    readme = README.read_text()
+    if START in readme and END in readme:
+        head, rest = readme.split(START, 1)
+        _, tail = rest.split(END, 1)
+        README.write_text(f"{head}{START}\n{text}\n![benchmarks](bench/results/latest.png)\n{END}{tail}")
+    return text
