@@ -16,12 +16,6 @@ PHONE_MAX = 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _has_control_chars(text: str) -> bool:
-    # Cc (NUL, CR, LF, ...) and Cf (bidi marks such as U+200F, U+202E) make a
-    # name look like another one in logs and UIs; the seed never allowed them.
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in text)
-
-
 def canonical_name(raw: str) -> str:
     """The one lookup form of a name: NFC, surrounding whitespace removed, lower case.
 
@@ -46,8 +40,12 @@ class Name:
         text = unicodedata.normalize("NFC", self.value).strip()
         if not NAME_MIN <= len(text) <= NAME_MAX:
             raise InvalidName(f"name must have {NAME_MIN} to {NAME_MAX} characters, not {len(text)}")
-        if _has_control_chars(text):
-            raise InvalidName("name contains control or formatting characters")
+        # isprintable() is False for control (NUL, CR, LF), format (bidi marks such as
+        # U+200F, U+202E), surrogate, private-use and unassigned characters, and for
+        # separators other than the plain space (NBSP, U+2028): all of them make a name
+        # look like another one. One C call: this runs for every event.
+        if not text.isprintable():
+            raise InvalidName("name contains control, formatting or invisible characters")
         object.__setattr__(self, "value", text)
 
     @property

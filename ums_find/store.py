@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
+from redis.crc import key_slot
 
 from domain import Name, PhoneNumber, User, UserRemoved, Version
 from domain.model import from_epoch_ms
@@ -27,24 +28,36 @@ from ums_find.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# One key per call, so it runs on any Redis Cluster node that owns the user.
-# Versions compare as (since, partition, offset); equal or older changes nothing.
+# The fence, for many users in one call: KEYS[i] gets ARGV[i] only when ARGV[i]'s
+# version (since, partition, offset) is newer than the stored one; equal or older
+# changes nothing. Each key is fenced on its own, so the result is the same as one
+# call per user. On Redis Cluster every call holds keys of one hash slot only.
 FENCED_SET = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
-  if s then
-    local ns, np, no = string.match(ARGV[1], '^(%-?%d+),(%-?%d+),(%-?%d+),')
-    ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
-    s, p, o = tonumber(s), tonumber(p), tonumber(o)
-    if ns < s or (ns == s and (np < p or (np == p and no <= o))) then
-      return 0
+local applied = 0
+for i = 1, #KEYS do
+  local new = ARGV[i]
+  local write = true
+  local cur = redis.call('GET', KEYS[i])
+  if cur then
+    local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+    if s then
+      local ns, np, no = string.match(new, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+      ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
+      s, p, o = tonumber(s), tonumber(p), tonumber(o)
+      if ns < s or (ns == s and (np < p or (np == p and no <= o))) then
+        write = false
+      end
     end
   end
+  if write then
+    redis.call('SET', KEYS[i], new)
+    applied = applied + 1
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
+return applied
 """
+# Users per script call: big enough to amortise the call, small enough not to block Redis.
+KEYS_PER_CALL = 200
 
 
 @dataclass(frozen=True)
@@ -117,13 +130,26 @@ class ProjectionStore:
         return decode(raw) if raw is not None else None
 
     def apply(self, events: Sequence[Event], generation: int) -> int:
-        """Write events through the fence in one pipeline; return how many changed a user."""
+        """Write events through the fence, many users per script call; return how many changed a user."""
         if not events:
             return 0
         pipe = self.client.pipeline(transaction=False)
-        for event in events:
-            self._fenced_set(keys=[self.key(generation, event.key)], args=[encode(event)], client=pipe)
+        for keys, values in self._calls(events, generation):
+            self._fenced_set(keys=keys, args=values, client=pipe)
         return sum(int(r) for r in pipe.execute())
+
+    def _calls(self, events: Sequence[Event], generation: int) -> Iterable[tuple[list[str], list[str]]]:
+        """Script calls of at most KEYS_PER_CALL users, each within one Cluster hash slot."""
+        groups: dict[int, tuple[list[str], list[str]]] = {}
+        cluster = isinstance(self.client, redis.RedisCluster)
+        for event in events:
+            key = self.key(generation, event.key)
+            keys, values = groups.setdefault(key_slot(key.encode()) if cluster else 0, ([], []))
+            keys.append(key)
+            values.append(encode(event))
+            if len(keys) >= KEYS_PER_CALL:
+                yield groups.pop(key_slot(key.encode()) if cluster else 0)
+        yield from groups.values()
 
     def scan_users(self, generation: int, count: int = 1000) -> Iterable[tuple[str, Stored]]:
         """Every (canonical name, stored view) of a generation, by SCAN (never KEYS)."""

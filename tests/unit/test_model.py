@@ -39,7 +39,18 @@ def test_non_ascii_names_count_characters_not_bytes(text):
     assert len(Name(text).value) == len(text)
 
 
-@pytest.mark.parametrize("bad", ["Krishna\x00Mohan", "Krishna\r\nMohan", "Krishna\u200fMohan", "Krishna\u202eMohan"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "Krishna\x00Mohan",
+        "Krishna\r\nMohan",
+        "Krishna\u200fMohan",
+        "Krishna\u202eMohan",
+        "Krishna\u00a0Mohan",
+        "Krishna\u2028Mohan",
+        "Krishna\ue000Mohan",
+    ],
+)
 def test_control_and_bidi_characters_are_refused(bad):
     with pytest.raises(InvalidName):
         Name(bad)
