@@ -43,7 +43,8 @@ def _limits() -> Response | None:
     g.started = time.perf_counter()
     if len(request.full_path) > MAX_PATH:
         return problem(414, "uri-too-long", f"the request target is longer than {MAX_PATH} characters")
-    header_bytes = sum(len(k) + len(v) for k, v in request.headers.items())
+    # The WSGI environ directly: werkzeug's header view title-cases every name (slow).
+    header_bytes = sum(len(k) + len(v) for k, v in request.environ.items() if k.startswith("HTTP_"))
     if header_bytes > MAX_HEADER_BYTES:
         return problem(431, "headers-too-large", f"request headers exceed {MAX_HEADER_BYTES} bytes")
     return None
@@ -55,10 +56,14 @@ def _observe(response: Response) -> Response:
     metrics: ApiMetrics = current_app.extensions["ums_metrics"]
     route = request.url_rule.rule if request.url_rule else "unmatched"
     source = response.headers.get("X-Ums-Source", "none")
-    metrics.requests.labels(route, request.method, str(response.status_code), source).inc()
     started = g.get("started")
-    if started is not None:
-        metrics.duration.labels(route).observe(time.perf_counter() - started)
+    metrics.record(
+        route,
+        request.method,
+        response.status_code,
+        source,
+        time.perf_counter() - started if started is not None else None,
+    )
     return response
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -15,6 +16,8 @@ class ApiMetrics:
     registry: CollectorRegistry
     requests: Counter
     duration: Histogram
+    _counters: dict[tuple[str, str, int, str], Any] = field(default_factory=dict)
+    _histograms: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls) -> ApiMetrics:
@@ -35,6 +38,19 @@ class ApiMetrics:
                 registry=registry,
             ),
         )
+
+    def record(self, route: str, method: str, status: int, source: str, seconds: float | None) -> None:
+        """Count one request; label children are cached (labels() costs a lock and a tuple each time)."""
+        key = (route, method, status, source)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(route, method, str(status), source)
+        counter.inc()
+        if seconds is not None:
+            histogram = self._histograms.get(route)
+            if histogram is None:
+                histogram = self._histograms[route] = self.duration.labels(route)
+            histogram.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: every worker's samples when gunicorn set up multiprocess mode."""

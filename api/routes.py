@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.finder import MYSQL, PROJECTION, Finder, SourcesUnavailable
 from api.metrics import ApiMetrics
 from api.openapi import openapi_document
 from api.problems import problem
-from api.serialize import user_to_json
+from api.serialize import user_body
 from domain import DomainError, Name
 
 bp = Blueprint("users", __name__)
@@ -33,15 +35,25 @@ def get_user(name: str) -> Response:
     if found.user is None:
         response = problem(404, "user-not-found", "no user has this name")
     else:
-        response = jsonify(user_to_json(found.user))
-        response.cache_control.public = True
-        response.cache_control.max_age = current_app.config["UMS_SETTINGS"].cache_max_age_s
-        response.add_etag()  # strong: a hash of the body
-        response.make_conditional(request)
+        response = user_response(user_body(found.user), current_app.config["UMS_SETTINGS"].cache_max_age_s)
     response.headers["X-Ums-Source"] = found.source
     if found.generation is not None:
         response.headers["X-Ums-Generation"] = str(found.generation)
     return response
+
+
+def user_response(body: bytes, max_age: int) -> Response:
+    """200 with a strong ETag (a hash of the body) and Cache-Control, or 304 on If-None-Match.
+
+    Written out rather than werkzeug's add_etag/make_conditional: they cost a third of
+    the request's time in a profile of this route.
+    """
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    wanted = request.headers.get("If-None-Match")
+    if wanted and (wanted.strip() == "*" or etag in (t.strip() for t in wanted.split(","))):
+        return Response(status=304, headers=headers)
+    return Response(body, mimetype="application/json", headers=headers)
 
 
 @bp.get("/livez")

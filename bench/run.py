@@ -56,6 +56,7 @@ def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]
         "not_found_p99_ms": median([r.p99_ms for r in runs["not_found"]]),
         "api_worker_cpu_shares": api["balance"],
         "rebuild_1m_s": api["rebuild"]["seconds"],
+        "rebuild_with_cleanup_s": api["rebuild"]["with_cleanup_seconds"],
         "rebuild_failed_reads": api["rebuild"]["failed_reads"],
         "rebuild_reads": api["rebuild"]["reads"],
     }

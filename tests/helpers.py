@@ -43,3 +43,22 @@ def env_of(settings: Settings, **extra: str) -> dict[str, str]:
     env.update({name: str(getattr(settings, name[4:].lower())) for name in Settings.variables()})
     env.update(extra)
     return env
+
+
+def check_cli(argv: list[str]) -> None:
+    """Parse a `ums-find ...` command line with the real click CLI (nothing runs)."""
+    import click
+
+    from ums_find.cli import main
+
+    assert argv[0] == "ums-find", argv
+    command: click.Command = main
+    name, rest = "ums-find", list(argv[1:])
+    while isinstance(command, click.Group):
+        assert rest and rest[0] in command.commands, f"{argv}: no `{name} {rest[:1]}` command"
+        name, rest = rest[0], rest[1:]
+        command = command.commands[name]
+    try:
+        command.make_context(name, rest)
+    except click.ClickException as exc:
+        raise AssertionError(f"{argv}: {exc.format_message()}") from None

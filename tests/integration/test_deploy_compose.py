@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.helpers import check_cli
 from ums_find.addservice import DEMO_USERS
 from ums_find.settings import Settings
 
@@ -68,25 +69,6 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: str(v) for k, v in env.items()}
-
-
-def check_cli(argv: list[str]) -> None:
-    """Parse a `ums-find ...` command line with the real click CLI (nothing runs)."""
-    import click
-
-    from ums_find.cli import main
-
-    assert argv[0] == "ums-find", argv
-    command: click.Command = main
-    name, rest = "ums-find", list(argv[1:])
-    while isinstance(command, click.Group):
-        assert rest and rest[0] in command.commands, f"{argv}: no `{name} {rest[:1]}` command"
-        name, rest = rest[0], rest[1:]
-        command = command.commands[name]
-    try:
-        command.make_context(name, rest)
-    except click.ClickException as exc:
-        raise AssertionError(f"{argv}: {exc.format_message()}") from None
 
 
 def gunicorn_variables() -> set[str]:

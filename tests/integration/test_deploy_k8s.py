@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.helpers import check_cli
 from ums_find.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,25 +126,6 @@ def quantity(value: str | int) -> float:
 
 def env_names(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e for e in container.get("env", [])}
-
-
-def check_cli(argv: list[str]) -> None:
-    """Parse a `ums-find ...` command line with the real click CLI (nothing runs)."""
-    import click
-
-    from ums_find.cli import main
-
-    assert argv[0] == "ums-find", argv
-    command: click.Command = main
-    name, rest = "ums-find", list(argv[1:])
-    while isinstance(command, click.Group):
-        assert rest and rest[0] in command.commands, f"{argv}: no `{name} {rest[:1]}` command"
-        name, rest = rest[0], rest[1:]
-        command = command.commands[name]
-    try:
-        command.make_context(name, rest)
-    except click.ClickException as exc:
-        raise AssertionError(f"{argv}: {exc.format_message()}") from None
 
 
 # --- render and schema ------------------------------------------------------------------------
