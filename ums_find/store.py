@@ -14,7 +14,6 @@ sits at the front so the fence script reads it without decoding JSON.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -118,13 +117,6 @@ class ProjectionStore:
         raw = self.client.get(self.pointer_key)
         return parse_pointer(raw)[0] if raw is not None else None
 
-    def ensure_live_generation(self) -> int:
-        """The live generation, creating generation 1 (with a new epoch) on an empty Redis."""
-        self.client.set(self.pointer_key, f"1:{uuid.uuid4().hex}", nx=True)
-        generation = self.live_generation()
-        assert generation is not None
-        return generation
-
     def get(self, canonical: str, generation: int) -> Stored | None:
         raw = self.client.get(self.key(generation, canonical))
         return decode(raw) if raw is not None else None
@@ -150,12 +142,3 @@ class ProjectionStore:
             if len(keys) >= KEYS_PER_CALL:
                 yield groups.pop(key_slot(key.encode()) if cluster else 0)
         yield from groups.values()
-
-    def scan_users(self, generation: int, count: int = 1000) -> Iterable[tuple[str, Stored]]:
-        """Every (canonical name, stored view) of a generation, by SCAN (never KEYS)."""
-        head = len(self.key(generation, ""))
-        for key in self.client.scan_iter(match=self.key(generation, "*"), count=count):
-            raw = self.client.get(key)
-            if raw is not None:
-                name = key.decode()[head:] if isinstance(key, bytes) else key[head:]
-                yield name, decode(raw)

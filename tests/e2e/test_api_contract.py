@@ -19,6 +19,7 @@ import requests
 
 from domain import Name, PhoneNumber, User, UserAdded, Version, canonical_name
 from tests.helpers import free_port
+from ums_find.generations import Generations
 
 SINCE = datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=UTC)
 
@@ -47,7 +48,7 @@ def users(mysql_writer, name_tag):
 
 @pytest.fixture
 def warm(store, users):
-    store.ensure_live_generation()
+    Generations(store).ensure()
     store.apply([UserAdded(u, Version.from_mysql(u.since_ms)) for u in users], 1)
     return store
 

@@ -8,6 +8,7 @@ import subprocess
 
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.e2e.test_api_contract import SINCE
+from ums_find.generations import Generations
 
 
 def ab_figure(output: str, label: str) -> int:
@@ -18,7 +19,7 @@ def ab_figure(output: str, label: str) -> int:
 
 def test_50k_requests_with_worker_recycling(start_api, store, name_tag):
     user = User(Name(f"Recycled {name_tag}"), PhoneNumber(9731423166), SINCE)
-    store.ensure_live_generation()
+    Generations(store).ensure()
     store.apply([UserAdded(user, Version(user.since_ms, 0, 0))], 1)
     api = start_api(
         UMS_API_MAX_REQUESTS="2000",

@@ -12,6 +12,7 @@ import pytest
 
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.helpers import free_port
+from ums_find.generations import Generations
 
 ST = str(Path(sys.executable).parent / "st")
 
@@ -29,7 +30,7 @@ def schemathesis(base: str) -> subprocess.CompletedProcess[str]:
 def krishna(store):
     """The documented example user, in this test's projection only."""
     user = User(Name("KrishnaMohan"), PhoneNumber(9731423166), datetime(2022, 9, 1, tzinfo=UTC))
-    store.ensure_live_generation()
+    Generations(store).ensure()
     store.apply([UserAdded(user, Version(user.since_ms, 0, 0))], 1)
     return user
 

@@ -6,6 +6,7 @@ import pytest
 
 from api import create_app
 from domain import Name, PhoneNumber, User
+from ums_find.generations import Generations
 
 SINCE = datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=UTC)
 
@@ -16,7 +17,7 @@ def client(settings, redis_client):
 
 
 def test_user_only_in_mysql_is_found_and_repaired(client, settings, mysql_writer, store, name_tag):
-    store.ensure_live_generation()
+    Generations(store).ensure()
     name = f"{name_tag} Only In SQL"
     mysql_writer.upsert_many([User(Name(name), PhoneNumber(9876543210), SINCE)])
     response = client.get(f"/user/{name}")

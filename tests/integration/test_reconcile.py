@@ -10,6 +10,7 @@ from consumer.reconcile import Reconciler
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.conftest import BIN, ROOT
 from tests.helpers import env_of
+from ums_find.generations import Generations
 from ums_find.mysql import MySQLUsers, make_pool
 from ums_find.store import encode
 
@@ -18,7 +19,7 @@ SINCE = datetime(2023, 5, 1, 12, 0, tzinfo=UTC)
 
 def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, store, mysql_writer, name_tag):
     reader = MySQLUsers(make_pool(settings))
-    store.ensure_live_generation()
+    Generations(store).ensure()
     # Whatever else the table holds is projected first, so only our injected drift remains.
     Reconciler(store, reader, 1).run(repair=True)
     users = [User(Name(f"{name_tag} rec {i:03d}"), PhoneNumber(9_100_000_000 + i), SINCE) for i in range(50)]

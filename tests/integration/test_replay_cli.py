@@ -40,7 +40,7 @@ def test_dry_run_changes_nothing(settings, store, name_tag):
         settings.topic,
         [User(Name(f"{name_tag} dry {i}"), PhoneNumber(9_000_000_000 + i), datetime.now(UTC)) for i in range(30)],
     )
-    store.ensure_live_generation()
+    Generations(store).ensure()
     before = store.client.get(store.pointer_key)
     result = cli(settings, "replay", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -51,7 +51,7 @@ def test_dry_run_changes_nothing(settings, store, name_tag):
 
 
 def test_a_second_rebuild_is_refused(settings, store):
-    store.ensure_live_generation()
+    Generations(store).ensure()
     with Generations(store).lock():
         result = cli(settings, "replay")
     assert result.returncode == 2

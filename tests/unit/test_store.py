@@ -4,6 +4,7 @@ import fakeredis
 import pytest
 
 from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
+from ums_find.generations import Generations
 from ums_find.store import ProjectionStore, decode, encode
 
 GEN = 1
@@ -59,14 +60,12 @@ def test_generations_are_separate(store):
     assert store.get("alice smith", 2) is None
 
 
-def test_live_generation_starts_at_one(store):
+def test_live_generation_starts_at_one_with_a_new_epoch(store):
+    generations = Generations(store)
     assert store.live_generation() is None
-    assert store.ensure_live_generation() == 1
-    store.client.set(store.pointer_key, 4)
-    assert store.ensure_live_generation() == 4
-
-
-def test_scan_users_lists_one_generation(store):
-    store.apply([added(9000000001, 2000), added(9000000002, 2000, name="Bob Brown 1")], 1)
-    store.apply([added(9000000003, 2000)], 2)
-    assert sorted(name for name, _ in store.scan_users(1)) == ["alice smith", "bob brown 1"]
+    first, created = generations.ensure()
+    assert (first.live, created) == (1, True)
+    again, created = generations.ensure()
+    assert (again, created) == (first, False)
+    store.client.delete(store.pointer_key)
+    assert generations.ensure()[0].epoch != first.epoch
