@@ -5,6 +5,7 @@
 #   services/stack.sh down    stop what this script started (and nothing else)
 #   services/stack.sh status  say what runs
 #   services/stack.sh stop NAME   stop one of them (kafka, redis, mariadb); `up` starts it again
+#   services/stack.sh cluster-up|cluster-down   a 3-master Redis Cluster on 7000-7002 (on demand)
 #   services/stack.sh env     print the environment the project needs to reach the stack
 #   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
@@ -106,6 +107,40 @@ redis_up() {
     --save "" --appendonly no >&2
   wait_for redis "$d/redis.log" redis-cli -p "$REDIS_PORT" ping
   log "redis up on 127.0.0.1:$REDIS_PORT in $((SECONDS - t0))s"
+}
+
+# ---------------------------------------------------------------- Redis Cluster (on demand)
+CLUSTER_PORTS=${REDIS_CLUSTER_PORTS:-"7000 7001 7002"}
+
+cluster_up() {  # three masters on loopback, joined with redis-cli --cluster create
+  need redis-server redis-server
+  need redis-cli redis-tools
+  local t0=$SECONDS started=0 nodes=()
+  for port in $CLUSTER_PORTS; do
+    local d=$STACK_DIR/redis-cluster/$port pid=$STACK_DIR/redis-cluster/$port/redis.pid
+    mkdir -p "$d"
+    nodes+=("127.0.0.1:$port")
+    alive "$pid" && continue
+    check_port_free redis "$port" "$pid"
+    rm -f "$d/nodes.conf"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$d" --pidfile "$pid" \
+      --logfile "$d/redis.log" --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-node-timeout 5000 --maxmemory-policy noeviction --save "" --appendonly no >&2
+    wait_for redis-cluster "$d/redis.log" redis-cli -p "$port" ping
+    started=1
+  done
+  if [ "$started" = 1 ]; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$STACK_DIR/redis-cluster/create.log" 2>&1 \
+      || { cat "$STACK_DIR/redis-cluster/create.log" >&2; die "redis-cli --cluster create failed"; }
+  fi
+  local first=${CLUSTER_PORTS%% *}
+  cluster_ok() { redis-cli -p "$first" cluster info | grep -q "cluster_state:ok"; }
+  wait_for redis-cluster "$STACK_DIR/redis-cluster/create.log" cluster_ok
+  log "redis cluster up on ${nodes[*]} in $((SECONDS - t0))s"
+}
+
+cluster_down() {
+  for port in $CLUSTER_PORTS; do stop_one "redis-cluster:$port" "$STACK_DIR/redis-cluster/$port/redis.pid"; done
 }
 
 # ---------------------------------------------------------------- MariaDB
@@ -257,7 +292,9 @@ case ${1:-} in
     rc=0; "$@" || rc=$?
     exit $rc
     ;;
-  down) down ;;
+  down) down; cluster_down ;;
+  cluster-up) cluster_up ;;
+  cluster-down) cluster_down ;;
   stop)  # stop NAME: stop one service this script started (fault tests restart Kafka this way)
     case ${2:-} in
       kafka) stop_one kafka "$STACK_DIR/kafka/kafka.pid" ;;

@@ -52,11 +52,37 @@ def stack_settings() -> Settings:
     return settings
 
 
+CLUSTER_URL = "redis+cluster://127.0.0.1:7000"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A 3-master Redis Cluster, started on demand by services/stack.sh (and stopped if started here)."""
+    stack = str(Path(__file__).resolve().parents[1] / "services" / "stack.sh")
+    running = subprocess.run(["redis-cli", "-p", "7000", "cluster", "info"], capture_output=True, text=True)
+    subprocess.run([stack, "cluster-up"], check=True)
+    yield CLUSTER_URL
+    if "cluster_state:ok" not in running.stdout:
+        subprocess.run([stack, "cluster-down"], check=True)
+
+
 @pytest.fixture
-def settings(stack_settings: Settings, tmp_path) -> Settings:
+def redis_kind(request) -> str:
+    """ "single" unless a module parametrizes it: `pytestmark = CLUSTER_TOO`."""
+    return getattr(request, "param", "single")
+
+
+# Runs a module's tests against a single Redis and against Redis Cluster.
+CLUSTER_TOO = pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, tmp_path, redis_kind: str, request) -> Settings:
     """A private topic, DLQ, group and key prefix per test, on the shared servers."""
     topic = unique("ums-test")
+    cluster = {"redis_url": request.getfixturevalue("redis_cluster")} if redis_kind == "cluster" else {}
     settings = Settings.from_env(
+        **cluster,
         topic=topic,
         group_id=unique("ums-group"),
         key_prefix=unique("t"),

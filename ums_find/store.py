@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.crc import key_slot
@@ -92,9 +93,21 @@ def parse_pointer(raw: bytes | str) -> tuple[int, str]:
     return int(generation), epoch
 
 
+CLUSTER_SCHEME = "redis+cluster://"
+
+
 def make_redis(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
-    """A Redis client (connections open on first use); short timeouts so an outage shows fast."""
+    """A Redis client (connections open on first use); short timeouts so an outage shows fast.
+
+    `redis+cluster://host:port` (any node) selects Redis Cluster; `redis://` a single Redis.
+    """
     timeout = timeout_s if timeout_s is not None else settings.redis_timeout_s
+    if settings.redis_url.startswith(CLUSTER_SCHEME):
+        url = "redis://" + settings.redis_url.removeprefix(CLUSTER_SCHEME)
+        cluster: redis.RedisCluster = redis.RedisCluster.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        return cluster  # type: ignore[return-value]  # same command API as redis.Redis
     return redis.Redis.from_url(
         settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
     )
@@ -125,10 +138,31 @@ class ProjectionStore:
         """Write events through the fence, many users per script call; return how many changed a user."""
         if not events:
             return 0
+        if isinstance(self.client, redis.RedisCluster):
+            return self._apply_on_cluster(events, generation)
         pipe = self.client.pipeline(transaction=False)
         for keys, values in self._calls(events, generation):
             self._fenced_set(keys=keys, args=values, client=pipe)
         return sum(int(r) for r in pipe.execute())
+
+    def _apply_on_cluster(self, events: Sequence[Event], generation: int) -> int:
+        # redis-py's cluster pipeline refuses EVALSHA, so each master gets a plain pipeline
+        # of its own script calls (every call within one slot). A MOVED reply (resharding)
+        # fails the batch; the caller retries it once the slot map is refreshed.
+        cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
+        by_node: dict[str, tuple[Any, list[tuple[list[str], list[str]]]]] = {}
+        for keys, values in self._calls(events, generation):
+            node = cluster.get_node_from_key(keys[0])
+            if node is None:
+                raise redis.exceptions.ClusterDownError(f"no node owns {keys[0]!r}")
+            by_node.setdefault(node.name, (node, []))[1].append((keys, values))
+        applied = 0
+        for node, calls in by_node.values():
+            pipe = node.redis_connection.pipeline(transaction=False)
+            for keys, values in calls:
+                self._fenced_set(keys=keys, args=values, client=pipe)
+            applied += sum(int(r) for r in pipe.execute())
+        return applied
 
     def _calls(self, events: Sequence[Event], generation: int) -> Iterable[tuple[list[str], list[str]]]:
         """Script calls of at most KEYS_PER_CALL users, each within one Cluster hash slot."""

@@ -9,8 +9,11 @@ import pytest
 
 from consumer.kafka import make_producer
 from domain import Name, PhoneNumber, User
+from tests.conftest import CLUSTER_TOO
 from tests.helpers import wait_until
 from ums_find.addservice import AddService
+
+pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 
 @pytest.fixture

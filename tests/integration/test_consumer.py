@@ -5,7 +5,10 @@ import json
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.kafka import consumer_config
+from tests.conftest import CLUSTER_TOO
 from tests.helpers import wait_until
+
+pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 
 def produce(producer, topic, values, key=None):

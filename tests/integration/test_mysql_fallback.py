@@ -6,7 +6,10 @@ import pytest
 
 from api import create_app
 from domain import Name, PhoneNumber, User
+from tests.conftest import CLUSTER_TOO
 from ums_find.generations import Generations
+
+pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 SINCE = datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=UTC)
 

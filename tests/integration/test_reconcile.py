@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 
 from consumer.reconcile import Reconciler
 from domain import Name, PhoneNumber, User, UserAdded, Version
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, CLUSTER_TOO, ROOT
 from tests.helpers import env_of
 from ums_find.generations import Generations
 from ums_find.mysql import MySQLUsers, make_pool
 from ums_find.store import encode
+
+pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 SINCE = datetime(2023, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -10,10 +10,12 @@ from confluent_kafka import Producer
 
 from consumer.kafka import make_producer
 from domain import Name, PhoneNumber, User
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, CLUSTER_TOO, ROOT
 from tests.helpers import env_of, wait_until
 from ums_find.addservice import event_value
 from ums_find.generations import Generations
+
+pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 
 def cli(settings, *args):
