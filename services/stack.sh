@@ -6,6 +6,8 @@
 #   services/stack.sh status  say what runs
 #   services/stack.sh stop NAME   stop one of them (kafka, redis, mariadb); `up` starts it again
 #   services/stack.sh cluster-up|cluster-down   a 3-master Redis Cluster on 7000-7002 (on demand)
+#   services/stack.sh kafka3-up [N]|kafka3-down  a 3-broker KRaft Kafka on 19092/19094/19096, RF 3,
+#                                                min.insync.replicas 2 (on demand; N: restart one node)
 #   services/stack.sh env     print the environment the project needs to reach the stack
 #   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
@@ -198,29 +200,60 @@ kafka_fetch() {
 kafka_java() {  # with exec_java=1 the shell becomes the JVM, so its pid is the broker's
   ${exec_java:+exec} java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$ROOT/services/kafka/log4j2.properties" \
-    -Dkafka.log.file="$STACK_DIR/kafka/server.log" -cp "$KAFKA_LIBS/*" "$@"
+    -Dkafka.log.file="${kafka_log:-/dev/null}" -cp "$KAFKA_LIBS/*" "$@"
+}
+
+kafka_node_up() {  # kafka_node_up DIR PORT CONTROLLER_PORT NODE_ID VOTERS CLUSTER_ID_FILE TEMPLATE
+  local d=$1 port=$2 cport=$3 node=$4 voters=$5 id_file=$6 template=$7
+  local pid=$d/kafka.pid kafka_log=$d/server.log
+  mkdir -p "$d"
+  if alive "$pid"; then log "kafka node $node already running (pid $(cat "$pid"))"; return; fi
+  check_port_free kafka "$port" "$pid"
+  local t0=$SECONDS
+  sed -e "s#@KAFKA_PORT@#$port#g" -e "s#@CONTROLLER_PORT@#$cport#g" -e "s#@DATA_DIR@#$d/data#g" \
+      -e "s#@NODE_ID@#$node#g" -e "s#@VOTERS@#$voters#g" "$template" >"$d/server.properties"
+  if [ ! -f "$d/data/meta.properties" ]; then
+    [ -s "$id_file" ] || kafka_java kafka.tools.StorageTool random-uuid >"$id_file"
+    kafka_java kafka.tools.StorageTool format -t "$(cat "$id_file")" -c "$d/server.properties" >"$d/format.log" 2>&1 \
+      || { cat "$d/format.log" >&2; die "kafka: formatting the storage failed"; }
+  fi
+  : >"$kafka_log"
+  (exec_java=1 kafka_java kafka.Kafka "$d/server.properties") </dev/null >"$d/stdout.log" 2>&1 &
+  echo $! >"$pid"
+  wait_for "kafka node $node" "$d/stdout.log" grep -q "Kafka Server started" "$kafka_log"
+  log "kafka node $node up on 127.0.0.1:$port in $((SECONDS - t0))s"
 }
 
 kafka_up() {
   need java openjdk-17-jre-headless
   kafka_fetch
-  local d=$STACK_DIR/kafka pid=$STACK_DIR/kafka/kafka.pid
-  mkdir -p "$d"
-  if alive "$pid"; then log "kafka already running (pid $(cat "$pid"))"; return; fi
-  check_port_free kafka "$KAFKA_PORT" "$pid"
-  local t0=$SECONDS
-  sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-      -e "s#@DATA_DIR@#$d/data#g" "$ROOT/services/kafka/server.properties.in" >"$d/server.properties"
-  if [ ! -f "$d/data/meta.properties" ]; then
-    kafka_java kafka.tools.StorageTool format -t "$(kafka_java kafka.tools.StorageTool random-uuid)" \
-      -c "$d/server.properties" >"$d/format.log" 2>&1 \
-      || { cat "$d/format.log" >&2; die "kafka: formatting the storage failed"; }
-  fi
-  : >"$d/server.log"
-  (exec_java=1 kafka_java kafka.Kafka "$d/server.properties") </dev/null >"$d/stdout.log" 2>&1 &
-  echo $! >"$pid"
-  wait_for kafka "$d/stdout.log" grep -q "Kafka Server started" "$d/server.log"
-  log "kafka up on 127.0.0.1:$KAFKA_PORT in $((SECONDS - t0))s"
+  mkdir -p "$STACK_DIR/kafka"
+  kafka_node_up "$STACK_DIR/kafka" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" 1 "1@127.0.0.1:$KAFKA_CONTROLLER_PORT" \
+    "$STACK_DIR/kafka/cluster.id" "$ROOT/services/kafka/server.properties.in"
+}
+
+# ---------------------------------------------------------------- 3-broker Kafka (on demand)
+KAFKA3_PORTS=(19092 19094 19096)  # each broker's controller listens on its port + 1
+
+kafka3_up() {  # kafka3_up [NODE]: the three nodes, or one of them (1..3) again after a kill
+  need java openjdk-17-jre-headless
+  kafka_fetch
+  local root=$STACK_DIR/kafka3 voters="" n
+  mkdir -p "$root"
+  for n in 1 2 3; do voters+="${voters:+,}$n@127.0.0.1:$((KAFKA3_PORTS[n-1] + 1))"; done
+  [ -s "$root/cluster.id" ] || kafka_java kafka.tools.StorageTool random-uuid >"$root/cluster.id"  # shared by all
+  local nodes=${1:-"1 2 3"}
+  for n in $nodes; do
+    # Started in the background together: a KRaft quorum needs a majority up to start.
+    kafka_node_up "$root/node$n" "${KAFKA3_PORTS[n-1]}" "$((KAFKA3_PORTS[n-1] + 1))" "$n" "$voters" \
+      "$root/cluster.id" "$ROOT/services/kafka/server3.properties.in" &
+  done
+  wait
+  for n in $nodes; do alive "$root/node$n/kafka.pid" || die "kafka node $n did not start"; done
+}
+
+kafka3_down() {
+  for n in 1 2 3; do stop_one "kafka node $n" "$STACK_DIR/kafka3/node$n/kafka.pid"; done
 }
 
 # ---------------------------------------------------------------- common
@@ -292,8 +325,10 @@ case ${1:-} in
     rc=0; "$@" || rc=$?
     exit $rc
     ;;
-  down) down; cluster_down ;;
+  down) down; cluster_down; kafka3_down ;;
   cluster-up) cluster_up ;;
+  kafka3-up) kafka3_up "${2:-}" ;;
+  kafka3-down) kafka3_down ;;
   cluster-down) cluster_down ;;
   stop)  # stop NAME: stop one service this script started (fault tests restart Kafka this way)
     case ${2:-} in
