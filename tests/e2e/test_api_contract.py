@@ -18,8 +18,11 @@ import pytest
 import requests
 
 from domain import Name, PhoneNumber, User, UserAdded, Version, canonical_name
+from tests.conftest import CLUSTER_TOO
 from tests.helpers import free_port
 from ums_find.generations import Generations
+
+pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 SINCE = datetime(2022, 9, 1, 10, 0, 0, 123_000, tzinfo=UTC)
 
