@@ -4,10 +4,11 @@
 #
 #   services/tools.sh compose-spec   compose-go's `compose-spec` loader: the library Docker
 #                                    Compose itself uses to parse and validate a compose file
+#   services/tools.sh checkov        checkov (PyPI), the Kubernetes security linter, in its own venv
 #   services/tools.sh list           the tools this script knows, with their pinned versions
 #
 # Not here, and why (tests/integration/test_deploy_*.py do those checks themselves):
-#   kube-linter  golang.stackrox.io/kube-linter is refused by the Go module proxy (403)
+#   kube-linter  golang.stackrox.io/kube-linter is refused by the Go module proxy (403): checkov instead
 #   promtool     builds ~1,200 packages (every service-discovery SDK): over 10 minutes
 #   hadolint     a Haskell binary, only downloadable from its release page
 set -euo pipefail
@@ -56,8 +57,28 @@ install_tool() {  # install_tool NAME -> prints the path of NAME's pinned binary
   echo "$target"
 }
 
+CHECKOV_VERSION=3.3.30
+
+install_checkov() {  # checkov from PyPI, in a venv of its own: its pins conflict with ours
+  local venv=$ROOT/.cache/checkov-$CHECKOV_VERSION
+  if [ ! -x "$venv/bin/checkov" ]; then
+    mkdir -p "$ROOT/.cache"
+    exec 9>"$ROOT/.cache/.checkov.lock"
+    flock 9
+    if [ ! -x "$venv/bin/checkov" ]; then
+      rm -rf "$venv"
+      python3.11 -m venv "$venv" >&2 || die "could not create a venv for checkov"
+      "$venv/bin/pip" install -q "checkov==$CHECKOV_VERSION" >&2 || { rm -rf "$venv"; die "could not install checkov"; }
+    fi
+    exec 9>&-
+  fi
+  echo "$venv/bin/checkov"
+}
+
 case ${1:-} in
-  list) for name in "${!MODULE[@]}"; do echo "$name ${MODULE[$name]}@${VERSION[$name]}"; done ;;
+  list) for name in "${!MODULE[@]}"; do echo "$name ${MODULE[$name]}@${VERSION[$name]}"; done
+        echo "checkov PyPI checkov==$CHECKOV_VERSION" ;;
   compose-spec) install_tool "$1" ;;
-  *) echo "usage: $0 compose-spec|list" >&2; exit 2 ;;
+  checkov) install_checkov ;;
+  *) echo "usage: $0 compose-spec|checkov|list" >&2; exit 2 ;;
 esac
