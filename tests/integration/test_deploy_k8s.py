@@ -4,10 +4,10 @@ No cluster here. Validators:
 - `kubectl kustomize` renders the base and every overlay;
 - kubernetes-validate (PyPI) validates every rendered object strictly (unknown fields are
   errors) against the schemas of pinned Kubernetes versions;
-- the checks below stand in for a security linter (kube-linter is refused by the Go module
-  proxy, checkov would downgrade pinned dependencies): the Pod Security "restricted" profile
-  on every pod template, and kube-linter's default checks (latest tag, resources, dangling
-  Services/HPAs/NetworkPolicies, mismatching selectors, probe ports, service accounts, ...).
+- the Pod Security "restricted" profile on every pod template, and kube-linter's default
+  checks written out (latest tag, resources, dangling Services/HPAs/NetworkPolicies,
+  mismatching selectors, probe ports, service accounts, ...), since kube-linter itself is
+  refused by the Go module proxy; checkov runs too (test_deploy_checkov.py).
 """
 
 from __future__ import annotations
