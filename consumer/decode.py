@@ -47,10 +47,10 @@ def decode(msg: Envelope, max_bytes: int = 64 * 1024) -> Event:
         raise PoisonEvent("invalid-json", f"value is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise PoisonEvent("invalid-event", f"value is a JSON {type(body).__name__}, not an object")
-    user = _user(body, msg)
+    user, since_ms = _user(body, msg.timestamp_ms)
     if msg.key is not None and _key_name(msg.key) != user.name.canonical:
         raise PoisonEvent("key-mismatch", "the message key is not the user's name")
-    return UserAdded(user, Version(user.since_ms, msg.partition, msg.offset))
+    return UserAdded(user, Version(since_ms, msg.partition, msg.offset))
 
 
 def _tombstone(msg: Envelope) -> UserRemoved:
@@ -72,7 +72,7 @@ def _key_name(key: bytes) -> str:
         raise PoisonEvent("invalid-name", f"message key: {exc}") from None
 
 
-def _user(body: dict[str, Any], msg: Envelope) -> User:
+def _user(body: dict[str, Any], fallback_ms: int | None) -> tuple[User, int]:
     for field in ("name", "phone"):
         if body.get(field) is None:
             raise PoisonEvent("missing-field", f"field {field!r} is missing")
@@ -84,10 +84,11 @@ def _user(body: dict[str, Any], msg: Envelope) -> User:
         phone = PhoneNumber(body["phone"])
     except DomainError as exc:
         raise PoisonEvent("invalid-phone", str(exc)) from None
-    return User(name, phone, _since(body.get("since"), msg.timestamp_ms))
+    since_ms = _since_ms(body.get("since"), fallback_ms)
+    return User(name, phone, from_epoch_ms(since_ms)), since_ms
 
 
-def _since(raw: Any, fallback_ms: int | None) -> datetime:
+def _since_ms(raw: Any, fallback_ms: int | None) -> int:
     """Accept epoch ms, ISO-8601, `yyyy-MM-dd HH:mm:ss`, or Jackson's LocalDateTime array."""
     if raw is None:
         if fallback_ms is None:
@@ -105,7 +106,7 @@ def _since(raw: Any, fallback_ms: int | None) -> datetime:
         raise PoisonEvent("invalid-since", f"since is a JSON {type(raw).__name__}")
     if not 0 <= ms < MAX_SINCE_MS:
         raise PoisonEvent("invalid-since", f"since {ms} ms is outside 1970..9999")
-    return from_epoch_ms(ms)
+    return ms
 
 
 def _parse_text(raw: str) -> datetime:

@@ -17,6 +17,7 @@ delivered twice, which changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from domain.model import User, canonical_name
 
@@ -26,8 +27,9 @@ MYSQL_PARTITION = -1
 REPAIR_PARTITION = 2**31 - 1
 
 
-@dataclass(frozen=True, order=True)
-class Version:
+class Version(NamedTuple):
+    """Compared as a tuple; a NamedTuple so that comparing and building one stay in C."""
+
     since_ms: int
     partition: int
     offset: int

@@ -50,7 +50,8 @@ class Name:
 
     @property
     def canonical(self) -> str:
-        return canonical_name(self.value)
+        # `value` is already NFC and stripped, so canonical_name(value) is value.lower().
+        return self.value.lower()
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class User:
 
     def __post_init__(self) -> None:
         # Millisecond precision, in UTC: what events and MySQL DATETIME(3) carry.
+        if self.since.tzinfo is UTC and not self.since.microsecond % 1000:
+            return  # already so (every decoded event): this runs once per event
         since = self.since if self.since.tzinfo else self.since.replace(tzinfo=UTC)
         since = since.astimezone(UTC)
         object.__setattr__(self, "since", since.replace(microsecond=since.microsecond // 1000 * 1000))

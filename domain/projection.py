@@ -24,7 +24,8 @@ def newest_per_user(events: Iterable[Event]) -> dict[str, Event]:
     """Fold events into the view each user ends with (tombstones included)."""
     view: dict[str, Event] = {}
     for event in events:
-        held = view.get(event.key)
-        if newer(event.version, held.version if held else None):
-            view[event.key] = event
+        key = event.key
+        held = view.get(key)
+        if held is None or event.version > held.version:
+            view[key] = event
     return view
