@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
@@ -27,6 +28,8 @@ from ums_find.settings import Settings
 from ums_find.store import ProjectionStore
 
 log = logging.getLogger(__name__)
+# Bigger than a live batch: a replay is all backlog, and fewer, larger pipelines go faster.
+REPLAY_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -147,23 +150,41 @@ class Rebuild:
             return
         consumer = self._consumer()
         consumer.assign([TopicPartition(self.settings.topic, p, plan.partitions[p][0]) for p in todo])
+        # One write in flight: Redis applies batch N while this thread decodes batch N+1
+        # (the GIL is released while redis-py waits on the socket). Nothing flips before
+        # the last write returned, and a failed write fails the rebuild.
+        pending: Future[None] | None = None
         try:
-            with Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress:
+            with (
+                Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-write") as writer,
+            ):
                 while todo:
-                    events: list[Event] = []
-                    for msg in consumer.consume(self.settings.batch_size, 0.5):
-                        partition, offset = msg.partition() or 0, msg.offset() or 0
-                        if msg.error() or partition not in todo or offset >= todo[partition]:
-                            continue
-                        try:
-                            events.append(decode(envelope(msg), self.settings.max_event_bytes))
-                        except PoisonEvent:
-                            self.poison += 1  # live consumers dead-lettered it already
-                        progress.update(1)
-                    self._apply(events, plan.target)
+                    events, seen = self._decode_batch(consumer, todo)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(self._apply, events, plan.target)
+                    progress.update(seen)
                     # Done by position, not by last offset seen: compaction leaves gaps.
                     for tp in consumer.position([TopicPartition(self.settings.topic, p) for p in todo]):
                         if tp.offset >= todo[tp.partition]:
                             del todo[tp.partition]
+                if pending is not None:
+                    pending.result()
         finally:
             consumer.close()
+
+    def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
+        """The next batch's events below each partition's end offset, and how many messages that was."""
+        events: list[Event] = []
+        seen = 0
+        for msg in consumer.consume(REPLAY_BATCH, 0.5):
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if msg.error() or partition not in todo or offset >= todo[partition]:
+                continue
+            seen += 1
+            try:
+                events.append(decode(envelope(msg), self.settings.max_event_bytes))
+            except PoisonEvent:
+                self.poison += 1  # live consumers dead-lettered it already
+        return events, seen

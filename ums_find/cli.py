@@ -137,6 +137,7 @@ def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-u
 
 def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     from consumer.replay import Rebuild
+    from consumer.tuning import tune_gc
     from ums_find.generations import RebuildRunning
 
     store, mysql = _store_and_mysql(settings, source in ("mysql", "both"))
@@ -150,6 +151,7 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
         if source != "mysql" and any(low > 0 for low, _ in plan.partitions.values()):
             click.echo("  warning: the topic no longer starts at offset 0 (retention); add --source both", err=True)
         return
+    tune_gc()
     try:
         result = rebuild.run()
     except RebuildRunning as exc:
