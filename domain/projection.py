@@ -26,6 +26,6 @@ def newest_per_user(events: Iterable[Event]) -> dict[str, Event]:
     for event in events:
         key = event.key
         held = view.get(key)
-        if held is None or event.version > held.version:
+        if newer(event.version, held.version if held is not None else None):
             view[key] = event
     return view
