@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,9 +23,11 @@ class PoisonEvent(ValueError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """The parts of a Kafka message that decoding needs (no confluent-kafka types here)."""
+class Envelope(NamedTuple):
+    """The parts of a Kafka message that decoding needs (no confluent-kafka types here).
+
+    A NamedTuple: one is built per message, and it builds in a third of a frozen dataclass's time.
+    """
 
     key: bytes | None
     value: bytes | None
