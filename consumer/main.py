@@ -13,7 +13,6 @@ from consumer.dlq import DeadLetters
 from consumer.kafka import make_consumer, make_producer
 from consumer.loop import ConsumeLoop
 from consumer.metrics import ConsumerMetrics
-from consumer.tuning import tune_gc
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore, make_redis
 
@@ -53,7 +52,6 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
         metrics=metrics,
         stop=stop,
     )
-    tune_gc()
     log.info("consumer starting", extra={"topic": settings.topic, "group": settings.group_id})
     loop.run()
     producer.flush(5)

@@ -32,9 +32,11 @@ def consume(settings: Settings) -> None:
 
     from consumer.main import main as consumer_main
     from consumer.main import stop_on_signals
+    from consumer.tuning import tune_gc
 
     stop = threading.Event()
     stop_on_signals(stop)  # before the clients exist: a SIGTERM during start-up is clean too
+    tune_gc()  # process-wide, so here in the process's entry point, not in the library
     consumer_main(settings, stop)
 
 
