@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumer.decode import PoisonEvent
-from consumer.retry import retry_until_done
+from consumer.retry import Stopping, retry_until_done
 
 log = logging.getLogger(__name__)
 
@@ -39,35 +40,43 @@ def dead_letter_headers(msg: Message, poison: PoisonEvent) -> list[tuple[str, st
 
 
 class DeadLetters:
-    """Publishes poison messages to `<topic>.dlq` and waits for the broker's acknowledgement."""
+    """Publishes poison messages to `<topic>.dlq`; `send` returns once the broker acknowledged each one.
+
+    Each message is produced once and tracked by its own delivery report; only a message
+    whose report is an error is produced again (the idempotent producer already retries
+    inside librdkafka), so a slow broker delays the stream without duplicating dead letters.
+    A full local queue is answered by serving delivery reports and trying again.
+    """
 
     def __init__(self, producer: Producer, topic: str, stop: threading.Event, timeout_s: float = 10.0) -> None:
         self.producer = producer
         self.topic = topic
         self.stop = stop
         self.timeout_s = timeout_s
+        self._on_wait: Callable[[], None] = lambda: None
 
-    def send(self, items: Sequence[tuple[Message, PoisonEvent]]) -> None:
-        """Deliver every item, retrying until acknowledged (raises Stopping on shutdown)."""
+    def send(self, items: Sequence[tuple[Message, PoisonEvent]], on_wait: Callable[[], None] | None = None) -> None:
+        """Deliver every item, retrying failed ones until acknowledged (raises Stopping on shutdown).
+
+        `on_wait` is called about once a second while waiting (the consumer's heartbeat).
+        """
         pending = list(items)
+        self._on_wait = on_wait or (lambda: None)
 
         def attempt() -> None:
             nonlocal pending
             pending = self._deliver(pending)
             if pending:
-                raise DeliveryFailed(f"{len(pending)} dead letters not acknowledged")
+                raise DeliveryFailed(f"{len(pending)} dead letters refused by the broker")
 
-        retry_until_done(attempt, (DeliveryFailed,), self.stop, "dead-letter delivery")
+        retry_until_done(
+            attempt, (DeliveryFailed,), self.stop, "dead-letter delivery", on_retry=lambda _: self._on_wait()
+        )
 
     def _deliver(self, items: list[tuple[Message, PoisonEvent]]) -> list[tuple[Message, PoisonEvent]]:
-        failed: list[tuple[Message, PoisonEvent]] = []
-        for item in items:
-            msg, poison = item
-
-            def on_delivery(err: KafkaError | None, _: Message, item=item) -> None:  # type: ignore[no-untyped-def]
-                if err is not None:
-                    failed.append(item)
-
+        """Produce each item once and wait for every report; return those reported failed."""
+        reports: dict[int, KafkaError | None] = {}
+        for n, (msg, poison) in enumerate(items):
             log.warning(
                 "dead-lettering message: %s",
                 poison,
@@ -78,17 +87,33 @@ class DeadLetters:
                     "reason": poison.code,
                 },
             )
-            value = msg.value()
-            self.producer.produce(
-                self.topic,
-                key=msg.key(),
-                value=value[:MAX_DEAD_VALUE] if value else value,
-                headers=dead_letter_headers(msg, poison),
-                on_delivery=on_delivery,
-            )
-        remaining = self.producer.flush(self.timeout_s)
-        if remaining:
-            # Undelivered after the timeout: treat all as failed; resending is harmless
-            # for a DLQ (at-least-once), losing one is not.
-            return items
-        return failed
+            self._produce(msg, poison, lambda err, _, n=n: reports.__setitem__(n, err))
+        waited = time.monotonic()
+        while len(reports) < len(items):
+            # Waiting, not re-producing: a report that has not come yet is still on its way.
+            self.producer.poll(0.1)
+            if self.stop.is_set():
+                raise Stopping("dead-letter delivery")
+            if time.monotonic() - waited > 1.0:
+                waited = time.monotonic()
+                self._on_wait()
+        return [item for n, item in enumerate(items) if reports[n] is not None]
+
+    def _produce(self, msg: Message, poison: PoisonEvent, on_delivery: Callable[..., None]) -> None:
+        value = msg.value()
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic,
+                    key=msg.key(),
+                    value=value[:MAX_DEAD_VALUE] if value else value,
+                    headers=dead_letter_headers(msg, poison),
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room (backpressure).
+                self.producer.poll(0.1)
+                self._on_wait()
+                if self.stop.is_set():
+                    raise Stopping("dead-letter delivery") from None

@@ -18,6 +18,7 @@ class Health:
     assigned: int
     lag: int
     time: float
+    waiting: str = ""  # the dependency the loop is retrying ("redis", ...); empty when flowing
 
 
 class HealthFile:
@@ -31,10 +32,11 @@ class HealthFile:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
-    def write(self, assigned: int, lag: int) -> None:
+    def write(self, assigned: int, lag: int, waiting: str = "") -> None:
+        """Advance the heartbeat; the retry loop calls this too, so waiting on a dependency is alive."""
         self._last = time.monotonic()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(Health(assigned, lag, time.time()))))
+        tmp.write_text(json.dumps(asdict(Health(assigned, lag, time.time(), waiting))))
         os.replace(tmp, self.path)
 
 
@@ -56,6 +58,8 @@ def check_ready(path: str, max_lag: int, max_age_s: float) -> str | None:
         health = Health(**json.loads(Path(path).read_text()))
     except (OSError, ValueError, TypeError) as exc:
         return f"unreadable health file: {exc}"
+    if health.waiting:
+        return f"waiting for {health.waiting}"
     if health.assigned == 0:
         return "no partitions assigned"
     if health.lag > max_lag:

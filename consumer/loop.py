@@ -1,4 +1,4 @@
-"""The consume loop: batch, decode, write through the fence, dead-letter poison, then store offsets."""
+"""The consume loop: consume, follow the pointer, write through the fence, dead-letter poison, save positions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -16,14 +17,16 @@ from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.dlq import DeadLetters
 from consumer.health import HealthFile
 from consumer.metrics import ConsumerMetrics
+from consumer.positions import Positions, next_offsets
+from consumer.projector import Projector
 from consumer.retry import Stopping, retry_until_done
-from domain import newest_per_user
 from domain.projection import Event
 from ums_find.generations import Generations, Pointer
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def envelope(msg: Message) -> Envelope:
@@ -40,6 +43,7 @@ class Totals:
     applied: int = 0
     stale: int = 0
     dead_lettered: int = 0
+    repositioned: int = 0
 
 
 class ConsumeLoop:
@@ -55,23 +59,19 @@ class ConsumeLoop:
         stop: threading.Event,
     ) -> None:
         self.consumer = consumer
-        self.store = store
+        self.projector = Projector(store)
+        self.positions = Positions(consumer, Generations(store), settings.topic)
         self.dead_letters = dead_letters
         self.settings = settings
         self.metrics = metrics
         self.stop = stop
         self.health = HealthFile(settings.heartbeat_file)
-        self.assigned: set[tuple[str, int]] = set()
         self.totals = Totals()
-        self.generations = Generations(store)
-        self.epoch: str | None = None
-        self.pending_rewind: str | None = None  # "all" or "committed" (partitions past their start)
-        self.rewound = False
 
     def run(self) -> None:
-        """Consume until `stop` is set; then store, commit and close."""
+        """Consume until `stop` is set; then close."""
         self.consumer.subscribe(
-            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [self.settings.topic], on_assign=self.positions.on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         try:
             while not self.stop.is_set():
@@ -79,20 +79,25 @@ class ConsumeLoop:
         except Stopping:
             log.info("stopping with a batch unwritten; it will be consumed again")
         finally:
-            # close() commits the offsets stored so far and leaves the group at once.
             self.consumer.close()
             log.info("consumer closed", extra={"totals": asdict(self.totals)})
 
     def step(self) -> None:
-        """One batch: consume, process, store offsets."""
+        """One batch: consume, follow the pointer, write, dead-letter, save positions."""
         messages = self.consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
-        if messages:
-            self.process(messages)
+        if messages or self.health.due():
+            pointer = self._redis(self.positions.current, "pointer read")
+            if not self.positions.in_step(pointer):
+                # Wiped, new epoch or flipped: nothing of this batch is written; every
+                # partition resumes from the new pointer's positions instead.
+                self._redis(lambda: self.positions.reposition(pointer), "reposition", KafkaException)
+                self.totals.repositioned += 1
+            elif messages:
+                self.process(messages, pointer)
         if self.health.due():
-            self._watch_epoch()
-            self.health.write(len(self.assigned), self._update_lag())
+            self.health.write(len(self.positions.assigned), self._update_lag())
 
-    def process(self, messages: Sequence[Message]) -> None:
+    def process(self, messages: Sequence[Message], pointer: Pointer) -> None:
         events: list[Event] = []
         poison: list[tuple[Message, PoisonEvent]] = []
         done: list[Message] = []
@@ -109,37 +114,20 @@ class ConsumeLoop:
         self.metrics.batch_size.observe(len(done))
         self.totals.messages += len(done)
         if events:
-            self._write(events)
+            self._write(events, pointer)
         if poison:
-            self.dead_letters.send(poison)
+            waiting = self._waiting("dead-letter topic")
+            self.dead_letters.send(poison, on_wait=lambda: waiting(TimeoutError()))
             for _, exc in poison:
                 self.metrics.dead_lettered.labels(exc.code).inc()
             self.totals.dead_lettered += len(poison)
-        if self.rewound:
-            self.rewound = False  # this batch's offsets would jump past the rewind: drop them
-            return
-        self._store_offsets(done)
+        if done:
+            # After Redis and the DLQ acknowledged everything: at-least-once.
+            self._redis(lambda: self.positions.save(pointer, next_offsets(done)), "position save")
 
-    def _write(self, events: list[Event]) -> None:
-        # Within a batch only the newest version per user can win; send just those.
-        newest = list(newest_per_user(events).values())
-
-        def write() -> int:
-            pointer = self._pointer()
-            applied = self.store.apply(newest, pointer.live)
-            for generation in pointer.targets[1:]:  # a rebuild is filling it: keep it complete
-                self.store.apply(newest, generation)
-            return applied
-
+    def _write(self, events: list[Event], pointer: Pointer) -> None:
         started = time.perf_counter()
-        applied = retry_until_done(
-            write,
-            # KafkaException: a rewind's offset look-ups while the broker restarts.
-            (redis.RedisError, KafkaException),
-            self.stop,
-            "redis write",
-            on_retry=lambda _: self.metrics.redis_retries.inc(),
-        )
+        applied = self._redis(lambda: self.projector.apply(events, pointer.targets), "redis write")
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.metrics.applied.inc(applied)
         self.metrics.stale.inc(len(events) - applied)
@@ -148,75 +136,23 @@ class ConsumeLoop:
         if applied:
             self.metrics.last_applied_ts.set_to_current_time()
 
-    def _pointer(self) -> Pointer:
-        """The generations to write; notices a new epoch (an empty or wiped Redis) and rewinds."""
-        pointer = self.generations.read()
-        if pointer is None:
-            pointer, created = self.generations.ensure()
-            log.warning("Redis has no projection (new or wiped); generation %s started", pointer.live)
-            if created and self.pending_rewind is None:
-                # We just started on an empty Redis: only partitions that some earlier run
-                # already committed past their start hold events the projection lacks.
-                self.pending_rewind = "committed"
-        if self.epoch is not None and pointer.epoch != self.epoch:
-            self.pending_rewind = "all"
-        self.epoch = pointer.epoch
-        if self.pending_rewind is not None:
-            # Kept until the rewind succeeded: a broker error here is retried, not forgotten.
-            everything = self.pending_rewind == "all"
-            self._rewind(self.consumer.assignment() if everything else self._committed_past_start())
-            self.pending_rewind = None
-        return pointer
+    def _redis(self, operation: Callable[[], T], what: str, *also: type[BaseException]) -> T:
+        """Retry until Redis answers (backoff; the heartbeat says we are waiting, not stuck)."""
+        return retry_until_done(operation, (redis.RedisError, *also), self.stop, what, on_retry=self._waiting("redis"))
 
-    def _watch_epoch(self) -> None:
-        # Once a second even when idle: a flushed or restarted-empty Redis is rebuilt
-        # without waiting for the next event.
-        if self.assigned:
-            with contextlib.suppress(redis.RedisError, KafkaException):
-                self._pointer()
+    def _waiting(self, dependency: str) -> Callable[[BaseException], None]:
+        def on_retry(_: BaseException) -> None:
+            if dependency == "redis":
+                self.metrics.redis_retries.inc()
+            # Alive and waiting: liveness holds, readiness says what we wait for.
+            self.health.write(len(self.positions.assigned), -1, waiting=dependency)
 
-    def _committed_past_start(self) -> list[TopicPartition]:
-        committed = self.consumer.committed(self.consumer.assignment(), timeout=10)
-        return [tp for tp in committed if tp.offset > self.consumer.get_watermark_offsets(tp, timeout=10)[0]]
-
-    def _rewind(self, partitions: list[TopicPartition]) -> None:
-        """Re-read these partitions from their first offset: the projection starts empty."""
-        if not partitions:
-            return
-        beginnings = []
-        for tp in partitions:
-            low, _ = self.consumer.get_watermark_offsets(tp, timeout=10)
-            beginnings.append(TopicPartition(tp.topic, tp.partition, low))
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, low))
-        if beginnings:
-            # Committed now, so a crash before the next commit still starts from the beginning.
-            self.consumer.commit(offsets=beginnings, asynchronous=False)
-        self.rewound = True
-        log.warning(
-            "projection epoch changed: re-reading partitions %s from the start",
-            sorted(tp.partition for tp in partitions),
-        )
-
-    def _store_offsets(self, done: list[Message]) -> None:
-        if not done:
-            return
-        # The next offset to read, per partition: one entry each, however big the batch.
-        newest: dict[tuple[str, int], int] = {}
-        for msg in done:
-            tp = (msg.topic() or "", msg.partition() or 0)
-            newest[tp] = max(newest.get(tp, -1), msg.offset() or 0)
-        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in newest.items()]
-        try:
-            self.consumer.store_offsets(offsets=offsets)
-        except KafkaException as exc:
-            # The partition was revoked or lost meanwhile: its new owner re-reads
-            # from the committed offset, which is what at-least-once requires.
-            log.warning("offsets not stored: %s", exc)
+        return on_retry
 
     def _update_lag(self) -> int:
         """Per-partition lag from the last fetch's high watermark (no broker round trip)."""
         total = 0
-        partitions = [TopicPartition(t, p) for t, p in self.assigned]
+        partitions = [TopicPartition(self.settings.topic, p) for p in self.positions.assigned]
         try:
             positions = self.consumer.position(partitions) if partitions else []
         except KafkaException:
@@ -237,28 +173,22 @@ class ConsumeLoop:
             extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
         )
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned |= {(p.topic, p.partition) for p in partitions}
-        log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
-
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
         log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)})
         try:
-            # Hand over exactly what was written: commit stored offsets before giving them up.
+            # Monitoring only (lag): positions live in Redis, written after the data.
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        self.positions.forget(partitions)
         for p in partitions:
             with contextlib.suppress(KeyError):  # never measured yet
                 self.metrics.lag.remove(str(p.partition))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Lost (not revoked): another member may already own them; committing now
-        # could move their offsets backwards, so stored offsets are discarded.
         self._forget(partitions)
         log.warning("partitions lost", extra={"partitions": sorted(p.partition for p in partitions)})

@@ -1,14 +1,17 @@
 """Rebuild the projection as a new generation (from Kafka's earliest offsets and/or MySQL), then flip.
 
-Order matters: the building mark is set *before* the end offsets are read, so every
-event at or past those offsets is consumed by live consumers after they saw the mark
+Order matters: the rebuild's claim is set *before* the end offsets are read, so every
+event at or past those offsets is consumed by live consumers after they saw the claim
 and written to the new generation too; the replay covers everything before them.
+The flip hands the live generation's positions to the new one (ums_find/generations.py).
 Kafka-only rebuilds need the topic kept forever or compacted (README).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +25,7 @@ from consumer.loop import envelope
 from consumer.progress import Progress
 from domain import UserAdded, Version, newest_per_user
 from domain.projection import Event
-from ums_find.generations import Generations
+from ums_find.generations import ClaimLost, Generations
 from ums_find.mysql import MySQLUsers
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore
@@ -30,6 +33,43 @@ from ums_find.store import ProjectionStore
 log = logging.getLogger(__name__)
 # Bigger than a live batch: a replay is all backlog, and fewer, larger pipelines go faster.
 REPLAY_BATCH = 10_000
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
+
+
+class Lease:
+    """Renews the rebuild's claim in the background; `check()` raises ClaimLost once it is gone."""
+
+    def __init__(self, generations: Generations, claim: str, lease_ms: int) -> None:
+        self.generations = generations
+        self.claim = claim
+        self.lease_ms = lease_ms
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="rebuild-lease", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise ClaimLost(f"the rebuild's claim {self.claim} expired or was taken: stopping without a flip")
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.lease_ms / 3000):
+            try:
+                if not self.generations.renew(self.claim, self.lease_ms):
+                    self.lost.set()
+                    return
+            except Exception as exc:  # a blip must not kill the rebuild; the lease covers it
+                log.warning("could not renew the rebuild's lease: %r", exc)
 
 
 @dataclass(frozen=True)
@@ -64,6 +104,7 @@ class Rebuild:
         mysql: MySQLUsers | None,
         from_kafka: bool = True,
         tty: bool | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -72,6 +113,8 @@ class Rebuild:
         self.from_kafka = from_kafka
         self.tty = tty
         self.poison = 0
+        self.stop = stop or threading.Event()
+        self.lease: Lease | None = None
 
     def plan(self) -> Plan:
         """What a rebuild would do now (used by --dry-run, and re-read after the mark for real runs)."""
@@ -84,11 +127,16 @@ class Rebuild:
 
     def run(self) -> Result:
         started = time.monotonic()
-        with self.generations.lock():
-            pointer, _ = self.generations.ensure()
-            target = max(pointer.live, pointer.building or 0) + 1
-            self.generations.start_building(target)
-            try:
+        swept = self.generations.sweep()  # what killed rebuilds left behind
+        if swept:
+            log.warning("deleted %s keys of abandoned generations", swept)
+        lease_ms = int(self.settings.rebuild_lease_s * 1000)
+        target, claim = self.generations.start(lease_ms)
+        pointer = self.generations.read()
+        assert pointer is not None
+        try:
+            with Lease(self.generations, claim, lease_ms) as lease:
+                self.lease = lease
                 plan = Plan(
                     pointer.live,
                     target,
@@ -105,16 +153,27 @@ class Rebuild:
                     self._from_mysql(plan)
                 if self.from_kafka:
                     self._from_kafka(plan)
-                self.generations.flip(pointer, target)
-            except BaseException:
-                self.generations.stop_building()
-                self.generations.delete_generation(target)
-                raise
-        log.info("generation %s is live; deleting generation %s", target, pointer.live)
+                lease.check()
+                old = self.generations.flip(claim, target, pointer.epoch)
+        except BaseException:
+            # Give the claim up and delete what was built; the sweep spares the live
+            # generation, so even a flip that succeeded before the error is kept.
+            with contextlib.suppress(Exception):
+                self.generations.abandon(claim)
+                self.generations.sweep(only=target)
+            raise
+        log.info("generation %s is live; deleting generation %s", target, old)
         # Readers cache the pointer for generation_cache_s: let them move before N goes.
-        time.sleep(self.settings.generation_cache_s * 2 + 0.5)
-        deleted = self.generations.delete_generation(pointer.live)
+        self.stop.wait(self.settings.generation_cache_s * 2 + 0.5)
+        deleted = self.generations.sweep()
         return Result(target, plan.kafka_events, plan.mysql_rows, self.poison, deleted, time.monotonic() - started)
+
+    def _check(self) -> None:
+        """Between batches: stop on SIGTERM/SIGINT, and stop writing once the claim is lost."""
+        if self.stop.is_set():
+            raise Interrupted("stop requested: abandoning the rebuild")
+        if self.lease is not None:
+            self.lease.check()
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
         consumer = self._consumer()
@@ -141,6 +200,7 @@ class Rebuild:
         assert self.mysql is not None
         with Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress:
             for users in self.mysql.stream(chunk=2000):
+                self._check()
                 self._apply((UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
                 progress.update(len(users))
 
@@ -160,6 +220,7 @@ class Rebuild:
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-write") as writer,
             ):
                 while todo:
+                    self._check()
                     events, seen = self._decode_batch(consumer, todo)
                     if pending is not None:
                         pending.result()

@@ -138,12 +138,17 @@ def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-u
 
 
 def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
-    from consumer.replay import Rebuild
-    from consumer.tuning import tune_gc
-    from ums_find.generations import RebuildRunning
+    import threading
 
+    from consumer.main import stop_on_signals
+    from consumer.replay import Interrupted, Rebuild
+    from consumer.tuning import tune_gc
+    from ums_find.generations import ClaimLost, RebuildRunning
+
+    stop = threading.Event()
+    stop_on_signals(stop)  # SIGTERM (a CronJob's pod ending) or SIGINT: abandon cleanly, leak nothing
     store, mysql = _store_and_mysql(settings, source in ("mysql", "both"))
-    rebuild = Rebuild(settings, store, mysql, from_kafka=source in ("kafka", "both"))
+    rebuild = Rebuild(settings, store, mysql, from_kafka=source in ("kafka", "both"), stop=stop)
     if dry_run:
         plan = rebuild.plan()
         click.echo(f"live generation: {plan.live}; would build generation {plan.target} from {source}")
@@ -159,6 +164,9 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     except RebuildRunning as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    except (ClaimLost, Interrupted) as exc:
+        click.echo(f"error: {exc}; nothing flipped, its generation deleted", err=True)
+        raise SystemExit(3) from None
     click.echo(
         f"generation {result.target} is live: {result.kafka_events} events, {result.mysql_rows} MySQL rows, "
         f"{result.poison_skipped} poison skipped, {result.deleted_old_keys} old keys deleted, "
@@ -188,6 +196,17 @@ def replay(settings: Settings, source: str, dry_run: bool) -> None:
 def backfill(settings: Settings, from_mysql: bool, dry_run: bool) -> None:
     """Fill a new generation from MySQL (for topics whose retention dropped old events); Kafka continues on top."""
     _rebuild(settings, "mysql", dry_run)
+
+
+@main.command()
+@click.pass_obj
+def gc(settings: Settings) -> None:
+    """Delete the keys of generations that are neither live nor claimed by a running rebuild."""
+    from ums_find.generations import Generations
+
+    store, _ = _store_and_mysql(settings, False)
+    deleted = Generations(store).sweep()
+    click.echo(f"deleted {deleted} keys of abandoned generations")
 
 
 @main.command()

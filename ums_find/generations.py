@@ -1,41 +1,98 @@
-"""Generations of the projection: the pointer, the generation being built, the rebuild lock, clean-up.
+"""Generations of the projection: the pointer, the rebuild claim, per-generation positions, the sweep.
 
-A rebuild fills generation N+1 while N serves reads. While `<prefix>:building` names
-N+1, live consumers write every batch to both N and N+1, so nothing that arrives
-during the rebuild is missed; the flip is one SET of the pointer.
+Control keys share one Redis Cluster hash slot (the `{prefix}` tag), so every change is
+one atomic script and every read one MGET:
+
+    {P}:live      "<live generation>:<epoch>"   (a new epoch whenever the pointer is created)
+    {P}:rebuild   "<token>:<generation>"        the claim of the one running rebuild, with a
+                                                lease (PX): if its replay stops renewing it,
+                                                consumers stop writing there and the sweep deletes it
+    {P}:seq       the last generation number handed out (numbers are not reused)
+    {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
+
+Start, renew, flip and abandon compare the caller's token; the sweep never deletes the
+live generation nor a claimed one. See docs/decisions.md ("Recovery").
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ums_find.store import ProjectionStore, parse_pointer
 
 log = logging.getLogger(__name__)
 
-# Compare-and-act on the lock: only its owner may extend or release it.
-EXTEND_LOCK = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-)
-RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# KEYS: live, rebuild, seq, pos-prefix-unused; ARGV: token, lease_ms.
+# Claims the next generation for a rebuild, or returns the current holder's claim.
+START = """
+local live = redis.call('GET', KEYS[1])
+if not live then return {0, 'no projection'} end
+local held = redis.call('GET', KEYS[2])
+if held then return {0, held} end
+local gen = tonumber(string.match(live, '^(%d+)'))
+local n = redis.call('INCR', KEYS[3])
+if n <= gen then n = gen + 1; redis.call('SET', KEYS[3], n) end
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. n, 'PX', ARGV[2])
+redis.call('DEL', KEYS[4] .. n)
+return {n, ''}
+"""
+# KEYS: rebuild; ARGV: claim, lease_ms.
+RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+# KEYS: rebuild; ARGV: claim.
+ABANDON = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# KEYS: live, rebuild, pos-prefix; ARGV: claim, target, epoch.
+# Makes the claimed generation live (same epoch) and hands it the live generation's
+# positions: consumers wrote every batch to both since the claim, so the new generation
+# holds everything up to those positions. Returns the old live generation, or -1.
+FLIP = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local live = redis.call('GET', KEYS[1])
+if not live then return -1 end
+local gen, epoch = string.match(live, '^(%d+):(.*)$')
+if epoch ~= ARGV[3] then return -1 end
+local old = KEYS[3] .. gen
+local new = KEYS[3] .. ARGV[2]
+local pos = redis.call('HGETALL', old)
+for i = 1, #pos, 2 do
+  local cur = tonumber(redis.call('HGET', new, pos[i]) or '-1')
+  if tonumber(pos[i + 1]) > cur then redis.call('HSET', new, pos[i], pos[i + 1]) end
+end
+redis.call('SET', KEYS[1], ARGV[2] .. ':' .. epoch)
+redis.call('DEL', KEYS[2])
+return tonumber(gen)
+"""
+# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", partition, offset, partition, offset, ...
+# Positions move forward only, and only while the pointer is still the one the batch was
+# written under: after a wipe or a flip the caller repositions instead (returns 0).
+SAVE_POSITIONS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
 
 
 class RebuildRunning(Exception):
-    """Another rebuild holds the lock."""
+    """Another rebuild holds the claim."""
+
+
+class ClaimLost(Exception):
+    """This rebuild's claim expired or was taken: it must not flip, and stops."""
 
 
 @dataclass(frozen=True)
 class Pointer:
+    """The control state read in one MGET: what is live, and what a rebuild is filling."""
+
     live: int
     epoch: str
-    building: int | None
+    building: int | None = None
 
     @property
     def targets(self) -> tuple[int, ...]:
@@ -44,87 +101,136 @@ class Pointer:
             return (self.live,)
         return (self.live, self.building)
 
+    @property
+    def tag(self) -> str:
+        """The pointer's value; positions are saved only while it is unchanged."""
+        return f"{self.live}:{self.epoch}"
+
 
 class Generations:
-    """The pointer and its companions, for one key prefix."""
+    """The control state of one key prefix."""
 
     def __init__(self, store: ProjectionStore) -> None:
         self.store = store
         self.client = store.client
-        self.building_key = f"{store.prefix}:building"
-        self.lock_key = f"{store.prefix}:rebuild-lock"
+        base = store.control_prefix
+        self.live_key = store.pointer_key
+        self.rebuild_key = f"{base}:rebuild"
+        self.seq_key = f"{base}:seq"
+        self.pos_prefix = f"{base}:pos:"
+        self._start = self.client.register_script(START)
+        self._renew = self.client.register_script(RENEW)
+        self._abandon = self.client.register_script(ABANDON)
+        self._flip = self.client.register_script(FLIP)
+        self._save = self.client.register_script(SAVE_POSITIONS)
 
     def read(self) -> Pointer | None:
-        """The pointer and the building mark, in one round trip (None: no projection)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.store.pointer_key)
-        pipe.get(self.building_key)
-        live, building = pipe.execute()
+        """The pointer and the rebuild claim, atomically (one slot, one MGET); None: no projection."""
+        live, claim = self.client.mget([self.live_key, self.rebuild_key])
         if live is None:
             return None
         generation, epoch = parse_pointer(live)
-        return Pointer(generation, epoch, int(building) if building is not None else None)
+        building = int(claim.rsplit(b":", 1)[1]) if claim else None
+        return Pointer(generation, epoch, building)
 
     def ensure(self) -> tuple[Pointer, bool]:
         """The pointer, creating generation 1 with a new epoch on an empty Redis; True if created here."""
-        created = bool(self.client.set(self.store.pointer_key, f"1:{uuid.uuid4().hex}", nx=True))
+        created = bool(self.client.set(self.live_key, f"1:{uuid.uuid4().hex}", nx=True))
         pointer = self.read()
-        assert pointer is not None
+        if pointer is None:  # wiped again between the two calls
+            return self.ensure()
         return pointer, created
 
-    def start_building(self, generation: int) -> None:
-        self.client.set(self.building_key, generation)
+    # Positions -------------------------------------------------------------------------
 
-    def stop_building(self) -> None:
-        self.client.delete(self.building_key)
+    def positions(self, generation: int, partitions: Iterable[int]) -> dict[int, int]:
+        """Stored next offsets of these partitions in `generation` (absent: read from the start)."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        raw = self.client.hmget(f"{self.pos_prefix}{generation}", [str(p) for p in wanted])
+        return {p: int(v) for p, v in zip(wanted, raw, strict=True) if v is not None}
 
-    def flip(self, pointer: Pointer, generation: int) -> None:
-        """Make `generation` live (same epoch), then drop the building mark."""
-        # Two keys in two commands (they may live on different Cluster slots). Between them,
-        # consumers write to N+1 twice, which the fence makes harmless.
-        self.client.set(self.store.pointer_key, f"{generation}:{pointer.epoch}")
-        self.stop_building()
+    def all_positions(self, generation: int) -> dict[int, int]:
+        return {int(p): int(o) for p, o in self.client.hgetall(f"{self.pos_prefix}{generation}").items()}
 
-    @contextmanager
-    def lock(self, ttl_s: float = 60.0) -> Iterator[str]:
-        """Hold the rebuild lock (refreshed in the background) or raise RebuildRunning."""
-        token = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}:{int(time.time())}"
-        ttl_ms = int(ttl_s * 1000)
-        if not self.client.set(self.lock_key, token, nx=True, px=ttl_ms):
-            holder = self.client.get(self.lock_key)
-            left = self.client.pttl(self.lock_key)
-            raise RebuildRunning(
-                f"a rebuild is already running (lock {self.lock_key} held by "
-                f"{holder.decode() if holder else '?'}, expires in {max(left, 0) / 1000:.0f} s)"
-            )
-        extend = self.client.register_script(EXTEND_LOCK)
-        done = threading.Event()
+    def save_positions(self, pointer: Pointer, offsets: Mapping[int, int]) -> bool:
+        """Record next offsets for the live generation, if `pointer` is still current; False if not."""
+        if not offsets:
+            return True
+        args: list[str | int] = [pointer.tag]
+        for partition, offset in offsets.items():
+            args += [partition, offset]
+        return bool(self._save(keys=[self.live_key, f"{self.pos_prefix}{pointer.live}"], args=args))
 
-        def keep_alive() -> None:
-            while not done.wait(ttl_s / 3):
-                try:
-                    extend(keys=[self.lock_key], args=[token, ttl_ms])
-                except Exception as exc:  # a blip must not kill the rebuild; the TTL covers it
-                    log.warning("could not extend the rebuild lock: %r", exc)
+    # Rebuild claim ---------------------------------------------------------------------
 
-        refresher = threading.Thread(target=keep_alive, name="rebuild-lock", daemon=True)
-        refresher.start()
-        try:
-            yield token
-        finally:
-            done.set()
-            refresher.join()
-            self.client.register_script(RELEASE_LOCK)(keys=[self.lock_key], args=[token])
+    def start(self, lease_ms: int) -> tuple[int, str]:
+        """Claim a new generation for a rebuild: (generation, claim) or raise RebuildRunning."""
+        self.ensure()
+        token = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        generation, holder = self._start(
+            keys=[self.live_key, self.rebuild_key, self.seq_key, self.pos_prefix], args=[token, lease_ms]
+        )
+        if not generation:
+            text = holder.decode() if isinstance(holder, bytes) else str(holder)
+            left = max(int(self.client.pttl(self.rebuild_key)), 0) / 1000
+            raise RebuildRunning(f"a rebuild is already running ({self.rebuild_key} = {text}, lease {left:.0f} s left)")
+        return int(generation), f"{token}:{generation}"
 
-    def delete_generation(self, generation: int, batch: int = 500) -> int:
-        """Remove a generation's keys with SCAN + UNLINK in bounded batches; return how many."""
+    def renew(self, claim: str, lease_ms: int) -> bool:
+        return bool(self._renew(keys=[self.rebuild_key], args=[claim, lease_ms]))
+
+    def abandon(self, claim: str) -> bool:
+        """Give the claim up (its generation is then unclaimed and swept); False if it was not ours."""
+        return bool(self._abandon(keys=[self.rebuild_key], args=[claim]))
+
+    def flip(self, claim: str, generation: int, epoch: str) -> int:
+        """Make the claimed generation live; return the old one, or raise ClaimLost."""
+        old = int(self._flip(keys=[self.live_key, self.rebuild_key, self.pos_prefix], args=[claim, generation, epoch]))
+        if old < 0:
+            raise ClaimLost(f"the claim {claim} is no longer held (lease expired, taken over, or Redis wiped)")
+        return old
+
+    # Sweep -----------------------------------------------------------------------------
+
+    def sweep(self, only: int | None = None, batch: int = 500) -> int:
+        """Delete the keys of every generation that is neither live nor claimed; return how many.
+
+        Only numbers already handed out when the sweep began are candidates, so a rebuild
+        that claims a (new) number meanwhile is never touched.
+        """
+        pointer = self.read()
+        seq = int(self.client.get(self.seq_key) or 0)
+        ceiling = max(seq, pointer.live if pointer else 0)
+        keep = set(pointer.targets) if pointer else set()
+
+        def doomed(generation: int) -> bool:
+            return generation not in keep and generation <= ceiling and (only is None or generation == only)
+
         deleted = 0
         pending: list[bytes] = []
-        for key in self.client.scan_iter(match=self.store.key(generation, "*"), count=batch):
-            pending.append(key)
-            if len(pending) >= batch:
-                deleted += self.client.unlink(*pending)
-                pending = []
+        for key in self.store.scan_all(count=batch):
+            generation = self.store.generation_of(key)
+            if generation is not None and doomed(generation):
+                pending.append(key)
+                if len(pending) >= batch:
+                    deleted += self._unlink(pending, keep)
+                    pending = []
         if pending:
-            deleted += self.client.unlink(*pending)
+            deleted += self._unlink(pending, keep)
+        for key in self.client.scan_iter(match=f"{self.pos_prefix}*", count=batch):
+            generation = int(key.decode().rsplit(":", 1)[1])
+            if doomed(generation):
+                self.client.delete(key)
+        if deleted:
+            log.info("swept %s keys of unclaimed generations", deleted)
         return deleted
+
+    def _unlink(self, keys: list[bytes], keep: set[int]) -> int:
+        # Re-read before each batch: a generation that became live or claimed is spared.
+        pointer = self.read()
+        now = set(pointer.targets) if pointer else set()
+        spared = now - keep
+        chosen = [k for k in keys if self.store.generation_of(k) not in spared]
+        return int(self.store.unlink(chosen)) if chosen else 0

@@ -48,6 +48,9 @@ class Settings:
     ready_max_lag: int = 10_000
     metrics_port: int = 9102
     generation_cache_s: float = 1.0
+    # A rebuild renews its claim every third of this; past it, consumers stop writing to
+    # its generation and the sweep may delete it.
+    rebuild_lease_s: float = 30.0
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5

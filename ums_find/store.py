@@ -1,10 +1,9 @@
 """The Redis read model: generation pointer, user keys and the fenced, versioned write.
 
 Layout (one prefix, default "ums"):
-    <prefix>:live                the pointer: "<live generation>:<epoch>"; the epoch is new
-                                 whenever the pointer is created, so a wiped Redis shows
-    <prefix>:building            the generation a rebuild is filling (absent otherwise)
-    <prefix>:rebuild-lock        held by the one running rebuild
+    {<prefix>}:...               control keys, in one Cluster hash slot (ums_find/generations.py):
+                                 the pointer {<prefix>}:live = "<live generation>:<epoch>",
+                                 the rebuild claim, per-generation positions
     <prefix>:<gen>:<canonical>   one string per user: "since,partition,offset,phone,name"
                                  (phone and name empty: a tombstone)
 One compact string per user keeps Redis memory per user low, and the version
@@ -119,7 +118,9 @@ class ProjectionStore:
     def __init__(self, client: redis.Redis, prefix: str = "ums") -> None:
         self.client = client
         self.prefix = prefix
-        self.pointer_key = f"{prefix}:live"
+        # The hash tag puts every control key in one Cluster slot; user keys spread out.
+        self.control_prefix = f"{{{prefix}}}"
+        self.pointer_key = f"{self.control_prefix}:live"
         self._fenced_set = client.register_script(FENCED_SET)
 
     def key(self, generation: int, canonical: str) -> str:
@@ -129,6 +130,24 @@ class ProjectionStore:
         """The generation reads use (None: Redis is new or was wiped)."""
         raw = self.client.get(self.pointer_key)
         return parse_pointer(raw)[0] if raw is not None else None
+
+    def generation_of(self, key: bytes) -> int | None:
+        """The generation a user key belongs to (None: not a user key of this prefix)."""
+        head, _, rest = key.partition(b":")
+        generation, sep, _ = rest.partition(b":")
+        if head != self.prefix.encode() or not sep or not generation.isdigit():
+            return None
+        return int(generation)
+
+    def scan_all(self, count: int = 1000) -> Iterable[bytes]:
+        """Every user key of every generation (SCAN, never KEYS)."""
+        return self.client.scan_iter(match=f"{self.prefix}:*", count=count)
+
+    def scan_generation(self, generation: int, count: int = 1000) -> Iterable[bytes]:
+        return self.client.scan_iter(match=self.key(generation, "*"), count=count)
+
+    def unlink(self, keys: Sequence[bytes | str]) -> int:
+        return int(self.client.unlink(*keys)) if keys else 0
 
     def get(self, canonical: str, generation: int) -> Stored | None:
         raw = self.client.get(self.key(generation, canonical))

@@ -49,16 +49,19 @@ def test_dry_run_changes_nothing(settings, store, name_tag):
     assert "would build generation 2" in result.stdout
     assert "Kafka events: 30" in result.stdout
     assert store.client.get(store.pointer_key) == before
-    assert store.client.get(f"{settings.key_prefix}:building") is None
+    assert Generations(store).read().building is None
 
 
 def test_a_second_rebuild_is_refused(settings, store):
-    Generations(store).ensure()
-    with Generations(store).lock():
-        result = cli(settings, "replay")
+    generations = Generations(store)
+    generations.ensure()
+    target, claim = generations.start(lease_ms=60_000)
+    result = cli(settings, "replay")
     assert result.returncode == 2
     assert "already running" in result.stderr
     assert store.live_generation() == 1
+    assert generations.read().building == target  # the running rebuild's claim is untouched
+    assert generations.abandon(claim)
 
 
 def test_backfill_from_mysql_then_kafka_on_top(settings, store, mysql_writer, name_tag, run_consumer):

@@ -1,0 +1,112 @@
+"""Where each assigned partition resumes: the live generation's positions, kept in Redis.
+
+Kafka's committed offsets are monitoring only. A partition is positioned at the next
+offset the live generation recorded for it, or at its beginning when it has none; so a
+wiped Redis, a new epoch and a flipped generation are one case, whoever notices it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from ums_find.generations import Generations, Pointer
+
+log = logging.getLogger(__name__)
+
+
+def next_offsets(messages: Iterable[Message]) -> dict[int, int]:
+    """The next offset to read per partition after these messages."""
+    newest: dict[int, int] = {}
+    for msg in messages:
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        if offset + 1 > newest.get(partition, -1):
+            newest[partition] = offset + 1
+    return newest
+
+
+class Positions:
+    """Positions of one consumer's assigned partitions against one pointer (`positioned`)."""
+
+    def __init__(self, consumer: Consumer, generations: Generations, topic: str) -> None:
+        self.consumer = consumer
+        self.generations = generations
+        self.topic = topic
+        self.assigned: set[int] = set()
+        # The pointer every assigned partition was positioned against (None: reposition all).
+        self.positioned: Pointer | None = None
+
+    def current(self) -> Pointer:
+        """The pointer; creates generation 1 when Redis holds no projection (new or wiped)."""
+        pointer = self.generations.read()
+        if pointer is None:
+            pointer, created = self.generations.ensure()
+            if created:
+                log.warning("Redis holds no projection (new or wiped): generation %s started", pointer.live)
+        return pointer
+
+    def in_step(self, pointer: Pointer) -> bool:
+        return self.positioned is not None and self.positioned.tag == pointer.tag
+
+    def reposition(self, pointer: Pointer) -> None:
+        """Seek every assigned partition to `pointer`'s positions (or its beginning). Redis or Kafka may raise."""
+        stored = self.generations.positions(pointer.live, self.assigned)
+        for partition in sorted(self.assigned):
+            offset = stored.get(partition, OFFSET_BEGINNING)
+            self.consumer.seek(TopicPartition(self.topic, partition, offset))
+        previous = self.positioned
+        self.positioned = pointer
+        if previous is not None:
+            log.warning(
+                "projection changed (%s -> %s): partitions %s resume from generation %s's positions",
+                previous.tag,
+                pointer.tag,
+                sorted(self.assigned),
+                pointer.live,
+                extra={"positions": stored},
+            )
+
+    def save(self, pointer: Pointer, offsets: dict[int, int]) -> bool:
+        """Record the batch's next offsets in the live generation; False when the pointer moved."""
+        if self.generations.save_positions(pointer, offsets):
+            self._store_kafka_offsets(offsets)
+            return True
+        self.positioned = None  # the next step repositions before writing anything
+        return False
+
+    def _store_kafka_offsets(self, offsets: dict[int, int]) -> None:
+        # Committed offsets only feed lag monitoring; where to resume is read from Redis.
+        try:
+            self.consumer.store_offsets(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()])
+        except KafkaException as exc:
+            log.debug("offsets not stored for monitoring: %s", exc)
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start new partitions at the live generation's positions (the Kafka Connect sink way)."""
+        self.assigned |= {tp.partition for tp in partitions}
+        try:
+            pointer = self.current()
+            stored = self.generations.positions(pointer.live, [tp.partition for tp in partitions])
+        except redis.RedisError as exc:
+            # No position known yet: the loop repositions every partition once Redis answers.
+            log.warning("positions unreadable on assignment (%r): repositioning later", exc)
+            self.positioned = None
+            consumer.incremental_assign(partitions)
+            return
+        if self.positioned is None and len(self.assigned) == len(partitions):
+            self.positioned = pointer  # a first assignment: every partition starts here
+        elif self.positioned is None or self.positioned.tag != pointer.tag:
+            self.positioned = None  # older partitions follow an older pointer: reposition all
+        for tp in partitions:
+            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+        log.info(
+            "partitions assigned",
+            extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},
+        )
+        consumer.incremental_assign(partitions)
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {tp.partition for tp in partitions}
