@@ -98,8 +98,9 @@ def settings(stack_settings: Settings, tmp_path, redis_kind: str, request) -> Se
 def redis_client(settings: Settings):
     client = make_redis(settings, timeout_s=2.0)
     yield client
-    for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-        client.delete(key)
+    for pattern in (f"{settings.key_prefix}:*", f"{{{settings.key_prefix}}}:*"):  # users, control keys
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
     client.close()
 
 

@@ -189,6 +189,11 @@ class Generations:
         """Make the claimed generation live; return the old one, or raise ClaimLost."""
         old = int(self._flip(keys=[self.live_key, self.rebuild_key, self.pos_prefix], args=[claim, generation, epoch]))
         if old < 0:
+            pointer = self.read()
+            if pointer is not None and pointer.live == generation and pointer.epoch == epoch:
+                # Our flip ran and its reply was lost; the client sent it again.
+                log.warning("the flip to generation %s had already happened", generation)
+                return 0
             raise ClaimLost(f"the claim {claim} is no longer held (lease expired, taken over, or Redis wiped)")
         return old
 
@@ -197,16 +202,14 @@ class Generations:
     def sweep(self, only: int | None = None, batch: int = 500) -> int:
         """Delete the keys of every generation that is neither live nor claimed; return how many.
 
-        Only numbers already handed out when the sweep began are candidates, so a rebuild
-        that claims a (new) number meanwhile is never touched.
+        The control state is read again before every UNLINK, so a generation that became
+        live or claimed meanwhile is spared (new claims take numbers never used before).
         """
         pointer = self.read()
-        seq = int(self.client.get(self.seq_key) or 0)
-        ceiling = max(seq, pointer.live if pointer else 0)
         keep = set(pointer.targets) if pointer else set()
 
         def doomed(generation: int) -> bool:
-            return generation not in keep and generation <= ceiling and (only is None or generation == only)
+            return generation not in keep and (only is None or generation == only)
 
         deleted = 0
         pending: list[bytes] = []

@@ -58,3 +58,33 @@ def private_redis(tmp_path):
     yield server
     if server.proc and server.proc.poll() is None:
         server.stop()
+
+
+@pytest.fixture
+def flip_cutter(settings):
+    """Builds an in-process Rebuild whose Redis link is cut when its flip script goes by."""
+    import hashlib
+    from urllib.parse import urlparse
+
+    import redis
+
+    from consumer.replay import Rebuild
+    from tests.faults.proxy import CuttingProxy
+    from ums_find.generations import FLIP
+    from ums_find.store import ProjectionStore
+
+    proxy = CuttingProxy(urlparse(settings.redis_url).port or 6379)
+
+    class Cutter:
+        def __call__(self, custom, when: str) -> Rebuild:
+            # Cached in Redis as a long-running server has it, so the first EVALSHA runs it.
+            redis.Redis(port=proxy.upstream_port).script_load(FLIP)
+            proxy.arm(hashlib.sha1(FLIP.encode()).hexdigest().encode(), when)
+            client = redis.Redis(port=proxy.port, socket_timeout=2, socket_connect_timeout=2)
+            return Rebuild(custom, ProjectionStore(client, custom.key_prefix), None)
+
+        def heal(self) -> None:
+            proxy.heal()
+
+    yield Cutter()
+    proxy.close()

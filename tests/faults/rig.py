@@ -253,9 +253,10 @@ class ConsumerProcess:
 
 
 class PrivateRedis:
-    """A redis-server of this test only, with an fsync-always AOF so a restart keeps the data."""
+    """A redis-server of this test only; with `persist`, an fsync-always AOF so a restart keeps the data."""
 
-    def __init__(self, workdir) -> None:
+    def __init__(self, workdir, persist: bool = True) -> None:
+        self.persist = persist
         self.port = free_port()
         self.dir = workdir / "redis"
         self.dir.mkdir()
@@ -272,7 +273,7 @@ class PrivateRedis:
                 "--dir",
                 str(self.dir),
                 "--appendonly",
-                "yes",
+                "yes" if self.persist else "no",
                 "--appendfsync",
                 "always",
                 "--save",
@@ -296,3 +297,77 @@ class PrivateRedis:
         assert self.proc is not None
         self.proc.terminate()
         self.proc.wait(20)
+
+
+# ---- recovery: the live generation, replays as processes, keys left behind
+
+
+def live_snapshot(store: ProjectionStore) -> dict[str, Stored]:
+    generation = store.live_generation()
+    return snapshot(store, generation) if generation is not None else {}
+
+
+def wait_whole(store: ProjectionStore, model: Model, timeout: float, what: str = "the projection") -> float:
+    """Poll until the live generation equals the model (0 missing, 0 stale, 0 extra); return the seconds."""
+    started = time.monotonic()
+    last: list[Diff] = []
+
+    def whole() -> bool:
+        last[:] = [compare(model.view(), live_snapshot(store))]
+        return last[0].ok
+
+    try:
+        wait_until(whole, timeout, f"{what} to equal the model", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last diff {last}") from None
+    return time.monotonic() - started
+
+
+def keys_outside_live(store: ProjectionStore) -> int:
+    """User keys and position hashes of any generation but the live one."""
+    live = store.live_generation()
+    users = sum(1 for key in store.scan_all(count=5000) if store.generation_of(key) != live)
+    positions = sum(
+        1
+        for key in store.client.scan_iter(match=f"{store.control_prefix}:pos:*", count=1000)
+        if int(key.decode().rsplit(":", 1)[1]) != live
+    )
+    return users + positions
+
+
+class ReplayProcess:
+    """`ums-find replay` as a child process (so it can be killed, paused and resumed)."""
+
+    def __init__(self, settings: Settings, workdir: Path, name: str = "replay", **env: str) -> None:
+        self.log_path = workdir / f"{name}.log"
+        self.env = env_of(settings, UMS_LOG_JSON="false", **env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> ReplayProcess:
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "ums-find"), "replay", *args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 300) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def run_replay(settings: Settings, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", "replay", *args],
+        env=env_of(settings, **env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -6,35 +6,58 @@ import subprocess
 import time
 from dataclasses import replace
 
-from tests.faults.rig import ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
-from tests.helpers import wait_until
+from consumer.health import check_live, check_ready
+from tests.faults.rig import BIN, ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
+from tests.helpers import env_of, wait_until
 from ums_find.store import ProjectionStore, make_redis
 
+OUTAGE_S = 90
 
-def test_redis_down_for_20_seconds(settings, fault_producer, model, consumers, rng, name_tag, private_redis):
+
+def probe(settings, kind: str) -> int:
+    """The consumer's Kubernetes exec probe, run as the kubelet would."""
+    env = env_of(settings, UMS_HEARTBEAT_FILE=str(settings.heartbeat_file))
+    return subprocess.run([str(BIN / "ums-find"), "probe", kind], env=env, capture_output=True).returncode
+
+
+def test_redis_down_for_90_seconds(settings, fault_producer, model, consumers, rng, name_tag, private_redis):
     settings = replace(settings, redis_url=f"redis://127.0.0.1:{private_redis.port}/0")
     store = ProjectionStore(make_redis(settings, timeout_s=2.0), settings.key_prefix)
     events = 20_000
     values = random_events(rng, users=2000, count=events, tag=name_tag)
     consumer = consumers(UMS_REDIS_URL=settings.redis_url).start()
+    settings = replace(settings, heartbeat_file=str(consumer.health_path))
     pid = consumer.pid
     producer = produce_in_background(fault_producer, settings.topic, values, model, per_second=events / 15)
     wait_until(lambda: model.produced > events // 4, 30, "a quarter of the stream")
     private_redis.stop()
     down_since = time.monotonic()
-    wait_until(lambda: "redis write failed" in consumer.text(), 30, "the consumer to notice the outage")
-    # The outage itself lasts about 20 s (the scenario); the consumer must ride it out.
-    wait_until(lambda: time.monotonic() - down_since >= 20 or not consumer.alive(), 30, "20 s of outage")
-    assert consumer.alive(), "the consumer died during the Redis outage"
+    wait_until(lambda: "failed, retrying" in consumer.text(), 30, "the consumer to notice the outage")
+    # The outage lasts 90 s, three times the liveness probe's 30 s limit: waiting on a
+    # dependency must read as alive (never restarted), and as not ready.
+    live_failures = probes = 0
+    ready_seen_false = False
+    while time.monotonic() - down_since < OUTAGE_S:
+        probes += 1
+        live_failures += check_live(str(consumer.health_path), 30.0) is not None
+        ready_seen_false |= check_ready(str(consumer.health_path), 10_000, 30.0) is not None
+        if probes % 30 == 0:  # the real command line too, now and then
+            live_failures += probe(settings, "live") != 0
+        assert consumer.alive(), "the consumer died during the Redis outage"
+        time.sleep(1.0)  # the probe period, as a kubelet would run it
     private_redis.start()
     producer.join()
+    wait_until(lambda: probe(settings, "ready") == 0, 60, "readiness to come back")
     wait_converged(settings)
     diff = compare(model.view(), snapshot(store, 1))
-    retries = consumer.text().count("redis write failed")
+    retries = consumer.text().count("failed, retrying")
     print(
-        f"redis outage: events={model.produced} retries_logged={retries} "
+        f"redis outage {OUTAGE_S} s: events={model.produced} probes={probes} live_failures={live_failures} "
+        f"ready_went_false={ready_seen_false} retries_logged={retries} "
         f"missing={diff.missing} stale={diff.stale} extra={diff.extra}"
     )
+    assert live_failures == 0
+    assert ready_seen_false
     assert consumer.pid == pid and consumer.alive(), "the consumer restarted"
     assert diff.ok, diff
 

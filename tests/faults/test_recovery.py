@@ -1,0 +1,301 @@
+"""Recovery on a broker with Kafka's defaults: wipes and rebuilds, however consumers start.
+
+Every test compares the whole live projection with the model of what was produced:
+0 missing, 0 stale, 0 extra. The broker runs group.initial.rebalance.delay.ms=3000
+(Kafka's default), so consumers started together share the partitions from the start.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from tests.conftest import CLUSTER_TOO
+from tests.faults.rig import (
+    PrivateRedis,
+    ReplayProcess,
+    keys_outside_live,
+    live_snapshot,
+    produce,
+    produce_in_background,
+    random_events,
+    run_replay,
+    wait_whole,
+)
+from tests.helpers import wait_until
+from ums_find.generations import Generations
+
+
+@pytest.fixture
+def settings(settings, redis_kind, tmp_path):
+    """A Redis of this test only (FLUSHALL is the wipe), or the Cluster rig for the Cluster variants."""
+    if redis_kind == "cluster":
+        yield settings
+        return
+    server = PrivateRedis(tmp_path, persist=False)
+    server.start()
+    yield replace(settings, redis_url=f"redis://127.0.0.1:{server.port}/0")
+    server.stop()
+
+
+USERS = 40_000
+EVENTS = 100_000  # later events update the phones of earlier users
+
+
+def report(test: str, **figures: object) -> None:
+    print(f"{test}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+@CLUSTER_TOO
+def test_wipe_then_three_consumers_started_together(settings, store, fault_producer, model, consumers, rng, name_tag):
+    produce(fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model)
+    first = [consumers("a").start() for _ in range(3)]
+    wait_whole(store, model, 240, "the first projection")
+    for consumer in first:
+        consumer.stop()
+    store.client.flushall()
+    fresh = [consumers("b").start() for _ in range(3)]  # together: one rebalance shares the partitions
+    seconds = wait_whole(store, model, 240, "the projection after the wipe")
+    assert all(c.alive() for c in fresh)
+    assert sum(c.assigned() for c in fresh) == 6
+    report(
+        "wipe, 3 started together",
+        events=EVENTS,
+        users=len(model.view()),
+        consumers=3,
+        missing=0,
+        stale=0,
+        seconds_to_whole=round(seconds, 1),
+    )
+
+
+def test_wipe_while_three_consumers_run(settings, store, fault_producer, model, consumers, rng, name_tag):
+    running = [consumers().start() for _ in range(3)]
+    during = produce_in_background(
+        fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model, per_second=25_000
+    )
+    wait_until(lambda: len(live_snapshot(store)) > USERS // 4, 60, "a quarter of the users")
+    store.client.flushall()  # mid-stream
+    during.join()
+    seconds = wait_whole(store, model, 240, "the projection after a wipe mid-stream")
+    assert all(c.alive() for c in running)
+    report(
+        "wipe while running",
+        events=EVENTS,
+        users=len(model.view()),
+        consumers=3,
+        missing=0,
+        stale=0,
+        seconds_to_whole=round(seconds, 1),
+    )
+
+
+def test_wipe_during_a_replay(settings, store, fault_producer, model, consumers, rng, name_tag, tmp_path):
+    produce(fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model)
+    running = [consumers().start() for _ in range(3)]
+    wait_whole(store, model, 240)
+    generations = Generations(store)
+    replay = ReplayProcess(settings, tmp_path).start()
+    wait_until(lambda: generations.read().building is not None, 60, "the replay's claim")
+    store.client.flushall()
+    code = replay.wait()
+    # Either the replay saw its claim vanish (exit 3), or it finished first; never a flip into the void.
+    assert code in (0, 3), replay.text()[-3000:]
+    seconds = wait_whole(store, model, 240, "the projection after a wipe during a replay")
+    assert generations.sweep() >= 0
+    assert keys_outside_live(store) == 0
+    assert all(c.alive() for c in running)
+    report(
+        "wipe during replay",
+        events=EVENTS,
+        users=len(model.view()),
+        consumers=3,
+        replay_exit=code,
+        missing=0,
+        stale=0,
+        seconds_to_whole=round(seconds, 1),
+    )
+
+
+def test_replay_killed_three_times_then_a_new_one(
+    settings, store, fault_producer, model, consumers, rng, name_tag, tmp_path
+):
+    produce(fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model)
+    running = [consumers().start() for _ in range(3)]
+    wait_whole(store, model, 240)
+    generations = Generations(store)
+    # A short lease (the default is 30 s) so that each killed replay's claim expires quickly.
+    lease = {"UMS_REBUILD_LEASE_S": "3"}
+    moments = []
+    for n in range(3):
+        replay = ReplayProcess(settings, tmp_path, f"killed{n}", **lease).start()
+        wait_until(lambda: generations.read().building is not None, 60, "the replay's claim")
+        moment = rng.uniform(0.0, 2.0)
+        moments.append(round(moment, 2))
+        time.sleep(moment)  # a random moment of the rebuild to kill it at, not synchronisation
+        replay.signal(signal.SIGKILL)
+        replay.wait()
+        wait_until(lambda: generations.read().building is None, 30, "the killed replay's lease to expire")
+        wait_whole(store, model, 60, "the live generation (untouched by the killed replay)")
+    result = run_replay(settings, **lease)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wait_whole(store, model, 60, "the rebuilt projection")
+    assert "deleted" in result.stdout
+    generations.sweep()
+    left = keys_outside_live(store)
+    assert left == 0
+    assert all(c.alive() for c in running)
+    report(
+        "replay kill -9 x3",
+        events=EVENTS,
+        users=len(model.view()),
+        kills=3,
+        moments_s=moments,
+        missing=0,
+        stale=0,
+        keys_left=left,
+    )
+
+
+@CLUSTER_TOO
+def test_replay_under_churn_never_shows_a_user_missing_or_older(
+    settings, store, fault_producer, model, consumers, rng, name_tag
+):
+    produce(fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model)
+    steady = [consumers().start() for _ in range(2)]
+    churner = consumers("churn").start()
+    wait_whole(store, model, 240)
+    known = sorted(live_snapshot(store))
+    violations: list[str] = []
+    reads = 0
+    done = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        seen: dict[str, tuple[int, int, int]] = {}
+        pick = random.Random(7)
+        while not done.is_set():
+            name = pick.choice(known)
+            generation = store.live_generation()
+            held = store.get(name, generation) if generation is not None else None
+            reads += 1
+            if held is None:
+                violations.append(f"{name}: missing in generation {generation}")
+            elif seen.get(name, held.version) > held.version:
+                violations.append(f"{name}: went back from {seen[name]} to {held.version} in {generation}")
+            if held is not None:
+                seen[name] = held.version
+
+    def churn() -> None:
+        while not done.is_set():
+            churner.stop()
+            done.wait(rng.uniform(1.0, 3.0))
+            churner.start()
+            done.wait(rng.uniform(2.0, 4.0))
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=churn)]
+    for thread in threads:
+        thread.start()
+    during = produce_in_background(
+        fault_producer, settings.topic, random_events(rng, USERS + 2000, 30_000, name_tag), model, per_second=5000
+    )
+    try:
+        result = run_replay(settings)
+        during.join()
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    if not churner.alive():
+        churner.start()
+    wait_whole(store, model, 120, "the projection after the rebuild")
+    assert reads > 1000
+    assert violations == [], violations[:10]
+    assert all(c.alive() for c in steady)
+    report(
+        "replay under churn",
+        events=EVENTS + 30_000,
+        users=len(model.view()),
+        consumers=3,
+        reads=reads,
+        violations=0,
+        missing=0,
+        stale=0,
+    )
+
+
+def test_a_paused_replay_cannot_flip_delete_or_write_the_pointer(
+    settings, store, fault_producer, model, consumers, rng, name_tag, tmp_path
+):
+    produce(fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model)
+    running = [consumers().start() for _ in range(3)]
+    wait_whole(store, model, 240)
+    generations = Generations(store)
+    # A 2 s lease so that the pause outlives it quickly (the default is 30 s).
+    first = ReplayProcess(settings, tmp_path, "paused", UMS_REBUILD_LEASE_S="2").start()
+    claimed = wait_until(lambda: generations.read().building, 60, "the first replay's claim")
+    first.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: generations.read().building is None, 30, "the paused replay's lease to expire")
+        second = run_replay(settings)
+        assert second.returncode == 0, second.stderr[-3000:]
+        pointer = generations.read()
+        assert pointer.live != claimed
+    finally:
+        first.signal(signal.SIGCONT)
+    code = first.wait(120)
+    assert code == 3, first.text()[-3000:]
+    assert "no longer held" in first.text() or "expired or was taken" in first.text()
+    assert generations.read() == pointer  # the resumed replay changed nothing
+    wait_whole(store, model, 60, "the second replay's projection")
+    assert keys_outside_live(store) == 0
+    assert all(c.alive() for c in running)
+    report(
+        "paused replay",
+        events=EVENTS,
+        users=len(model.view()),
+        paused_generation=claimed,
+        live_generation=pointer.live,
+        first_exit=code,
+        missing=0,
+        stale=0,
+    )
+
+
+@pytest.mark.parametrize("drop", ["before", "after"])
+def test_a_flip_cut_off_from_redis_never_deletes_the_live_generation(
+    settings, store, fault_producer, model, consumers, rng, name_tag, drop, flip_cutter
+):
+    produce(fault_producer, settings.topic, random_events(rng, 5000, 12_000, name_tag), model)
+    running = consumers().start()
+    wait_whole(store, model, 120)
+    generations = Generations(store)
+    before = generations.read()
+    with pytest.raises(Exception) as failed:
+        flip_cutter(settings, drop).run()
+    flip_cutter.heal()
+    after = generations.read()
+    expected_live = before.live if drop == "before" else after.live
+    assert after.live == expected_live
+    if drop == "after":
+        assert after.live != before.live  # the flip ran; only its reply was lost
+    wait_whole(store, model, 60, "the live generation after the cut flip")
+    wait_until(lambda: generations.read().building is None, 60, "the cut replay's lease to expire")
+    generations.sweep()
+    assert keys_outside_live(store) == 0
+    assert running.alive()
+    report(
+        "flip cut",
+        drop=drop,
+        error=type(failed.value).__name__,
+        live_before=before.live,
+        live_after=after.live,
+        missing=0,
+        stale=0,
+    )
