@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -36,8 +37,15 @@ class Envelope(NamedTuple):
     timestamp_ms: int | None
 
 
-def decode(msg: Envelope, max_bytes: int = 64 * 1024) -> Event:
+# How far a producer's clock may run ahead: of the consumer's clock for the Kafka
+# timestamp, and of the Kafka timestamp for `since` (Settings.max_clock_skew_s).
+DEFAULT_SKEW_MS = 300_000
+
+
+def decode(msg: Envelope, max_bytes: int = 64 * 1024, max_skew_ms: int = DEFAULT_SKEW_MS) -> Event:
     """Turn an AddService message into UserAdded or UserRemoved, or raise PoisonEvent."""
+    if msg.timestamp_ms is not None and msg.timestamp_ms > time.time() * 1000 + max_skew_ms:
+        raise PoisonEvent("timestamp-in-future", f"message timestamp {msg.timestamp_ms} is ahead of this clock")
     if msg.value is None:
         return _tombstone(msg)
     if len(msg.value) > max_bytes:
@@ -51,7 +59,14 @@ def decode(msg: Envelope, max_bytes: int = 64 * 1024) -> Event:
     user, since_ms = _user(body, msg.timestamp_ms)
     if msg.key is not None and _key_name(msg.key) != user.name.canonical:
         raise PoisonEvent("key-mismatch", "the message key is not the user's name")
-    return UserAdded(user, Version(since_ms, msg.partition, msg.offset))
+    if msg.timestamp_ms is None:  # no send time (old message format): `since` stands in
+        return UserAdded(user, Version(since_ms, msg.partition, msg.offset))
+    if since_ms > msg.timestamp_ms + max_skew_ms:
+        raise PoisonEvent(
+            "since-in-future",
+            f"since {since_ms} is {since_ms - msg.timestamp_ms} ms after the message timestamp (limit {max_skew_ms})",
+        )
+    return UserAdded(user, Version(msg.timestamp_ms, msg.partition, msg.offset))
 
 
 def _tombstone(msg: Envelope) -> UserRemoved:

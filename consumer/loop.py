@@ -108,7 +108,7 @@ class ConsumeLoop:
                 continue
             done.append(msg)
             try:
-                events.append(decode(envelope(msg), self.settings.max_event_bytes))
+                events.append(decode(envelope(msg), self.settings.max_event_bytes, self.settings.max_skew_ms))
             except PoisonEvent as bad:
                 poison.append((msg, bad))
         self.metrics.batch_size.observe(len(done))

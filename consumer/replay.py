@@ -245,7 +245,7 @@ class Rebuild:
                 continue
             seen += 1
             try:
-                events.append(decode(envelope(msg), self.settings.max_event_bytes))
+                events.append(decode(envelope(msg), self.settings.max_event_bytes, self.settings.max_skew_ms))
             except PoisonEvent:
                 self.poison += 1  # live consumers dead-lettered it already
         return events, seen

@@ -4,14 +4,16 @@ Version rule (docs/decisions.md): the AddService publishes with a null key, so
 one user's events can sit on several partitions and a Kafka offset is not a
 per-user order. An event's version is the tuple
 
-    (since in epoch milliseconds, partition, offset)
+    (event time in epoch milliseconds, partition, offset)
 
-compared lexicographically: the newest `since` wins, and equal times are
-broken deterministically by partition, then offset. A row read from MySQL
-(backfill, read-repair) has partition -1, so any Kafka event with the same
-`since` is preferred to it; `reconcile --repair` uses partition 2**31-1, so the
-MySQL truth replaces a drifted view of the same time but not a newer event. Equal versions are the same event
-delivered twice, which changes nothing.
+compared lexicographically, where the event time is the message's Kafka timestamp
+(when the AddService sent it) for puts and tombstones alike: one clock, one rule.
+A put's `since` is data; it may not lie further in the future than a configured
+skew from that timestamp (the event is dead-lettered otherwise), so no producer
+clock can pin a user. Equal times are broken by partition, then offset. A row read
+from MySQL (backfill, read-repair) has no send time: its time is `since` and its
+partition -1, so the event that published the same save (sent just after it) wins.
+Equal versions are the same event delivered twice, which changes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ REPAIR_PARTITION = 2**31 - 1
 class Version(NamedTuple):
     """Compared as a tuple; a NamedTuple so that comparing and building one stay in C."""
 
-    since_ms: int
+    time_ms: int
     partition: int
     offset: int
 

@@ -42,6 +42,9 @@ class Settings:
     batch_size: int = 2000
     batch_timeout_s: float = 0.05
     max_event_bytes: int = 64 * 1024
+    # A message timestamp ahead of the consumer's clock, or a `since` ahead of the message
+    # timestamp, by more than this is dead-lettered: no producer clock can pin a user.
+    max_clock_skew_s: float = 300.0
     log_level: str = "INFO"
     log_json: bool = True
     heartbeat_file: str = "/tmp/ums-find-consumer.health"
@@ -58,6 +61,10 @@ class Settings:
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.topic}.dlq"
+
+    @property
+    def max_skew_ms(self) -> int:
+        return int(self.max_clock_skew_s * 1000)
 
     @property
     def writer_user(self) -> str:

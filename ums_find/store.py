@@ -4,8 +4,9 @@ Layout (one prefix, default "ums"):
     {<prefix>}:...               control keys, in one Cluster hash slot (ums_find/generations.py):
                                  the pointer {<prefix>}:live = "<live generation>:<epoch>",
                                  the rebuild claim, per-generation positions
-    <prefix>:<gen>:<canonical>   one string per user: "since,partition,offset,phone,name"
-                                 (phone and name empty: a tombstone)
+    <prefix>:<gen>:<canonical>   one string per user: "time,partition,offset,±delta,phone,name"
+                                 (the version, then since = time - delta; phone and name
+                                 empty: a tombstone)
 One compact string per user keeps Redis memory per user low, and the version
 sits at the front so the fence script reads it without decoding JSON.
 """
@@ -55,6 +56,8 @@ for i = 1, #KEYS do
 end
 return applied
 """
+# Compare-and-set of one user's value: repairs replace exactly what they inspected.
+REPLACE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0"
 # Users per script call: big enough to amortise the call, small enough not to block Redis.
 KEYS_PER_CALL = 200
 
@@ -69,20 +72,24 @@ class Stored:
 
 def encode(event: Event) -> str:
     v = event.version
-    head = f"{v.since_ms},{v.partition},{v.offset},"
+    head = f"{v.time_ms},{v.partition},{v.offset},"
     if isinstance(event, UserRemoved):
-        return head + ","
-    return f"{head}{event.user.phone.value},{event.user.name.value}"
+        return head + "+0,,"
+    # `since` as a signed distance from the event time: usually a few characters.
+    return f"{head}{v.time_ms - event.user.since_ms:+d},{event.user.phone.value},{event.user.name.value}"
 
 
 def decode(raw: bytes | str) -> Stored:
     text = raw.decode() if isinstance(raw, bytes) else raw
-    since, partition, offset, phone, name = text.split(",", 4)
-    version = Version(int(since), int(partition), int(offset))
+    time_ms, partition, offset, delta, rest = text.split(",", 4)
+    version = Version(int(time_ms), int(partition), int(offset))
+    if delta[:1] not in ("+", "-"):  # written before `since` and the version time were apart
+        phone, name, since_ms = delta, rest, version.time_ms
+    else:
+        (phone, name), since_ms = rest.split(",", 1), version.time_ms - int(delta)
     if not phone:
         return Stored(version, None)
-    user = User(Name(name), PhoneNumber(int(phone)), from_epoch_ms(version.since_ms))
-    return Stored(version, user)
+    return Stored(version, User(Name(name), PhoneNumber(int(phone)), from_epoch_ms(since_ms)))
 
 
 def parse_pointer(raw: bytes | str) -> tuple[int, str]:
@@ -122,6 +129,7 @@ class ProjectionStore:
         self.control_prefix = f"{{{prefix}}}"
         self.pointer_key = f"{self.control_prefix}:live"
         self._fenced_set = client.register_script(FENCED_SET)
+        self._replace_if = client.register_script(REPLACE_IF)
 
     def key(self, generation: int, canonical: str) -> str:
         return f"{self.prefix}:{generation}:{canonical}"
@@ -152,6 +160,18 @@ class ProjectionStore:
     def get(self, canonical: str, generation: int) -> Stored | None:
         raw = self.client.get(self.key(generation, canonical))
         return decode(raw) if raw is not None else None
+
+    def get_raw_many(self, generation: int, canonicals: Sequence[str]) -> list[bytes | None]:
+        """Stored values, in order (a pipeline of GETs, not MGET: keys span Cluster slots)."""
+        pipe = self.client.pipeline(transaction=False)
+        for canonical in canonicals:
+            pipe.get(self.key(generation, canonical))
+        return list(pipe.execute()) if canonicals else []
+
+    def replace(self, generation: int, event: Event, expected: bytes) -> bool:
+        """Write `event` unfenced, but only if the user's value is still `expected`."""
+        key = self.key(generation, event.key)
+        return bool(self._replace_if(keys=[key], args=[expected, encode(event)]))
 
     def apply(self, events: Sequence[Event], generation: int) -> int:
         """Write events through the fence, many users per script call; return how many changed a user."""

@@ -118,7 +118,10 @@ def snapshot(store: ProjectionStore, generation: int) -> dict[str, Stored]:
     result: dict[str, Stored] = {}
     for start in range(0, len(keys), 5000):
         chunk = keys[start : start + 5000]
-        for key, raw in zip(chunk, store.client.mget(chunk), strict=True):
+        pipe = store.client.pipeline(transaction=False)  # not MGET: keys span Cluster slots
+        for key in chunk:
+            pipe.get(key)
+        for key, raw in zip(chunk, pipe.execute(), strict=True):
             if raw is not None:
                 result[key.decode()[head:]] = decode_stored(raw)
     return result

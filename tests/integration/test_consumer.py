@@ -1,6 +1,7 @@
 """The consumer against real Kafka and Redis."""
 
 import json
+import time
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -11,9 +12,9 @@ from tests.helpers import wait_until
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 
-def produce(producer, topic, values, key=None):
+def produce(producer, topic, values, key=None, timestamp=0):
     for value in values:
-        producer.produce(topic, key=key, value=value)
+        producer.produce(topic, key=key, value=value, timestamp=timestamp)
     assert producer.flush(10) == 0
 
 
@@ -23,9 +24,13 @@ def event(name, phone, since):
 
 def test_events_are_projected_newest_wins(settings, producer, store, run_consumer, name_tag):
     names = [f"{name_tag} user {i:03d}" for i in range(200)]
-    # Each user twice, the newer event first: the older one must not win.
-    produce(producer, settings.topic, [event(n, 9_000_000_000 + i, 2_000 + i) for i, n in enumerate(names)])
-    produce(producer, settings.topic, [event(n, 9_100_000_000, 1_000) for n in names])
+    # Each user twice, the newer event (by its Kafka timestamp, the version's clock) first:
+    # the older one, consumed after it, must not win.
+    now = int(time.time() * 1000)
+    produce(
+        producer, settings.topic, [event(n, 9_000_000_000 + i, 2_000 + i) for i, n in enumerate(names)], timestamp=now
+    )
+    produce(producer, settings.topic, [event(n, 9_100_000_000, 1_000) for n in names], timestamp=now - 60_000)
     run_consumer()
 
     def projected():

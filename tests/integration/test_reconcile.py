@@ -37,13 +37,15 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
     ghost = User(Name(f"{name_tag} ghost user"), PhoneNumber(9_555_555_555), SINCE)  # not in MySQL
     store.apply([UserAdded(ghost, Version(ghost.since_ms, 0, 999))], 1)
     newer = User(users[5].name, PhoneNumber(9_888_888_888), datetime(2024, 1, 1, tzinfo=UTC))
-    store.apply([UserAdded(newer, Version(newer.since_ms, 0, 1000))], 1)  # an event newer than MySQL's row
+    store.apply([UserAdded(newer, Version(newer.since_ms, 0, 1000))], 1)  # ahead: an event MySQL never saved
+    pinned = User(users[6].name, PhoneNumber(9_777_777_777), datetime(2100, 1, 1, tzinfo=UTC))
+    store.apply([UserAdded(pinned, Version(pinned.since_ms, 0, 1001))], 1)  # a version a bad clock pinned
 
     drift = Reconciler(store, reader, 1).run()
-    assert (drift.missing, drift.different, drift.extra) == (3, 2, 1)
+    assert (drift.missing, drift.different, drift.ahead, drift.extra) == (3, 2, 2, 1)
     assert sorted(drift.samples["missing"]) == sorted(u.name.value for u in users[:3])
     assert drift.samples["extra"] == [ghost.name.canonical]
-    assert drift.ahead == 1
+    assert drift.ahead == 2
 
     result = subprocess.run(
         [str(BIN / "ums-find"), "--log-text", "reconcile", "--repair"],
@@ -54,14 +56,14 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["repaired"] == 6
+    assert json.loads(result.stdout)["repaired"] == 8
 
     after = Reconciler(store, reader, 1).run()
     assert after.total == 0
-    for user in users[:5]:
+    for user in users[:7]:  # missing, different and ahead: all MySQL's rows again
         assert store.get(user.name.canonical, 1).user == user
     assert store.get(ghost.name.canonical, 1) is None
-    assert store.get(newer.name.canonical, 1).user == newer  # the newer event still wins
+    assert store.get(users[6].name.canonical, 1).version.time_ms == users[6].since_ms  # unpinned
     check = subprocess.run(
         [str(BIN / "ums-find"), "--log-text", "reconcile"],
         env=env_of(settings),
@@ -71,4 +73,7 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
         timeout=120,
     )
     assert check.returncode == 0, check.stdout
+    # Unpinned for good: an event sent after the row's save wins again.
+    later = User(users[6].name, PhoneNumber(9_666_666_666), datetime(2024, 6, 1, tzinfo=UTC))
+    assert store.apply([UserAdded(later, Version(later.since_ms, 0, 1002))], 1) == 1
     reader.pool.close()

@@ -20,7 +20,9 @@ def test_addservice_event_with_epoch_millis():
     assert isinstance(event, UserAdded)
     assert event.user.name.value == "Krishna Mohan"
     assert event.user.phone.value == 9731423166
-    assert event.version == Version(1_662_000_000_123, 2, 7)
+    # The version's time is the Kafka timestamp; `since` is the user's data.
+    assert event.version == Version(TS, 2, 7)
+    assert event.user.since_ms == 1_662_000_000_123
     assert event.key == "krishna mohan"
 
 
@@ -42,7 +44,7 @@ def test_since_formats(since, expected):
 
 def test_missing_since_uses_the_message_timestamp():
     event = decode(msg({"name": "Krishna Mohan", "phone": 9731423166}))
-    assert event.version.since_ms == TS
+    assert event.version.time_ms == TS
 
 
 def test_tombstone_with_key_removes_the_user():
@@ -84,3 +86,48 @@ def test_poison(value, key, code):
 def test_key_equal_to_the_name_is_accepted():
     event = decode(msg({"name": "Krishna Mohan", "phone": 9731423166}, key=b"krishna mohan "))
     assert event.key == "krishna mohan"
+
+
+SKEW = 300_000
+
+
+def test_since_further_ahead_of_the_timestamp_than_the_skew_is_poison():
+    ahead = {"name": "Krishna Mohan", "phone": 9731423166, "since": TS + SKEW + 1}
+    with pytest.raises(PoisonEvent) as bad:
+        decode(msg(ahead), max_skew_ms=SKEW)
+    assert bad.value.code == "since-in-future"
+    within = decode(msg({**ahead, "since": TS + SKEW}), max_skew_ms=SKEW)
+    assert within.version.time_ms == TS  # accepted, and it cannot pin the user: the time is TS
+
+
+def test_year_2100_since_is_poison():
+    with pytest.raises(PoisonEvent) as bad:
+        decode(msg({"name": "Krishna Mohan", "phone": 9731423166, "since": "2100-01-01T00:00:00Z"}))
+    assert bad.value.code == "since-in-future"
+
+
+def test_message_timestamp_ahead_of_this_clock_is_poison():
+    future = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    for value, key in (
+        (json.dumps({"name": "Krishna Mohan", "phone": 9731423166}).encode(), None),
+        (None, b"Krishna Mohan"),
+    ):
+        with pytest.raises(PoisonEvent) as bad:
+            decode(msg(value, key=key, ts=future))
+        assert bad.value.code == "timestamp-in-future"
+
+
+def test_without_a_timestamp_since_stands_in():
+    event = decode(msg({"name": "Krishna Mohan", "phone": 9731423166, "since": 1_662_000_000_123}, ts=None))
+    assert event.version == Version(1_662_000_000_123, 2, 7)
+
+
+def test_puts_and_tombstones_are_ordered_by_one_clock():
+    from domain import newest_per_user
+
+    # A put re-published late with an old `since`, a tombstone before it, one after it.
+    put = decode(msg({"name": "Krishna Mohan", "phone": 9731423166, "since": TS - 10**9}, partition=0, offset=5))
+    before = decode(msg(None, key=b"Krishna Mohan", partition=1, offset=1, ts=TS - 1))
+    after = decode(msg(None, key=b"Krishna Mohan", partition=1, offset=2, ts=TS + 1))
+    assert isinstance(newest_per_user([before, put])["krishna mohan"], UserAdded)
+    assert isinstance(newest_per_user([after, put])["krishna mohan"], UserRemoved)

@@ -27,6 +27,22 @@ def test_encode_decode_round_trip():
     assert stored.user == event.user
 
 
+def test_since_apart_from_the_version_time_round_trips():
+    user = User(Name("Ana de la Cruz"), PhoneNumber(9000000001), datetime(2020, 5, 1, tzinfo=UTC))
+    for time_ms in (1_700_000_000_123, user.since_ms - 5000):  # published long after, or a little before
+        event = UserAdded(user, Version(time_ms, 3, 42))
+        stored = decode(encode(event))
+        assert stored.version == event.version
+        assert stored.user == user
+
+
+def test_values_written_before_the_since_delta_still_decode():
+    stored = decode(b"1700000000123,3,42,9000000001,Ana, de la Cruz")
+    assert stored.version == Version(1_700_000_000_123, 3, 42)
+    assert stored.user.name.value == "Ana, de la Cruz"
+    assert stored.user.since_ms == 1_700_000_000_123
+
+
 def test_newer_event_replaces_and_older_is_fenced(store):
     assert store.apply([added(9000000001, 2000)], GEN) == 1
     assert store.apply([added(9000000002, 1000)], GEN) == 0
