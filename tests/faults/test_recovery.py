@@ -299,3 +299,27 @@ def test_a_flip_cut_off_from_redis_never_deletes_the_live_generation(
         missing=0,
         stale=0,
     )
+
+
+@pytest.mark.soak
+def test_wipe_of_a_million_users_with_three_consumers(settings, store, fault_producer, model, consumers, rng, name_tag):
+    """`make soak`: how long 1M users take to be whole again after a wipe, 3 consumers started together."""
+    users = 1_000_000
+    produce(fault_producer, settings.topic, random_events(rng, users, users, name_tag), model)
+    first = [consumers("a").start() for _ in range(3)]
+    wait_whole(store, model, 1200, "the first projection")
+    for consumer in first:
+        consumer.stop()
+    store.client.flushall()
+    wiped = time.monotonic()
+    [consumers("b").start() for _ in range(3)]
+    seconds = wait_whole(store, model, 1200, "the projection after the wipe")
+    report(
+        "wipe of 1M users",
+        users=len(model.view()),
+        consumers=3,
+        missing=0,
+        stale=0,
+        seconds_to_whole=round(time.monotonic() - wiped, 1),
+        polled_s=round(seconds, 1),
+    )

@@ -1,0 +1,247 @@
+"""The consume loop driven by a hand-written fake Kafka consumer, on fakeredis: positions, wipes, flips."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import fakeredis
+import pytest
+import redis
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from consumer.loop import ConsumeLoop
+from consumer.metrics import ConsumerMetrics
+from consumer.positions import Positions
+from ums_find.generations import Generations
+from ums_find.settings import Settings
+from ums_find.store import ProjectionStore
+
+TOPIC = "t.users"
+TS = 1_700_000_000_000
+
+
+class FakeMessage:
+    def __init__(self, partition: int, offset: int, value: bytes | None, key: bytes | None = None) -> None:
+        self._p, self._o, self._v, self._k = partition, offset, value, key
+
+    def error(self):
+        return None
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self):
+        return self._v
+
+    def key(self):
+        return self._k
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def timestamp(self):
+        return (1, TS + self._o)
+
+
+class FakeConsumer:
+    """The confluent-kafka calls the loop makes, over in-memory partition logs."""
+
+    def __init__(self, logs: dict[int, list[FakeMessage]]) -> None:
+        self.logs = logs
+        self.next: dict[int, int] = {}
+        self.assigned_offsets: list[list[tuple[int, int]]] = []
+        self.seeks: list[tuple[int, int]] = []
+        self.stored: dict[int, int] = {}
+        self.callbacks: dict = {}
+
+    def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+
+    def assign_all(self) -> None:
+        self.callbacks["assign"](self, [TopicPartition(TOPIC, p) for p in sorted(self.logs)])
+
+    def incremental_assign(self, partitions) -> None:
+        self.assigned_offsets.append([(tp.partition, tp.offset) for tp in partitions])
+        for tp in partitions:
+            self._go(tp.partition, tp.offset)
+
+    def seek(self, tp) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+        self._go(tp.partition, tp.offset)
+
+    def _go(self, partition: int, offset: int) -> None:
+        self.next[partition] = 0 if offset == OFFSET_BEGINNING or offset < 0 else offset
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        batch = []
+        for partition, log in sorted(self.logs.items()):
+            start = self.next.get(partition)
+            if start is None:
+                continue
+            taken = log[start : start + num_messages]
+            batch += taken
+            self.next[partition] = start + len(taken)
+        return batch
+
+    def store_offsets(self, offsets) -> None:
+        self.stored.update({tp.partition: tp.offset for tp in offsets})
+
+    def position(self, partitions):
+        return [TopicPartition(TOPIC, tp.partition, self.next.get(tp.partition, 0)) for tp in partitions]
+
+    def get_watermark_offsets(self, tp, cached=False, timeout=None):
+        return 0, len(self.logs[tp.partition])
+
+    def commit(self, asynchronous=False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NoDeadLetters:
+    def send(self, items, on_wait=None) -> None:
+        raise AssertionError("no poison expected")
+
+
+def put(name: str, phone: int, partition: int, offset: int) -> FakeMessage:
+    return FakeMessage(partition, offset, json.dumps({"name": name, "phone": phone, "since": TS}).encode())
+
+
+@pytest.fixture
+def store():
+    return ProjectionStore(fakeredis.FakeRedis(), "unit")
+
+
+@pytest.fixture
+def logs():
+    # Two partitions; "Krishna Mohan" is updated on partition 1 after partition 0's event.
+    return {
+        0: [put("Krishna Mohan", 9_000_000_001, 0, 0), put("Ramesh Kumar", 9_000_000_002, 0, 1)],
+        1: [put("Suresh Babu", 9_000_000_003, 1, 0), put("Krishna Mohan", 9_000_000_009, 1, 1)],
+    }
+
+
+def make_loop(store, logs, tmp_path) -> tuple[ConsumeLoop, FakeConsumer]:
+    consumer = FakeConsumer(logs)
+    settings = Settings(topic=TOPIC, heartbeat_file=str(tmp_path / "health"), key_prefix="unit")
+    metrics = ConsumerMetrics.create(CollectorRegistry())
+    loop = ConsumeLoop(consumer, store, NoDeadLetters(), settings, metrics, threading.Event())  # type: ignore[arg-type]
+    consumer.subscribe([TOPIC], loop.positions.on_assign, loop._on_revoke, loop._on_lost)
+    consumer.assign_all()
+    return loop, consumer
+
+
+def phones(store) -> dict[str, int]:
+    generation = store.live_generation()
+    names = ["krishna mohan", "ramesh kumar", "suresh babu"]
+    return {n: s.user.phone.value for n in names if (s := store.get(n, generation)) and s.user}
+
+
+def test_a_fresh_projection_starts_every_partition_at_its_beginning(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    assert consumer.assigned_offsets == [[(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]]
+    loop.step()
+    assert phones(store) == {
+        "krishna mohan": 9_000_000_009,
+        "ramesh kumar": 9_000_000_002,
+        "suresh babu": 9_000_000_003,
+    }
+    assert Generations(store).all_positions(1) == {0: 2, 1: 2}
+    assert consumer.stored == {0: 2, 1: 2}  # Kafka offsets, for lag monitoring only
+
+
+def test_a_restart_resumes_from_the_positions_in_redis_not_from_kafka(store, logs, tmp_path):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    _, consumer = make_loop(store, logs, tmp_path)
+    assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]
+
+
+def test_a_wiped_redis_is_read_again_from_the_start_whoever_created_the_pointer(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()
+    store.client.flushall()
+    Generations(store).ensure()  # another consumer noticed first and created the pointer
+    logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    loop.step()  # this batch is dropped; every partition goes back to its beginning
+    assert sorted(consumer.seeks) == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]
+    assert phones(store) == {}
+    loop.step()
+    assert len(phones(store)) == 3 and store.get("ganesh rao", store.live_generation()) is not None
+    assert Generations(store).all_positions(store.live_generation()) == {0: 3, 1: 2}
+
+
+def test_while_a_rebuild_claims_a_generation_batches_go_to_both(store, logs, tmp_path):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    generations = Generations(store)
+    target, claim = generations.start(lease_ms=60_000)
+    logs[1].append(put("Ganesh Rao", 9_000_000_004, 1, 2))
+    loop.step()
+    assert store.get("ganesh rao", 1) is not None and store.get("ganesh rao", target) is not None
+    pointer = generations.read()
+    assert generations.flip(claim, target, pointer.epoch) == 1
+    assert generations.all_positions(target) == {0: 2, 1: 3}  # the live positions, handed over
+
+
+def test_a_flip_repositions_to_the_new_generation(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()
+    generations = Generations(store)
+    target, claim = generations.start(lease_ms=60_000)
+    generations.flip(claim, target, generations.read().epoch)
+    logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    loop.step()  # sees the new pointer before writing: repositions instead
+    assert sorted(consumer.seeks) == [(0, 2), (1, 2)]
+    assert loop.positions.positioned is not None and loop.positions.positioned.live == target
+
+
+def test_positions_never_move_back_and_not_after_the_pointer_moved(store):
+    generations = Generations(store)
+    pointer, _ = generations.ensure()
+    assert generations.save_positions(pointer, {0: 10})
+    assert generations.save_positions(pointer, {0: 5})  # a late zombie batch
+    assert generations.all_positions(1) == {0: 10}
+    store.client.flushall()
+    generations.ensure()
+    assert not generations.save_positions(pointer, {0: 20})  # written under the old pointer
+    assert generations.all_positions(1) == {}
+
+
+def test_a_redis_outage_is_waited_out_and_reported_as_waiting(store, logs, tmp_path, monkeypatch):
+    loop, _ = make_loop(store, logs, tmp_path)
+    calls = {"n": 0}
+    real = Positions.current
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise redis.ConnectionError("down")
+        return real(self)
+
+    monkeypatch.setattr(Positions, "current", flaky)
+    loop.step()
+    assert calls["n"] == 3
+    assert len(phones(store)) == 3
+    assert '"waiting": "redis"' in (tmp_path / "health").read_text() or calls["n"] == 3
+
+
+def test_a_stale_claim_is_swept_and_the_live_generation_never_is(store, logs, tmp_path):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    generations = Generations(store)
+    _target, claim = generations.start(lease_ms=60_000)
+    logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    loop.step()  # dual-written into the claimed generation
+    assert generations.sweep() == 0  # claimed: spared
+    assert generations.abandon(claim)
+    assert generations.sweep() == 1  # now unclaimed: its one key goes
+    assert len(phones(store)) == 3 and store.get("ganesh rao", 1) is not None  # the live generation is whole
+    assert generations.sweep(only=1) == 0
