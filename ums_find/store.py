@@ -100,6 +100,12 @@ def parse_pointer(raw: bytes | str) -> tuple[int, str]:
 
 
 CLUSTER_SCHEME = "redis+cluster://"
+REDIRECTED = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
 
 
 def make_redis(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
@@ -186,8 +192,10 @@ class ProjectionStore:
 
     def _apply_on_cluster(self, events: Sequence[Event], generation: int) -> int:
         # redis-py's cluster pipeline refuses EVALSHA, so each master gets a plain pipeline
-        # of its own script calls (every call within one slot). A MOVED reply (resharding)
-        # fails the batch; the caller retries it once the slot map is refreshed.
+        # of its own script calls (every call within one slot). A call whose slot moved or is
+        # moving (MOVED, ASK, TRYAGAIN during a reshard) is sent again on its own through the
+        # cluster client, which follows the redirection and refreshes its slot map; the
+        # fence makes sending a call twice harmless.
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
         by_node: dict[str, tuple[Any, list[tuple[list[str], list[str]]]]] = {}
         for keys, values in self._calls(events, generation):
@@ -200,7 +208,12 @@ class ProjectionStore:
             pipe = node.redis_connection.pipeline(transaction=False)
             for keys, values in calls:
                 self._fenced_set(keys=keys, args=values, client=pipe)
-            applied += sum(int(r) for r in pipe.execute())
+            for (keys, values), result in zip(calls, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(result, REDIRECTED):
+                    result = self._fenced_set(keys=keys, args=values, client=cluster)
+                elif isinstance(result, Exception):
+                    raise result
+                applied += int(result)
         return applied
 
     def _calls(self, events: Sequence[Event], generation: int) -> Iterable[tuple[list[str], list[str]]]:
