@@ -117,14 +117,19 @@ CLUSTER_PORTS=${REDIS_CLUSTER_PORTS:-"7000 7001 7002"}
 cluster_up() {  # three masters on loopback, joined with redis-cli --cluster create
   need redis-server redis-server
   need redis-cli redis-tools
-  local t0=$SECONDS started=0 nodes=()
+  local t0=$SECONDS started=0 nodes=() first=${CLUSTER_PORTS%% *}
+  cluster_ok() { redis-cli -p "$first" cluster info 2>/dev/null | grep -q "cluster_state:ok"; }
+  if ! cluster_ok; then
+    # Some nodes left from an earlier run in a broken or partial cluster: start over, all of them.
+    cluster_down
+  fi
   for port in $CLUSTER_PORTS; do
     local d=$STACK_DIR/redis-cluster/$port pid=$STACK_DIR/redis-cluster/$port/redis.pid
     mkdir -p "$d"
     nodes+=("127.0.0.1:$port")
     alive "$pid" && continue
     check_port_free redis "$port" "$pid"
-    rm -f "$d/nodes.conf"
+    rm -f "$d/nodes.conf" "$d/dump.rdb" "$d/appendonly.aof"  # a fresh, empty node every start
     redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$d" --pidfile "$pid" \
       --logfile "$d/redis.log" --cluster-enabled yes --cluster-config-file nodes.conf \
       --cluster-node-timeout 5000 --maxmemory-policy noeviction --save "" --appendonly no >&2
@@ -135,8 +140,6 @@ cluster_up() {  # three masters on loopback, joined with redis-cli --cluster cre
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$STACK_DIR/redis-cluster/create.log" 2>&1 \
       || { cat "$STACK_DIR/redis-cluster/create.log" >&2; die "redis-cli --cluster create failed"; }
   fi
-  local first=${CLUSTER_PORTS%% *}
-  cluster_ok() { redis-cli -p "$first" cluster info | grep -q "cluster_state:ok"; }
   wait_for redis-cluster "$STACK_DIR/redis-cluster/create.log" cluster_ok
   log "redis cluster up on ${nodes[*]} in $((SECONDS - t0))s"
 }

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from ums_find.settings import Settings
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
@@ -62,3 +67,15 @@ def check_cli(argv: list[str]) -> None:
         command.make_context(name, rest)
     except click.ClickException as exc:
         raise AssertionError(f"{argv}: {exc.format_message()}") from None
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `ums-find --log-text ARGS` as a child process with `settings` (plus `env`); capture its output."""
+    return subprocess.run(
+        [str(BIN / "ums-find"), "--log-text", *args],
+        env=env_of(settings, **env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -25,7 +25,7 @@ from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.kafka import consumer_config
 from domain import newest_per_user
 from domain.projection import Event
-from tests.helpers import env_of, free_port, wait_until
+from tests.helpers import env_of, free_port, run_cli, wait_until
 from ums_find.settings import Settings
 from ums_find.store import ProjectionStore, Stored
 from ums_find.store import decode as decode_stored
@@ -366,11 +366,4 @@ class ReplayProcess:
 
 
 def run_replay(settings: Settings, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "ums-find"), "--log-text", "replay", *args],
-        env=env_of(settings, **env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(settings, "replay", *args, timeout=timeout, **env)

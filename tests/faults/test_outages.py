@@ -7,8 +7,8 @@ import time
 from dataclasses import replace
 
 from consumer.health import check_live, check_ready
-from tests.faults.rig import BIN, ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
-from tests.helpers import env_of, wait_until
+from tests.faults.rig import ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
+from tests.helpers import run_cli, wait_until
 from ums_find.store import ProjectionStore, make_redis
 
 OUTAGE_S = 90
@@ -16,8 +16,7 @@ OUTAGE_S = 90
 
 def probe(settings, kind: str) -> int:
     """The consumer's Kubernetes exec probe, run as the kubelet would."""
-    env = env_of(settings, UMS_HEARTBEAT_FILE=str(settings.heartbeat_file))
-    return subprocess.run([str(BIN / "ums-find"), "probe", kind], env=env, capture_output=True).returncode
+    return run_cli(settings, "probe", kind, timeout=30).returncode
 
 
 def test_redis_down_for_90_seconds(settings, fault_producer, model, consumers, rng, name_tag, private_redis):

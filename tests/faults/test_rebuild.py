@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 from dataclasses import replace
 
 import requests
 
 from tests.faults.rig import (
-    BIN,
-    ROOT,
     compare,
     produce,
     produce_in_background,
@@ -19,7 +16,7 @@ from tests.faults.rig import (
     snapshot,
     wait_converged,
 )
-from tests.helpers import env_of, wait_until
+from tests.helpers import run_cli, wait_until
 from ums_find.store import ProjectionStore, make_redis
 
 
@@ -61,14 +58,7 @@ def test_rebuild_100k_under_reads_and_writes(
         model,
         per_second=4000,
     )
-    result = subprocess.run(
-        [str(BIN / "ums-find"), "--log-text", "replay"],
-        env=env_of(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(settings, "replay", timeout=300)
     during.join()
     wait_converged(settings)
     reading.clear()

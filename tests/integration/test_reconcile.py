@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime
 
 from consumer.reconcile import Reconciler
 from domain import Name, PhoneNumber, User, UserAdded, Version
-from tests.conftest import BIN, CLUSTER_TOO, ROOT
-from tests.helpers import env_of
+from tests.conftest import CLUSTER_TOO
+from tests.helpers import run_cli
 from ums_find.generations import Generations
 from ums_find.mysql import MySQLUsers, make_pool
 from ums_find.store import encode
@@ -47,14 +46,7 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
     assert drift.samples["extra"] == [ghost.name.canonical]
     assert drift.ahead == 2
 
-    result = subprocess.run(
-        [str(BIN / "ums-find"), "--log-text", "reconcile", "--repair"],
-        env=env_of(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli(settings, "reconcile", "--repair")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["repaired"] == 8
 
@@ -64,14 +56,7 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
         assert store.get(user.name.canonical, 1).user == user
     assert store.get(ghost.name.canonical, 1) is None
     assert store.get(users[6].name.canonical, 1).version.time_ms == users[6].since_ms  # unpinned
-    check = subprocess.run(
-        [str(BIN / "ums-find"), "--log-text", "reconcile"],
-        env=env_of(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    check = run_cli(settings, "reconcile")
     assert check.returncode == 0, check.stdout
     # Unpinned for good: an event sent after the row's save wins again.
     later = User(users[6].name, PhoneNumber(9_666_666_666), datetime(2024, 6, 1, tzinfo=UTC))

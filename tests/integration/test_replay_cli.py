@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
 from consumer.kafka import make_producer
 from domain import Name, PhoneNumber, User
-from tests.conftest import BIN, CLUSTER_TOO, ROOT
-from tests.helpers import env_of, wait_until
+from tests.conftest import CLUSTER_TOO
+from tests.helpers import run_cli, wait_until
 from ums_find.addservice import event_value
 from ums_find.generations import Generations
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 
-def cli(settings, *args):
-    return subprocess.run(
-        [str(BIN / "ums-find"), "--log-text", *args],
-        env=env_of(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+cli = run_cli
 
 
 def publish(producer: Producer, topic: str, users):

@@ -30,5 +30,10 @@ def test_success_closes_and_resets_the_count():
     breaker = CircuitBreaker("mysql", threshold=2, clock=Clock())
     breaker.failure()
     breaker.success()
-    breaker.failure()
+    breaker.failure()  # one failure since the success: still closed
+    assert not breaker.is_open
     breaker.check()
+    breaker.failure()  # the second in a row opens it
+    assert breaker.is_open
+    with pytest.raises(CircuitOpen):
+        breaker.check()
