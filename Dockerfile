@@ -23,6 +23,8 @@ COPY pyproject.toml setup.cfg README.md constraints.txt ./
 COPY domain/ domain/
 COPY consumer/ consumer/
 COPY api/ api/
+COPY adapters/ adapters/
+COPY devtools/ devtools/
 COPY ums_find/ ums_find/
 
 # Every dependency has a wheel for this platform, so no compiler is needed even here.

@@ -40,7 +40,7 @@ run: venv stack-up
 	$(STACK_ENV) && $(BIN)/ums-find --log-text topics
 	$(STACK_ENV) && UMS_API_PORT=$(API_PORT) $(APP) start
 	$(STACK_ENV) && $(BIN)/ums-find --log-text seed --count 1000
-	@$(STACK_ENV) && $(BIN)/python -m ums_find.wait_for_user "http://127.0.0.1:$(API_PORT)" KrishnaMohan
+	@$(STACK_ENV) && $(BIN)/python -m devtools.wait_for_user "http://127.0.0.1:$(API_PORT)" KrishnaMohan
 	@echo
 	@echo "ums-find is running. Try:"
 	@echo "  curl -i http://127.0.0.1:$(API_PORT)/user/KrishnaMohan"
@@ -59,7 +59,7 @@ unit: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain consumer api ums_find
+	$(BIN)/mypy domain adapters consumer api ums_find devtools
 
 bench: venv
 	$(STACK) with -- $(BIN)/python -m bench.run

@@ -7,13 +7,12 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from adapters.clients import Role, mysql_users, projection_store
+from adapters.settings import Settings
 from api import routes
 from api.finder import Finder
 from api.metrics import ApiMetrics
 from api.problems import problem
-from ums_find.mysql import MySQLUsers, make_pool
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore, make_redis
 
 # Below gunicorn's own limits, so that the app (not gunicorn) answers, with problem+json.
 MAX_PATH = 16384
@@ -27,8 +26,8 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["UMS_SETTINGS"] = settings
     app.extensions["ums_finder"] = finder or Finder(
-        ProjectionStore(make_redis(settings), settings.key_prefix),
-        MySQLUsers(make_pool(settings)),
+        projection_store(settings, Role.API),
+        mysql_users(settings),
         settings,
     )
     app.extensions["ums_metrics"] = ApiMetrics.create()

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import redis
 from cachetools import TTLCache
 
+from adapters.mysql import MySQLError, MySQLUsers
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
 from api.breaker import CircuitBreaker, CircuitOpen
 from domain import Name, User, UserAdded, Version
-from ums_find.mysql import MySQLError, MySQLUsers
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import requests
 
+from adapters.mysql import MySQLUsers, make_pool
+from adapters.settings import Settings
+from adapters.store import ProjectionStore, make_redis
 from bench.common import BIN, ROOT, children, cpu_seconds, env_for, wait_for
 from bench.projection import bench_name
 from domain import Name, PhoneNumber, User
-from ums_find.mysql import MySQLUsers, make_pool
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore, make_redis
 
 log = logging.getLogger("bench")
 LUA = ROOT / "bench" / "random_names.lua"

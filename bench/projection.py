@@ -12,12 +12,12 @@ from dataclasses import replace
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from adapters.kafka import consumer_config, ensure_topics, producer_config
+from adapters.settings import Settings
+from adapters.store import ProjectionStore, make_redis
 from bench.common import BIN, ROOT, bench_settings, env_for, rss_kb, wait_for
 from consumer.decode import Envelope, decode
-from consumer.kafka import consumer_config, ensure_topics, producer_config
 from domain import newest_per_user
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore, make_redis
 
 log = logging.getLogger("bench")
 QUIX_VENV = ROOT / ".cache" / "bench-quix"

@@ -13,6 +13,9 @@ from typing import TypeVar
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from adapters.generations import Generations, Pointer
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.dlq import DeadLetters
 from consumer.health import HealthFile
@@ -21,9 +24,6 @@ from consumer.positions import Positions, next_offsets
 from consumer.projector import Projector
 from consumer.retry import Stopping, retry_until_done
 from domain.projection import Event
-from ums_find.generations import Generations, Pointer
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

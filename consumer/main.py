@@ -9,12 +9,11 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from adapters.clients import Role, kafka_consumer, kafka_producer, projection_store
+from adapters.settings import Settings
 from consumer.dlq import DeadLetters
-from consumer.kafka import make_consumer, make_producer
 from consumer.loop import ConsumeLoop
 from consumer.metrics import ConsumerMetrics
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore, make_redis
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +41,10 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
 
-    store = ProjectionStore(make_redis(settings, timeout_s=2.0), settings.key_prefix)
-    producer = make_producer(settings)
+    store = projection_store(settings, Role.CONSUMER)
+    producer = kafka_producer(settings)
     loop = ConsumeLoop(
-        consumer=make_consumer(settings),
+        consumer=kafka_consumer(settings),
         store=store,
         dead_letters=DeadLetters(producer, settings.dead_letter_topic, stop),
         settings=settings,

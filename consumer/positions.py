@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from ums_find.generations import Generations, Pointer
+from adapters.generations import Generations, Pointer
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from adapters.store import ProjectionStore
 from domain import newest_per_user
 from domain.projection import Event
-from ums_find.store import ProjectionStore
 
 
 class Projector:

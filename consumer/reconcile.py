@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from adapters.mysql import MySQLUsers
+from adapters.store import ProjectionStore, decode
 from domain import User, UserAdded, Version
-from ums_find.mysql import MySQLUsers
-from ums_find.store import ProjectionStore, decode
 
 log = logging.getLogger(__name__)
 SAMPLES = 20

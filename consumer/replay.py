@@ -3,7 +3,7 @@
 Order matters: the rebuild's claim is set *before* the end offsets are read, so every
 event at or past those offsets is consumed by live consumers after they saw the claim
 and written to the new generation too; the replay covers everything before them.
-The flip hands the live generation's positions to the new one (ums_find/generations.py).
+The flip hands the live generation's positions to the new one (adapters/generations.py).
 Kafka-only rebuilds need the topic kept forever or compacted (README).
 """
 
@@ -19,16 +19,16 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
+from adapters.generations import ClaimLost, Generations
+from adapters.kafka import consumer_config
+from adapters.mysql import MySQLUsers
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
 from consumer.decode import PoisonEvent, decode
-from consumer.kafka import consumer_config
 from consumer.loop import envelope
 from consumer.progress import Progress
 from domain import UserAdded, Version, newest_per_user
 from domain.projection import Event
-from ums_find.generations import ClaimLost, Generations
-from ums_find.mysql import MySQLUsers
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore
 
 log = logging.getLogger(__name__)
 # Bigger than a live batch: a replay is all backlog, and fewer, larger pipelines go faster.

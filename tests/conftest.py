@@ -18,11 +18,13 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from consumer.kafka import ensure_topics, make_producer
+from adapters import clients
+from adapters.clients import Role, kafka_producer, mysql_users
+from adapters.kafka import ensure_topics
+from adapters.mysql import MySQLUsers
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
 from tests.helpers import env_of, free_port, unique, wait_until
-from ums_find.mysql import MySQLUsers, make_pool
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore, make_redis
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -96,7 +98,7 @@ def settings(stack_settings: Settings, tmp_path, redis_kind: str, request) -> Se
 
 @pytest.fixture
 def redis_client(settings: Settings):
-    client = make_redis(settings, timeout_s=2.0)
+    client = clients.redis_client(settings, Role.ADMIN)
     yield client
     for pattern in (f"{settings.key_prefix}:*", f"{{{settings.key_prefix}}}:*"):  # users, control keys
         for key in client.scan_iter(match=pattern, count=1000):
@@ -111,14 +113,14 @@ def store(redis_client, settings: Settings) -> ProjectionStore:
 
 @pytest.fixture
 def mysql_writer(settings: Settings) -> Iterator[MySQLUsers]:
-    pool = make_pool(settings, writer=True)
-    yield MySQLUsers(pool)
-    pool.close()
+    users = mysql_users(settings, writer=True)
+    yield users
+    users.pool.close()
 
 
 @pytest.fixture
 def producer(settings: Settings):
-    producer = make_producer(settings)
+    producer = kafka_producer(settings)
     yield producer
     producer.flush(10)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ums_find.settings import Settings
+from adapters.settings import Settings
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import click
 
+from adapters import logs
+from adapters.settings import Settings
 from domain import DomainError, Name, PhoneNumber, User
-from ums_find import logs
-from ums_find.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,17 @@ def consume(settings: Settings) -> None:
 @click.pass_obj
 def topics(settings: Settings, partitions: int | None) -> None:
     """Create the event topic and its dead-letter topic if missing."""
-    from consumer.kafka import ensure_topics
+    from adapters.kafka import ensure_topics
 
     ensure_topics(settings, partitions)
     click.echo(f"topics ready: {settings.topic}, {settings.dead_letter_topic}")
 
 
 def _addservice(settings: Settings):  # type: ignore[no-untyped-def]
-    from consumer.kafka import make_producer
-    from ums_find.addservice import AddService
-    from ums_find.mysql import MySQLUsers, make_pool
+    from adapters.clients import kafka_producer, mysql_users
+    from devtools.addservice import AddService
 
-    return AddService(MySQLUsers(make_pool(settings, writer=True)), make_producer(settings), settings.topic)
+    return AddService(mysql_users(settings, writer=True), kafka_producer(settings), settings.topic)
 
 
 @main.command()
@@ -82,7 +81,7 @@ def add(settings: Settings, name: str, phone: int) -> None:
 @click.pass_obj
 def seed(settings: Settings, count: int, start: int, demo: bool) -> None:
     """Add demo and generated users through the AddService stand-in."""
-    from ums_find.addservice import demo_users, generated_users
+    from devtools.addservice import demo_users, generated_users
 
     service = _addservice(settings)
     added = service.add_many(demo_users()) if demo else 0
@@ -130,20 +129,18 @@ def _probe_result(problem: str | None) -> None:
 
 
 def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-untyped-def]
-    from ums_find.mysql import MySQLUsers, make_pool
-    from ums_find.store import ProjectionStore, make_redis
+    from adapters.clients import Role, mysql_users, projection_store
 
-    store = ProjectionStore(make_redis(settings, timeout_s=10.0), settings.key_prefix)
-    return store, (MySQLUsers(make_pool(settings)) if with_mysql else None)
+    return projection_store(settings, Role.ADMIN), (mysql_users(settings) if with_mysql else None)
 
 
 def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     import threading
 
+    from adapters.generations import ClaimLost, RebuildRunning
     from consumer.main import stop_on_signals
     from consumer.replay import Interrupted, Rebuild
     from consumer.tuning import tune_gc
-    from ums_find.generations import ClaimLost, RebuildRunning
 
     stop = threading.Event()
     stop_on_signals(stop)  # SIGTERM (a CronJob's pod ending) or SIGINT: abandon cleanly, leak nothing
@@ -202,7 +199,7 @@ def backfill(settings: Settings, from_mysql: bool, dry_run: bool) -> None:
 @click.pass_obj
 def gc(settings: Settings) -> None:
     """Delete the keys of generations that are neither live nor claimed by a running rebuild."""
-    from ums_find.generations import Generations
+    from adapters.generations import Generations
 
     store, _ = _store_and_mysql(settings, False)
     deleted = Generations(store).sweep()

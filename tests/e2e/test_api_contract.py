@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from adapters.generations import Generations
 from domain import Name, PhoneNumber, User, UserAdded, Version, canonical_name
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import free_port
-from ums_find.generations import Generations
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 

@@ -6,9 +6,9 @@ import re
 import shutil
 import subprocess
 
+from adapters.generations import Generations
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.e2e.test_api_contract import SINCE
-from ums_find.generations import Generations
 
 
 def ab_figure(output: str, label: str) -> int:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.generations import Generations
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.helpers import free_port
-from ums_find.generations import Generations
 
 ST = str(Path(sys.executable).parent / "st")
 

@@ -7,18 +7,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer.kafka import make_producer
+from adapters.clients import kafka_producer
+from devtools.addservice import AddService
 from domain import Name, PhoneNumber, User
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import wait_until
-from ums_find.addservice import AddService
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
 
 @pytest.fixture
 def addservice(settings, mysql_writer):
-    producer = make_producer(settings)
+    producer = kafka_producer(settings)
     yield AddService(mysql_writer, producer, settings.topic)
     producer.flush(10)
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from consumer.kafka import make_producer
+from adapters.clients import kafka_producer
 from tests.faults.rig import ConsumerProcess, Model, PrivateRedis
 
 
@@ -30,7 +30,7 @@ def model():
 
 @pytest.fixture
 def fault_producer(settings):
-    producer = make_producer(settings, **{"linger.ms": 20, "batch.num.messages": 5000})
+    producer = kafka_producer(settings, **{"linger.ms": 20, "batch.num.messages": 5000})
     yield producer
     producer.flush(30)
 
@@ -68,10 +68,10 @@ def flip_cutter(settings):
 
     import redis
 
+    from adapters.generations import FLIP
+    from adapters.store import ProjectionStore
     from consumer.replay import Rebuild
     from tests.faults.proxy import CuttingProxy
-    from ums_find.generations import FLIP
-    from ums_find.store import ProjectionStore
 
     proxy = CuttingProxy(urlparse(settings.redis_url).port or 6379)
 

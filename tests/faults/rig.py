@@ -21,14 +21,14 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from adapters.kafka import consumer_config
+from adapters.settings import Settings
+from adapters.store import ProjectionStore, Stored
+from adapters.store import decode as decode_stored
 from consumer.decode import Envelope, PoisonEvent, decode
-from consumer.kafka import consumer_config
 from domain import newest_per_user
 from domain.projection import Event
 from tests.helpers import env_of, free_port, run_cli, wait_until
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore, Stored
-from ums_find.store import decode as decode_stored
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ import pytest
 import requests
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from consumer.kafka import consumer_config
+from adapters.kafka import consumer_config
 from tests.faults.rig import ROOT, live_snapshot, produce, produce_in_background, random_events, wait_whole
 from tests.helpers import unique, wait_until
 

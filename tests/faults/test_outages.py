@@ -6,10 +6,10 @@ import subprocess
 import time
 from dataclasses import replace
 
+from adapters.clients import Role, projection_store
 from consumer.health import check_live, check_ready
 from tests.faults.rig import ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
 from tests.helpers import run_cli, wait_until
-from ums_find.store import ProjectionStore, make_redis
 
 OUTAGE_S = 90
 
@@ -21,7 +21,7 @@ def probe(settings, kind: str) -> int:
 
 def test_redis_down_for_90_seconds(settings, fault_producer, model, consumers, rng, name_tag, private_redis):
     settings = replace(settings, redis_url=f"redis://127.0.0.1:{private_redis.port}/0")
-    store = ProjectionStore(make_redis(settings, timeout_s=2.0), settings.key_prefix)
+    store = projection_store(settings, Role.ADMIN)
     events = 20_000
     values = random_events(rng, users=2000, count=events, tag=name_tag)
     consumer = consumers(UMS_REDIS_URL=settings.redis_url).start()

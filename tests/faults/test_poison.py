@@ -6,7 +6,7 @@ import json
 
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.kafka import consumer_config
+from adapters.kafka import consumer_config
 from tests.faults.rig import compare, produce, random_events, snapshot, wait_converged
 from tests.helpers import wait_until
 

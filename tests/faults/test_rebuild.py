@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import requests
 
+from adapters.clients import Role, projection_store
 from tests.faults.rig import (
     compare,
     produce,
@@ -17,7 +18,6 @@ from tests.faults.rig import (
     wait_converged,
 )
 from tests.helpers import run_cli, wait_until
-from ums_find.store import ProjectionStore, make_redis
 
 
 def test_rebuild_100k_under_reads_and_writes(
@@ -82,7 +82,7 @@ def test_rebuild_100k_under_reads_and_writes(
 
 def test_flushed_redis_comes_back_by_itself(settings, fault_producer, model, consumers, rng, name_tag, private_redis):
     settings = replace(settings, redis_url=f"redis://127.0.0.1:{private_redis.port}/0")
-    store = ProjectionStore(make_redis(settings, timeout_s=5.0), settings.key_prefix)
+    store = projection_store(settings, Role.ADMIN)
     consumer = consumers(UMS_REDIS_URL=settings.redis_url).start()
     produce(fault_producer, settings.topic, random_events(rng, users=3000, count=15_000, tag=name_tag), model)
     wait_converged(settings)

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from adapters.generations import Generations
 from tests.conftest import CLUSTER_TOO
 from tests.faults.rig import (
     PrivateRedis,
@@ -28,7 +29,6 @@ from tests.faults.rig import (
     wait_whole,
 )
 from tests.helpers import wait_until
-from ums_find.generations import Generations
 
 
 @pytest.fixture

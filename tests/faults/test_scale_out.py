@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.kafka import ensure_topics, make_producer
+from adapters.clients import kafka_producer
+from adapters.kafka import ensure_topics
 from tests.faults.rig import ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
 from tests.helpers import wait_until
 
@@ -56,7 +57,7 @@ def test_three_consumers_one_killed(settings, store, fault_producer, model, cons
 def test_one_broker_of_three_killed_and_restarted(settings, store, model, consumers, rng, name_tag, kafka3):
     settings = replace(settings, kafka_bootstrap=KAFKA3)
     ensure_topics(settings, partitions=6)
-    producer = make_producer(settings, **{"linger.ms": 20})
+    producer = kafka_producer(settings, **{"linger.ms": 20})
     events = 20_000
     values = random_events(rng, users=2000, count=events, tag=name_tag)
     consumer = consumers(UMS_KAFKA_BOOTSTRAP=KAFKA3).start()

@@ -5,7 +5,7 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.kafka import consumer_config
+from adapters.kafka import consumer_config
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import wait_until
 

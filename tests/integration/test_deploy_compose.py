@@ -24,9 +24,9 @@ import jsonschema
 import pytest
 import yaml
 
+from adapters.settings import Settings
+from devtools.addservice import DEMO_USERS
 from tests.helpers import check_cli
-from ums_find.addservice import DEMO_USERS
-from ums_find.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -24,8 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from adapters.settings import Settings
 from tests.helpers import check_cli
-from ums_find.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

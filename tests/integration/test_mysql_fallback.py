@@ -4,10 +4,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from adapters.generations import Generations
 from api import create_app
 from domain import Name, PhoneNumber, User
 from tests.conftest import CLUSTER_TOO
-from ums_find.generations import Generations
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 

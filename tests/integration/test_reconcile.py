@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from adapters.clients import mysql_users
+from adapters.generations import Generations
+from adapters.store import encode
 from consumer.reconcile import Reconciler
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import run_cli
-from ums_find.generations import Generations
-from ums_find.mysql import MySQLUsers, make_pool
-from ums_find.store import encode
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
@@ -19,7 +19,7 @@ SINCE = datetime(2023, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, store, mysql_writer, name_tag):
-    reader = MySQLUsers(make_pool(settings))
+    reader = mysql_users(settings)
     Generations(store).ensure()
     # Whatever else the table holds is projected first, so only our injected drift remains.
     Reconciler(store, reader, 1).run(repair=True)

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from consumer.kafka import make_producer
+from adapters.clients import kafka_producer
+from adapters.generations import Generations
+from devtools.addservice import event_value
 from domain import Name, PhoneNumber, User
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import run_cli, wait_until
-from ums_find.addservice import event_value
-from ums_find.generations import Generations
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
@@ -27,7 +27,7 @@ def publish(producer: Producer, topic: str, users):
 
 
 def test_dry_run_changes_nothing(settings, store, name_tag):
-    producer = make_producer(settings)
+    producer = kafka_producer(settings)
     publish(
         producer,
         settings.topic,
@@ -71,6 +71,6 @@ def test_backfill_from_mysql_then_kafka_on_top(settings, store, mysql_writer, na
         assert store.get(user.name.canonical, 2).user == user
 
     fresh = User(Name(f"{name_tag} fresh one"), PhoneNumber(9_300_000_000), datetime.now(UTC))
-    publish(make_producer(settings), settings.topic, [fresh])
+    publish(kafka_producer(settings), settings.topic, [fresh])
     wait_until(lambda: (s := store.get(fresh.name.canonical, 2)) and s.user == fresh, 20, "the new event in gen 2")
     assert json.loads(cli(settings, "reconcile").stdout)["missing"] == 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from adapters.mysql import MySQLError
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
 from api import create_app
 from api.finder import Finder
 from domain import User, canonical_name
-from ums_find.mysql import MySQLError
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore
 
 
 class MemoryUsers:

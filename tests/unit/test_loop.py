@@ -11,12 +11,12 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from adapters.generations import Generations
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
 from consumer.loop import ConsumeLoop
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
-from ums_find.generations import Generations
-from ums_find.settings import Settings
-from ums_find.store import ProjectionStore
 
 TOPIC = "t.users"
 TS = 1_700_000_000_000

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ums_find.settings import Settings
+from adapters.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\|(?P<variables>[^|]*)\|(?P<defaults>[^|]*)\|(?P<meaning>[^|]*)\|\s*$")

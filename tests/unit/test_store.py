@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 import fakeredis
 import pytest
 
+from adapters.generations import Generations
+from adapters.store import ProjectionStore, decode, encode
 from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
-from ums_find.generations import Generations
-from ums_find.store import ProjectionStore, decode, encode
 
 GEN = 1
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ums_find.settings import Settings
+from adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,6 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "message.max.bytes": 2_097_152,
         **extra,
     }
-
-
-def make_consumer(settings: Settings, **extra: Any) -> Consumer:
-    # librdkafka's own log lines go through `logging` too, so they come out as JSON.
-    return Consumer(consumer_config(settings, **extra), logger=logging.getLogger("librdkafka"))
-
-
-def make_producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer(producer_config(settings, **extra), logger=logging.getLogger("librdkafka"))
 
 
 def ensure_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> None:

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ums_find.store import ProjectionStore, parse_pointer
+from adapters.store import ProjectionStore, parse_pointer
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Producer
 
+from adapters.mysql import MySQLUsers
 from domain import Name, PhoneNumber, User
-from ums_find.mysql import MySQLUsers
 
 log = logging.getLogger(__name__)
 

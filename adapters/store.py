@@ -1,7 +1,7 @@
 """The Redis read model: generation pointer, user keys and the fenced, versioned write.
 
 Layout (one prefix, default "ums"):
-    {<prefix>}:...               control keys, in one Cluster hash slot (ums_find/generations.py):
+    {<prefix>}:...               control keys, in one Cluster hash slot (adapters/generations.py):
                                  the pointer {<prefix>}:live = "<live generation>:<epoch>",
                                  the rebuild claim, per-generation positions
     <prefix>:<gen>:<canonical>   one string per user: "time,partition,offset,±delta,phone,name"
@@ -21,10 +21,10 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
+from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
 from domain.model import from_epoch_ms
 from domain.projection import Event
-from ums_find.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
+from adapters.settings import Settings
 from domain import DomainError, Name, PhoneNumber, User, canonical_name
-from ums_find.settings import Settings
 
 log = logging.getLogger(__name__)
 
