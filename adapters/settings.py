@@ -57,6 +57,23 @@ class Settings:
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
+    # gunicorn, read by api/gunicorn.conf.py (docs/decisions.md "API worker model").
+    api_bind: str = "0.0.0.0:8080"
+    api_workers: int = 0  # 0: one per CPU plus one; set it in a container (CPUs of the node, not the limit)
+    api_worker_class: str = "gthread"
+    api_threads: int = 4
+    # A request needs at most the Redis and MySQL timeouts (under a second); 30 s means a hang.
+    api_timeout: int = 30
+    api_graceful_timeout: int = 20
+    api_keepalive: int = 5
+    # Recycle workers now and then (leaks, fragmentation); the jitter keeps them from restarting together.
+    api_max_requests: int = 20_000
+    api_max_requests_jitter: int = 2000
+    # The app answers 414/431 (problem+json) past 16 KB; gunicorn's own limits sit above that.
+    api_limit_request_line: int = 0
+    api_limit_request_fields: int = 100
+    api_limit_request_field_size: int = 32_768
+    api_access_log: str = "-"
 
     @property
     def dead_letter_topic(self) -> str:

@@ -9,27 +9,27 @@ import os
 import shutil
 import tempfile
 
+from adapters.settings import Settings
+
+# An entry point: the one settings object, built from the environment (UMS_API_* and the rest).
+_settings = Settings.from_env()
 wsgi_app = "api:create_app()"
-bind = os.environ.get("UMS_API_BIND", "0.0.0.0:8080")
-workers = int(os.environ.get("UMS_API_WORKERS", str(multiprocessing.cpu_count() + 1)))
-worker_class = os.environ.get("UMS_API_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("UMS_API_THREADS", "4"))
-# A request needs at most the Redis and MySQL timeouts (under a second); 30 s means a hang.
-timeout = int(os.environ.get("UMS_API_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("UMS_API_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(os.environ.get("UMS_API_KEEPALIVE", "5"))
-# Recycle workers now and then (leaks, fragmentation); the jitter keeps them from restarting together.
-max_requests = int(os.environ.get("UMS_API_MAX_REQUESTS", "20000"))
-max_requests_jitter = int(os.environ.get("UMS_API_MAX_REQUESTS_JITTER", "2000"))
-# The app itself answers 414/431 (problem+json) past 16 KB, so gunicorn's own limits sit
-# above that: 0 lets gunicorn read a request line of up to 1 MB; a header up to 32 KB.
-limit_request_line = int(os.environ.get("UMS_API_LIMIT_REQUEST_LINE", "0"))
-limit_request_fields = int(os.environ.get("UMS_API_LIMIT_REQUEST_FIELDS", "100"))
-limit_request_field_size = int(os.environ.get("UMS_API_LIMIT_REQUEST_FIELD_SIZE", "32768"))
-accesslog = os.environ.get("UMS_API_ACCESS_LOG", "-")
+bind = _settings.api_bind
+workers = _settings.api_workers or multiprocessing.cpu_count() + 1
+worker_class = _settings.api_worker_class
+threads = _settings.api_threads
+timeout = _settings.api_timeout
+graceful_timeout = _settings.api_graceful_timeout
+keepalive = _settings.api_keepalive
+max_requests = _settings.api_max_requests
+max_requests_jitter = _settings.api_max_requests_jitter
+limit_request_line = _settings.api_limit_request_line
+limit_request_fields = _settings.api_limit_request_fields
+limit_request_field_size = _settings.api_limit_request_field_size
+accesslog = _settings.api_access_log
 logger_class = "api.accesslog.JsonAccessLogger"
 errorlog = "-"
-loglevel = os.environ.get("UMS_LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 
 # prometheus_client multiprocess mode: every worker writes its samples into this
 # directory and /metrics merges them, so a scrape sees all workers.
