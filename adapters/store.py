@@ -157,8 +157,15 @@ class ProjectionStore:
         """Every user key of every generation (SCAN, never KEYS)."""
         return self.client.scan_iter(match=f"{self.prefix}:*", count=count)
 
-    def scan_generation(self, generation: int, count: int = 1000) -> Iterable[bytes]:
-        return self.client.scan_iter(match=self.key(generation, "*"), count=count)
+    def scan_users(self, generation: int, count: int = 1000) -> Iterable[str]:
+        """The canonical names held in a generation (SCAN)."""
+        head = len(self.key(generation, ""))
+        for key in self.client.scan_iter(match=self.key(generation, "*"), count=count):
+            yield key.decode()[head:]
+
+    def remove(self, generation: int, canonicals: Sequence[str]) -> int:
+        """Delete these users' keys outright (repair of users MySQL does not know)."""
+        return self.unlink([self.key(generation, c) for c in canonicals])
 
     def unlink(self, keys: Sequence[bytes | str]) -> int:
         return int(self.client.unlink(*keys)) if keys else 0

@@ -87,31 +87,27 @@ class Reconciler:
         return self.store.replace(self.generation, UserAdded(fresh, Version.repair(fresh.since_ms)), raw)
 
     def _find_extra(self, drift: Drift, repair: bool) -> None:
-        head = len(self.store.key(self.generation, ""))
-        batch: list[bytes] = []
-        for key in self.store.client.scan_iter(match=self.store.key(self.generation, "*"), count=self.chunk):
-            batch.append(key)
+        batch: list[str] = []
+        for canonical in self.store.scan_users(self.generation, count=self.chunk):
+            batch.append(canonical)
             if len(batch) >= self.chunk:
-                self._check_extra(batch, head, drift, repair)
+                self._check_extra(batch, drift, repair)
                 batch = []
         if batch:
-            self._check_extra(batch, head, drift, repair)
+            self._check_extra(batch, drift, repair)
 
-    def _check_extra(self, keys: list[bytes], head: int, drift: Drift, repair: bool) -> None:
+    def _check_extra(self, canonicals: list[str], drift: Drift, repair: bool) -> None:
         views = {}
-        pipe = self.store.client.pipeline(transaction=False)  # not MGET: keys span Cluster slots
-        for key in keys:
-            pipe.get(key)
-        for key, raw in zip(keys, pipe.execute(), strict=True):
+        for canonical, raw in zip(canonicals, self.store.get_raw_many(self.generation, canonicals), strict=True):
             if raw is None:
                 continue
             held = decode(raw)
             if held.user is not None:  # tombstones are not users: nothing to find in MySQL
-                views[key] = held.user
-        drift.checked_keys += len(keys)
+                views[canonical] = held.user
+        drift.checked_keys += len(canonicals)
         known = self.mysql.find_many([u.name.value for u in views.values()])
-        extra = [key for key, user in views.items() if user.name.canonical not in known]
-        for key in extra:
-            drift.note("extra", key.decode()[head:])
+        extra = [canonical for canonical, user in views.items() if user.name.canonical not in known]
+        for canonical in extra:
+            drift.note("extra", canonical)
         if repair and extra:
-            drift.repaired += self.store.client.unlink(*extra)
+            drift.repaired += self.store.remove(self.generation, extra)
