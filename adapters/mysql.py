@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -23,28 +24,38 @@ MySQLError = pymysql.MySQLError
 
 
 class ConnectionPool:
-    """A small per-process pool of PyMySQL connections: one attempt per use, bad ones dropped.
+    """A small per-process pool of PyMySQL connections: dead ones never reused, one attempt per use.
 
     Not DBUtils: its failover re-runs a failed query on the same connection and then
     on a new one, so a hung MySQL costs three timeouts per request instead of one.
-    Here a connection that raised is closed and forgotten; the next use opens a new one.
+    An idle connection is checked before reuse without a round trip (`_alive`); when a
+    use fails, every idle connection is dropped with it: they went to the same server.
     """
 
     def __init__(self, size: int, **connect_args: Any) -> None:
         self.connect_args = connect_args
         self._idle: queue.LifoQueue[pymysql.connections.Connection] = queue.LifoQueue(maxsize=size)
 
+    def _checkout(self) -> pymysql.connections.Connection:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return pymysql.connect(**self.connect_args)
+            if _alive(conn):
+                return conn
+            log.info("MySQL closed an idle connection (restart, kill or wait_timeout); opening another")
+            conn.close()
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[pymysql.connections.Connection]:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = pymysql.connect(**self.connect_args)
+        conn = self._checkout()
         try:
             yield conn
         except BaseException:
             if conn.open:
                 conn.close()
+            self.close()
             raise
         try:
             self._idle.put_nowait(conn)
@@ -57,6 +68,24 @@ class ConnectionPool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _alive(conn: pymysql.connections.Connection) -> bool:
+    """False when the server has closed or written to an idle connection.
+
+    Between queries MySQL sends nothing, so a readable socket means an EOF (the server
+    restarted or killed the session) or an error packet: a zero-timeout poll tells,
+    where a ping would cost a round trip on every request.
+    """
+    sock = getattr(conn, "_sock", None)
+    if not conn.open or sock is None:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def make_pool(settings: Settings, writer: bool = False) -> ConnectionPool:
@@ -104,7 +133,7 @@ class MySQLUsers:
     def find(self, name: str) -> User | None:
         """The user whose canonical name equals `name`'s, or None."""
         wanted = canonical_name(name)
-        stripped = unicodedata.normalize("NFC", name).strip()
+        stripped = unicodedata.normalize("NFC", name).strip(" ")
         # The column's collation finds candidates (and uses the primary key);
         # our canonical rule decides, so MySQL and Redis agree on every input.
         candidates = {stripped, unicodedata.normalize("NFD", stripped)}
@@ -157,3 +186,14 @@ class MySQLUsers:
     def ping(self) -> None:
         with self.pool.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
+
+    def name_collation(self) -> str:
+        """The collation of `ums_users.name`, as the server reports it."""
+        sql = (
+            "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ums_users' AND COLUMN_NAME = 'name'"
+        )
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            row = cur.fetchone()
+        return str(row[0]) if row else ""

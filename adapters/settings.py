@@ -37,6 +37,9 @@ class Settings:
     mysql_connect_timeout_s: float = 0.3
     mysql_read_timeout_s: float = 0.3
     mysql_pool_size: int = 8
+    # The collation of ums_users.name: which names are one user (docs/decisions.md "Names").
+    # MariaDB's default is utf8mb4_general_ci, MySQL 8.x's utf8mb4_0900_ai_ci.
+    name_collation: str = "utf8mb4_general_ci"
     addservice_mysql_user: str = ""  # empty: mysql_user
     addservice_mysql_password: str = field(default="", repr=False)
     batch_size: int = 2000

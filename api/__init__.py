@@ -13,6 +13,7 @@ from api import routes
 from api.finder import Finder
 from api.metrics import ApiMetrics
 from api.problems import problem
+from domain import use_collation
 
 # Below gunicorn's own limits, so that the app (not gunicorn) answers, with problem+json.
 MAX_PATH = 16384
@@ -22,8 +23,10 @@ MAX_HEADER_BYTES = 16384
 def create_app(settings: Settings | None = None, finder: Finder | None = None) -> Flask:
     """Build the app; clients are created here (per gunicorn worker), never at import."""
     settings = settings or Settings.from_env()
+    use_collation(settings.name_collation)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["name"] = routes.NameConverter
     app.config["UMS_SETTINGS"] = settings
     app.extensions["ums_finder"] = finder or Finder(
         projection_store(settings, Role.API),

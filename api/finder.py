@@ -15,7 +15,7 @@ from adapters.mysql import MySQLError, MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from api.breaker import CircuitBreaker, CircuitOpen
-from domain import Name, User, UserAdded, Version
+from domain import Name, User, UserAdded, Version, active_collation
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +38,34 @@ class Found:
 
 
 class GenerationCache:
-    """The live generation, re-read at most every `ttl_s` so a request costs one Redis call."""
+    """The live generation, re-read at most every `ttl_s` so a request costs one Redis call.
+
+    No lock is held across the Redis call: while one request refreshes, the others use
+    the value it is replacing, and with Redis hung each request waits only its own timeout.
+    """
 
     def __init__(self, store: ProjectionStore, ttl_s: float) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._value: int | None = None
+        self._loaded = False
         self._expires = 0.0
-        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
 
     def get(self) -> int | None:
-        now = time.monotonic()
-        if now < self._expires:
+        if time.monotonic() < self._expires:
             return self._value
-        with self._lock:
-            if now >= self._expires:
-                self._value = self.store.live_generation()
-                self._expires = now + self.ttl_s
-            return self._value
+        if not self._refreshing.acquire(blocking=False):
+            if self._loaded:
+                return self._value  # another request is refreshing it
+            return self.store.live_generation()
+        try:
+            value = self.store.live_generation()
+            self._value, self._loaded = value, True
+            self._expires = time.monotonic() + self.ttl_s
+            return value
+        finally:
+            self._refreshing.release()
 
 
 class Finder:
@@ -70,6 +80,7 @@ class Finder:
         # Names MySQL recently did not know: a flood of random names cannot hammer it.
         self._unknown: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=settings.negative_cache_s)
         self._unknown_lock = threading.Lock()
+        self._collation_confirmed = False
 
     def find(self, name: Name) -> Found:
         generation, found = self._from_projection(name)
@@ -133,3 +144,28 @@ class Finder:
             self.mysql.ping()
             status[MYSQL] = True
         return status
+
+    def collation_mismatch(self) -> str | None:
+        """What `ums_users.name` is collated with, when that is not the configured collation.
+
+        Checked until MySQL has confirmed it once: with another collation the two paths
+        would disagree about which names are one user, so the API must not become ready.
+        """
+        if self._collation_confirmed:
+            return None
+        try:
+            actual = self.mysql.name_collation()
+        except MySQLError:
+            return None  # MySQL unreachable: readiness says so; check again next time
+        expected = active_collation()
+        if actual and actual != expected:
+            log.error(
+                "ums_users.name is collated %s but UMS_NAME_COLLATION is %s: names would match differently "
+                "in Redis and MySQL; set UMS_NAME_COLLATION=%s and run `ums-find replay`",
+                actual,
+                expected,
+                actual,
+            )
+            return actual
+        self._collation_confirmed = True
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.routing import PathConverter
 
 from api.finder import MYSQL, PROJECTION, Finder, SourcesUnavailable
 from api.metrics import ApiMetrics
@@ -21,8 +22,17 @@ def finder() -> Finder:
     return found
 
 
-# <path:> so that a name holding "/" (sent as %2F) is validated like any other name.
-@bp.get("/user/<path:name>")
+class NameConverter(PathConverter):
+    """<path:> that also matches CR, LF and other line breaks, so Name() refuses them with a 400.
+
+    The path converter's `.` stops at a newline: "/user/a%0Ab" would match no route (404).
+    A name holding "/" (sent as %2F) is validated like any other name too.
+    """
+
+    regex = "[^/](?s:.*?)"
+
+
+@bp.get("/user/<name:name>")
 def get_user(name: str) -> Response:
     try:
         valid = Name(name)
@@ -64,8 +74,9 @@ def livez() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     sources = finder().readiness()
-    ready = sources[PROJECTION] or sources[MYSQL]
-    response = jsonify(ready=ready, sources=sources)
+    mismatch = finder().collation_mismatch()
+    ready = (sources[PROJECTION] or sources[MYSQL]) and mismatch is None
+    response = jsonify(ready=ready, sources=sources, **({"collation_mismatch": mismatch} if mismatch else {}))
     response.status_code = 200 if ready else 503
     return response
 

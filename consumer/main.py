@@ -14,6 +14,7 @@ from adapters.settings import Settings
 from consumer.dlq import DeadLetters
 from consumer.loop import ConsumeLoop
 from consumer.metrics import ConsumerMetrics
+from domain import use_collation
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def stop_on_signals(stop: threading.Event) -> None:
 def main(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
     """Run the consumer until `stop` is set (by SIGTERM/SIGINT when no event is passed in)."""
     settings = settings or Settings.from_env()
+    use_collation(settings.name_collation)
     if stop is None:
         stop = threading.Event()
         stop_on_signals(stop)

@@ -6,6 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from domain.collation import invisible_character, name_key
 from domain.errors import InvalidName, InvalidPhoneNumber
 
 NAME_MIN = 8
@@ -17,41 +18,39 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def canonical_name(raw: str) -> str:
-    """The one lookup form of a name: NFC, surrounding whitespace removed, lower case.
+    """The one lookup key of a name, on every path: NFC, surrounding spaces removed, then the collation's key.
 
-    MariaDB's default collation compares names case-insensitively and ignores
-    trailing spaces; Redis keys are exact bytes. Every name goes through this
-    function on both paths. `lower()` rather than `casefold()`: casefold maps
-    "ß" to "ss", which the MariaDB collation does not, and the two paths must
-    never disagree (docs/decisions.md).
+    The key is equal for two names exactly when the configured MySQL collation makes
+    them one row (domain/collation.py, docs/decisions.md "Names").
     """
-    return unicodedata.normalize("NFC", raw).strip().lower()
+    return name_key(unicodedata.normalize("NFC", raw).strip(" "))
 
 
 @dataclass(frozen=True)
 class Name:
-    """A user's name: 8..32 characters once surrounding whitespace is removed."""
+    """A user's name: 8..32 characters once surrounding spaces are removed, nothing invisible."""
 
     value: str
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, str):
             raise InvalidName("name must be a string")
-        text = unicodedata.normalize("NFC", self.value).strip()
+        # Only U+0020 is trimmed (the collations' PAD SPACE pads with it): a tab, CR, LF or
+        # NBSP at either end is an invalid character, not silently dropped.
+        text = unicodedata.normalize("NFC", self.value).strip(" ")
         if not NAME_MIN <= len(text) <= NAME_MAX:
             raise InvalidName(f"name must have {NAME_MIN} to {NAME_MAX} characters, not {len(text)}")
-        # isprintable() is False for control (NUL, CR, LF), format (bidi marks such as
-        # U+200F, U+202E), surrogate, private-use and unassigned characters, and for
-        # separators other than the plain space (NBSP, U+2028): all of them make a name
-        # look like another one. One C call: this runs for every event.
-        if not text.isprintable():
-            raise InvalidName("name contains control, formatting or invisible characters")
+        # Control, format (bidi), separator (other than the space), default-ignorable,
+        # Hangul filler and braille blank characters: each makes a name look like another.
+        bad = invisible_character(text)
+        if bad is not None:
+            raise InvalidName(f"name contains an invisible or control character (U+{ord(bad):04X})")
         object.__setattr__(self, "value", text)
 
     @property
     def canonical(self) -> str:
-        # `value` is already NFC and stripped, so canonical_name(value) is value.lower().
-        return self.value.lower()
+        # `value` is already NFC and trimmed.
+        return name_key(self.value)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import click
 
 from adapters import logs
 from adapters.settings import Settings
-from domain import DomainError, Name, PhoneNumber, User
+from domain import DomainError, Name, PhoneNumber, User, use_collation
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ def main(ctx: click.Context, log_json: bool | None) -> None:
     """ums-find: the FindService read model (Kafka -> Redis, MySQL fallback)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_json if log_json is None else log_json)
+    use_collation(settings.name_collation)
     ctx.obj = settings
 
 

@@ -10,7 +10,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from api import create_app
 from api.finder import Finder
-from domain import User, canonical_name
+from domain import User, active_collation, canonical_name
 
 
 class MemoryUsers:
@@ -20,6 +20,7 @@ class MemoryUsers:
         self.rows: dict[str, User] = {}
         self.down = False
         self.calls = 0
+        self.collation = ""  # empty: the configured one
 
     def find(self, name: str) -> User | None:
         self.calls += 1
@@ -30,6 +31,9 @@ class MemoryUsers:
     def ping(self) -> None:
         if self.down:
             raise MySQLError("MySQL is down (test double)")
+
+    def name_collation(self) -> str:
+        return self.collation or active_collation()
 
     def save(self, user: User) -> None:
         self.rows[user.name.canonical] = user

@@ -1,5 +1,7 @@
+import time
 from datetime import UTC, datetime
 
+import pytest
 import redis
 
 from domain import Name, PhoneNumber, User, UserAdded, Version
@@ -132,6 +134,53 @@ def test_readyz_says_which_source_answers(client, mysql):
     assert body["sources"]["mysql"] is False and body["ready"] is True
 
 
+def test_a_column_with_another_collation_keeps_the_api_unready(client, mysql, caplog):
+    mysql.collation = "utf8mb4_0900_ai_ci"
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["collation_mismatch"] == "utf8mb4_0900_ai_ci"
+    assert "UMS_NAME_COLLATION" in caplog.text
+    mysql.collation = ""
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/user/Renee%0ADubois", "/user/Renee Dubois%0A", "/user/%0D%0ARenee Dubois"])
+def test_cr_and_lf_in_the_path_are_400_invalid_name(client, path):
+    response = client.get(path)
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["type"].endswith("invalid-name")
+
+
+def test_the_generation_is_not_read_under_a_lock(store, settings):
+    """While one request refreshes the live generation (Redis hung), others use the last value at once."""
+    import threading
+
+    from api.finder import GenerationCache
+
+    entered, release = threading.Event(), threading.Event()
+    reads = iter([7, None])
+
+    def slow_live_generation():
+        value = next(reads)
+        if value is None:
+            entered.set()
+            release.wait(5)
+        return value
+
+    cache = GenerationCache(store, ttl_s=0.0)
+    store.live_generation = slow_live_generation
+    assert cache.get() == 7
+    refresher = threading.Thread(target=cache.get)
+    refresher.start()
+    assert entered.wait(5)
+    started = time.monotonic()
+    assert cache.get() == 7  # not blocked behind the refresher
+    assert time.monotonic() - started < 0.5
+    release.set()
+    refresher.join(5)
+
+
 def test_long_request_target_is_414_problem(client):
     response = client.get("/user/" + "a" * 20_000)
     assert response.status_code == 414
@@ -148,7 +197,7 @@ def test_metrics_count_requests_by_source(client, store):
     project(store, KRISHNA)
     client.get("/user/KrishnaMohan")
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'ums_api_requests_total{method="GET",route="/user/<path:name>",source="projection",status="200"} 1.0' in text
+    assert 'ums_api_requests_total{method="GET",route="/user/<name:name>",source="projection",status="200"} 1.0' in text
     assert "ums_api_request_duration_seconds_bucket" in text
 
 
