@@ -154,7 +154,7 @@ def test_redis_frozen_under_16_readers_costs_each_request_one_timeout(
     store = projection_store(settings, Role.ADMIN)
     users = [User(Name(f"{name_tag} frozen {n:04d}"), PhoneNumber(9_000_000_000 + n), SINCE) for n in range(200)]
     mysql_writer.upsert_many(users)
-    generation = Generations(store).ensure()
+    generation = Generations(store).ensure()[0].live
     store.apply([UserAdded(u, Version.from_mysql(u.since_ms)) for u in users], generation)
     api = start_api(settings, **API_ENV)
     pid = private_redis.proc.pid
