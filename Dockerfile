@@ -5,10 +5,14 @@
 #   one-shots:      ums-find topics | seed | replay | reconcile | backfill --from-mysql
 #   probes:         ums-find probe live | probe ready
 # Build:  docker build -t ums-find:0.1.0 .
-# Checked offline by tests/integration/test_deploy_image.py (no Docker engine needed).
+#   Where no registry is reachable, `make image` passes a locally made base instead:
+#   --build-arg BASE_IMAGE=local/python:3.11-bookworm (docker/build-images.sh, docs/deploy.md).
+# Checked offline by tests/deploy/test_deploy_image.py and run by tests/deploy/test_image_run.py.
+
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- builder: a virtualenv with the package and its pinned dependencies -------------
-FROM python:3.11.13-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -35,7 +39,7 @@ RUN pip install --prefer-binary -c constraints.txt . "PyMySQL[rsa]" \
  && ums-find --help >/dev/null
 
 # ---- runtime: the venv on the same slim base, no build tools, non-root --------------
-FROM python:3.11.13-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="ums-find" \
       org.opencontainers.image.description="FindService read model: Kafka consumer and Flask API (one image)" \
