@@ -111,7 +111,7 @@ case ${1:-all} in
   coredns) locked coredns build_coredns ;;
   pause) locked pause build_pause ;;
   vegeta) locked vegeta build_vegeta ;;
-  paths) echo "K8S_BIN=$K8S_BIN"; echo "COREDNS_BIN=$COREDNS_BIN"; echo "PAUSE_BIN=$PAUSE_BIN"
-         echo "VEGETA=$DEPLOY_BIN/vegeta-$VEGETA_VERSION" ;;
+  paths) echo "K8S_BIN=$K8S_BIN COREDNS_BIN=$COREDNS_BIN COREDNS_VERSION=$COREDNS_VERSION PAUSE_BIN=$PAUSE_BIN"
+         echo "VEGETA_BIN=$DEPLOY_BIN/vegeta-$VEGETA_VERSION" ;;
   *) echo "usage: $0 all|k8s|coredns|pause|vegeta|paths" >&2; exit 2 ;;
 esac

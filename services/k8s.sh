@@ -13,7 +13,7 @@
 #   services/k8s.sh status
 #
 # Traffic stays on this host: the API server, kubelet and etcd listen on loopback or on the
-# dummy interface `ums-k8s0` (10.250.0.1) this script creates; pods on the bridge cni0.
+# interface `ums-k8s0` (10.250.0.1, a bridge without ports) this script creates; pods on the bridge cni0.
 # State lives in $UMS_DEPLOY_RUN_DIR/k8s (default .run/k8s) and /var/lib/kubelet.
 set -euo pipefail
 LOG_TAG=k8s
@@ -41,8 +41,9 @@ prerequisites() {
   apt_install etcd-server etcd-client containernetworking-plugins conntrack iptables socat openssl iproute2
 }
 
-interface() {  # the node's address, on an interface of its own (no dependency on the outside one)
-  ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type dummy
+interface() {  # the node's address, on an interface of its own (no dependency on the outside one);
+  # a bridge without ports, as this kernel has no `dummy` driver
+  ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type bridge
   ip addr show dev "$NODE_IF" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
   ip link set "$NODE_IF" up
 }
@@ -103,6 +104,7 @@ control_plane() {
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --service-cluster-ip-range="$SERVICE_CIDR" \
     --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
     --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" --kubelet-certificate-authority="$P/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true
@@ -194,7 +196,8 @@ mysql_password() {  # the read-only user's password, from the ums-find Secret as
 }
 
 deps() {
-  import_images ums-find-standin/zookeeper:3.8.4 ums-find-standin/kafka:3.9.1 ums-find-standin/mysql:mariadb ums-find-standin/redis:7
+  import_images ums-find-standin/zookeeper:3.8.4 ums-find-standin/kafka:3.9.1 ums-find-standin/mysql:mariadb \
+    ums-find-standin/redis:7 ums-find:0.1.0
   kc apply -k "$ROOT/k8s/overlays/local-deps" >/dev/null
   kc -n ums-data-dev create configmap mysql-init --from-file=01-schema.sql="$ROOT/services/mysql/schema.sql" \
     --from-file=02-users.sh="$ROOT/docker/mysql/02-users.sh" --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -280,7 +283,7 @@ print_env() {
   echo "UMS_KAFKA_BOOTSTRAP=$kafka_ip:29092"
   echo "UMS_REDIS_URL=redis://$redis_ip:6379/0"
   echo "UMS_K8S_API_URL=http://$api_ip:8080"
-  echo "UMS_VEGETA=$DEPLOY_BIN/vegeta-$VEGETA_VERSION"
+  echo "UMS_VEGETA=$VEGETA_BIN"
 }
 
 case ${1:-} in

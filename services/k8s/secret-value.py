@@ -13,8 +13,15 @@ import sys
 
 def main() -> int:
     key = sys.argv[1]
-    doc = json.load(sys.stdin)
-    for item in doc.get("items", [doc]):
+    text, pos, items = sys.stdin.read(), 0, []
+    decoder = json.JSONDecoder()
+    while pos < len(text):  # one JSON document per object, one after the other
+        if text[pos].isspace():
+            pos += 1
+            continue
+        doc, pos = decoder.raw_decode(text, pos)
+        items.extend(doc.get("items", [doc]))
+    for item in items:
         if item.get("kind") != "Secret":
             continue
         if key in item.get("stringData", {}):
