@@ -44,7 +44,7 @@ prerequisites() {
 interface() {  # the node's address, on an interface of its own (no dependency on the outside one);
   # a bridge without ports, as this kernel has no `dummy` driver
   ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type bridge
-  ip addr show dev "$NODE_IF" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
+  [[ $(ip -4 addr show dev "$NODE_IF") == *"inet $NODE_IP/"* ]] || ip addr add "$NODE_IP/32" dev "$NODE_IF"
   ip link set "$NODE_IF" up
 }
 
@@ -100,6 +100,10 @@ control_plane() {
     --listen-peer-urls http://127.0.0.1:$((ETCD_PORT + 10)) --initial-advertise-peer-urls http://127.0.0.1:$((ETCD_PORT + 10)) \
     --initial-cluster local=http://127.0.0.1:$((ETCD_PORT + 10))
   wait_until 30 etcd env ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$ETCD_PORT" endpoint health
+  if ! alive "$K/apiserver.pid"; then  # controllers that outlived an API server keep stale caches
+    stop_pidfile kcm "$K/kcm.pid"
+    stop_pidfile scheduler "$K/scheduler.pid"
+  fi
   start apiserver "$K8S_BIN/kube-apiserver" --advertise-address="$NODE_IP" --bind-address="$NODE_IP" --secure-port=6443 \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --service-cluster-ip-range="$SERVICE_CIDR" \
     --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
@@ -118,13 +122,20 @@ control_plane() {
     --authentication-kubeconfig="$K/sched.kubeconfig" --authorization-kubeconfig="$K/sched.kubeconfig" --leader-elect=false
 }
 
-import_images() {  # docker -> containerd's k8s.io namespace (what kubelet sees); skipped when the id matches
-  local img id
+import_images() {  # docker -> containerd's k8s.io namespace (what kubelet sees); once per image id
+  local img id ref mark
+  mkdir -p "$K/imported"
   for img in "$@"; do
     id=$(docker image inspect -f '{{.Id}}' "$img")
-    if ctr -n k8s.io images ls 2>/dev/null | grep -q "$id"; then continue; fi
+    ref=docker.io/$img
+    [[ $img == */* ]] || ref=docker.io/library/$img
+    mark=$K/imported/$(echo "$img" | tr '/:' '__')
+    if [ "$(cat "$mark" 2>/dev/null)" = "$id" ] && ctr -n k8s.io images ls -q "name==$ref" | grep -x "$ref" >/dev/null; then
+      continue
+    fi
     log "importing $img into containerd"
     docker save "$img" | ctr -n k8s.io images import - >/dev/null
+    echo "$id" >"$mark"
   done
 }
 
@@ -213,7 +224,7 @@ deps() {
     kc -n "${d%/*}" rollout status "deploy/${d#*/}" --timeout=300s >/dev/null || die "stand-in ${d#*/} not Available"
   done
   # the topics, as compose's `topics` service makes them: ums-find's own command, in a throw-away pod
-  if ! kc -n kafka-dev get pod topics -o jsonpath='{.status.phase}' 2>/dev/null | grep -q Succeeded; then
+  if [[ $(kc -n kafka-dev get pod topics -o jsonpath='{.status.phase}' 2>/dev/null) != Succeeded ]]; then
     kc -n kafka-dev delete pod topics --ignore-not-found >/dev/null
     kc -n kafka-dev run topics --image=ums-find:0.1.0 --image-pull-policy=IfNotPresent --restart=Never \
       --env=UMS_KAFKA_BOOTSTRAP=kafka:9092 --overrides='{"spec":{"securityContext":{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"topics","image":"ums-find:0.1.0","imagePullPolicy":"IfNotPresent","command":["ums-find","topics","--partitions","6"],"env":[{"name":"UMS_KAFKA_BOOTSTRAP","value":"kafka:9092"}],"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}' >/dev/null
