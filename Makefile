@@ -9,7 +9,8 @@ STACK_ENV := set -a && . .run/stack/env && set +a
 API_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop stack-up stack-down test unit lint bench soak clean
+.PHONY: help venv run stop stack-up stack-down test unit lint bench soak clean \
+	image compose-up compose-down k8s-up k8s-down deploy-test
 
 help:
 	@echo "make run    start Kafka, Redis, MariaDB, the consumer and the API; seed demo users"
@@ -19,6 +20,12 @@ help:
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (bench/), long"
 	@echo "make soak   long fault tests, long"
+	@echo "make image         the production image (docker build; local base, no registry needed)"
+	@echo "make compose-up    the whole system in docker compose (stand-in images); API on 127.0.0.1:8080"
+	@echo "make compose-down  stop it and throw its data away"
+	@echo "make k8s-up        a single-node Kubernetes here, the stand-ins and ums-find (k8s/overlays/dev)"
+	@echo "make k8s-down      stop the node and remove its state"
+	@echo "make deploy-test   image, compose and Kubernetes runs (tests/deploy, marker deploy), long"
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "installing $(PYTHON)"; \
@@ -66,6 +73,36 @@ bench: venv
 
 soak: venv
 	$(STACK) with -- $(BIN)/pytest -m soak tests/faults $(PYTEST_ARGS)
+
+# ---- deployment runs (docs/deploy.md): Docker engine, compose, a Kubernetes node, all local
+DOCKER := services/docker.sh
+COMPOSE := $(DOCKER) compose
+
+image:
+	$(DOCKER) up
+	docker/build-images.sh app
+
+compose-up:
+	$(DOCKER) images
+	$(COMPOSE) up -d --wait
+	@echo
+	@echo "ums-find runs in docker compose. Try:"
+	@echo "  curl -i http://127.0.0.1:8080/user/KrishnaMohan"
+	@echo "Logs: $(COMPOSE) logs -f   Stop: make compose-down"
+
+compose-down:
+	$(COMPOSE) down --volumes --remove-orphans
+
+k8s-up:
+	services/k8s.sh up
+	@echo "kubectl: services/k8s.sh kubectl -n ums-find-dev get pods   Stop: make k8s-down"
+
+k8s-down:
+	services/k8s.sh down
+
+deploy-test: venv
+	$(DOCKER) images
+	$(BIN)/pytest -m deploy tests/deploy $(PYTEST_ARGS)
 
 clean: stop
 	rm -rf .run $(VENV)

@@ -2,7 +2,7 @@
 and the wiring (images, healthchecks, depends_on conditions, settings, secrets).
 
 No Docker engine here. Validators:
-- the official Compose Specification JSON schema, vendored in tests/integration/data/
+- the official Compose Specification JSON schema, vendored in tests/deploy/data/
   (from the Go module github.com/compose-spec/compose-go/v2, see data/README.md);
 - compose-go's loader (`compose-spec`, the library Docker Compose is built on), built once by
   services/tools.sh into .cache/bin; a build failure fails the test, naming the error.
@@ -80,7 +80,7 @@ def gunicorn_variables() -> set[str]:
 
 def test_vendored_schema_is_the_pinned_official_file() -> None:
     digest = hashlib.sha256(SCHEMA.read_bytes()).hexdigest()
-    assert digest == SCHEMA_SHA256, "tests/integration/data/compose-spec.json changed: see data/README.md"
+    assert digest == SCHEMA_SHA256, "tests/deploy/data/compose-spec.json changed: see data/README.md"
     schema = json.loads(SCHEMA.read_text())
     assert schema["title"] == "Compose Specification"
 
