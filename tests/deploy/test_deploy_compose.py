@@ -229,12 +229,25 @@ def test_commands_are_ums_find_subcommands(services: dict[str, dict[str, Any]]) 
 
 
 def test_api_is_published_on_8080_and_waits_for_the_demo_users(services: dict[str, dict[str, Any]]) -> None:
-    assert "8080:8080" in [str(p) for p in services["api"]["ports"]]
+    assert "127.0.0.1:8080:8080" in [str(p) for p in services["api"]["ports"]]
     env = env_of(services["api"])
     assert env["UMS_API_BIND"].endswith(":8080")
     assert env["PROMETHEUS_MULTIPROC_DIR"] in " ".join(services["api"]["tmpfs"]), "multiproc dir must be writable"
     health = env_of(services["consumer"])["UMS_HEARTBEAT_FILE"]
     assert str(Path(health).parent) in " ".join(services["consumer"]["tmpfs"]), "health file dir must be writable"
+
+
+def test_published_ports_are_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    published = [str(p) for service in services.values() for p in service.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+
+
+def test_tmpfs_dirs_the_image_already_has_are_owned_by_its_user(services: dict[str, dict[str, Any]]) -> None:
+    """Over a directory of the image Docker keeps that directory's mode, so mode=1777 would not make it writable."""
+    for name in OUR_SERVICES:
+        for mount in services[name].get("tmpfs", []):
+            if str(mount).startswith("/run/ums-find/"):
+                assert "uid=10001" in mount and "gid=10001" in mount, (name, mount)
 
 
 def test_every_variable_is_a_setting_or_a_gunicorn_knob(services: dict[str, dict[str, Any]]) -> None:
