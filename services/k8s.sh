@@ -272,6 +272,7 @@ down() {
   for m in $(mount | awk '{print $3}' | grep -E '^/var/lib/kubelet/|^/run/containerd/io.containerd.grpc.v1.cri/sandboxes/|^/run/netns/cni-' | sort -r); do
     umount "$m" 2>/dev/null || true
   done
+  mountpoint -q /var/lib/kubelet && umount /var/lib/kubelet  # kubelet bind-mounts its own root dir
   rm -f /run/netns/cni-* /etc/cni/net.d/10-ums-find.conflist
   ip link del cni0 2>/dev/null || true
   ip link del "$NODE_IF" 2>/dev/null || true
