@@ -23,7 +23,7 @@ from adapters import clients
 from adapters.clients import Role
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from tests.faults.rig import Diff, Model, live_snapshot, produce, random_events
+from tests.faults.rig import Diff, Model, compare, live_snapshot, produce, random_events
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,16 +91,9 @@ class Stream:
     def diff(self, store: ProjectionStore) -> Diff:
         """Missing and stale among this stream's users; extra: keys of this tag the model lacks."""
         view = self.model.view()
-        projection = live_snapshot(store)
-        missing = stale = 0
-        for key, event in view.items():
-            held = projection.get(key)
-            if held is None:
-                missing += 1
-            elif held.version != event.version or held.user != getattr(event, "user", None):
-                stale += 1
-        mine = {key for key in projection if self.tag.lower() in key.lower()}
-        return Diff(missing, stale, len(mine - view.keys()), len(view))
+        tag = self.tag.lower()
+        mine = {key: held for key, held in live_snapshot(store).items() if key in view or tag in key.lower()}
+        return compare(view, mine)
 
     def wait_whole(self, store: ProjectionStore, timeout: float = 180) -> Diff:
         """Poll until the projection holds this stream exactly; return the last diff either way."""
