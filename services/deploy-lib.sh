@@ -44,6 +44,13 @@ module_dir() {  # module_dir MODULE@VERSION: download the module's source, print
   go_env mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)",/\1/p'
 }
 
+go_prune() {  # after a build: drop Go's build and module caches (5-7 GB), keep the binaries
+  [ "${UMS_KEEP_GO_CACHE:-0}" = 1 ] && return
+  [ -d "$GO_DIR" ] || return 0
+  go_env clean -cache -modcache >/dev/null 2>&1 || true
+  rm -rf "$GO_DIR"
+}
+
 locked() {  # locked NAME COMMAND...: one builder at a time per NAME (parallel callers wait)
   local name=$1; shift
   mkdir -p "$CACHE_DIR"

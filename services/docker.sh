@@ -37,9 +37,11 @@ build_compose() {  # `go install .../cmd@v` is refused (exclude directives in it
   log "compose built in $((SECONDS - t0))s"
 }
 
+build_compose_and_prune() { build_compose; go_prune; }  # one lock with services/k8s-build.sh
+
 install() {
   apt_install docker.io containerd runc debootstrap iptables ca-certificates
-  locked compose build_compose
+  locked go build_compose_and_prune
   mkdir -p "$PLUGIN_DIR"
   ln -sfn "$COMPOSE_BIN" "$PLUGIN_DIR/docker-compose"
 }

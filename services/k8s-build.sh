@@ -105,12 +105,17 @@ build_vegeta() {
   ln -sfn "$(basename "$target")" "$DEPLOY_BIN/vegeta"
 }
 
+# Go builds take one lock ("go"): the caches they share are pruned once the binaries exist
+# (UMS_KEEP_GO_CACHE=1 keeps them).
+build_one() { "$1"; go_prune; }
+build_all() { build_pause; build_vegeta; build_k8s; build_coredns; go_prune; }
+
 case ${1:-all} in
-  all) locked pause build_pause; locked vegeta build_vegeta; locked k8s build_k8s; locked coredns build_coredns ;;
-  k8s) locked k8s build_k8s ;;
-  coredns) locked coredns build_coredns ;;
-  pause) locked pause build_pause ;;
-  vegeta) locked vegeta build_vegeta ;;
+  all) locked go build_all ;;
+  k8s) locked go build_one build_k8s ;;
+  coredns) locked go build_one build_coredns ;;
+  pause) locked go build_one build_pause ;;
+  vegeta) locked go build_one build_vegeta ;;
   paths) echo "K8S_BIN=$K8S_BIN COREDNS_BIN=$COREDNS_BIN COREDNS_VERSION=$COREDNS_VERSION PAUSE_BIN=$PAUSE_BIN"
          echo "VEGETA_BIN=$DEPLOY_BIN/vegeta-$VEGETA_VERSION" ;;
   *) echo "usage: $0 all|k8s|coredns|pause|vegeta|paths" >&2; exit 2 ;;
