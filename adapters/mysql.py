@@ -136,13 +136,13 @@ class MySQLUsers:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def find(self, name: str) -> User | None:
-        """The user whose canonical name equals `name`'s, or None."""
-        wanted = canonical_name(name)
-        stripped = unicodedata.normalize("NFC", name).strip(" ")
-        # The column's collation finds candidates (and uses the primary key);
-        # our canonical rule decides, so MySQL and Redis agree on every input.
-        candidates = {stripped, unicodedata.normalize("NFD", stripped)}
+    def find(self, name: Name) -> User | None:
+        """The newest user whose key equals `name`'s, or None."""
+        wanted = name.canonical
+        # The column's collation finds candidates (and uses the primary key); the key
+        # decides, so MySQL and Redis agree on every input. `name.value` is NFC already;
+        # rows written in NFD are found through their own form.
+        candidates = {name.value, unicodedata.normalize("NFD", name.value)}
         placeholders = ", ".join(["%s"] * len(candidates))
         sql = f"SELECT name, phone, since FROM ums_users WHERE name IN ({placeholders})"
         with self.pool.connection() as conn, conn.cursor() as cur:

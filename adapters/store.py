@@ -41,7 +41,7 @@ class Stored:
     user: User | None
 
 
-def encode(event: Event) -> str:
+def format_value(event: Event) -> str:
     v = event.version
     head = f"{v.time_ms},{v.partition},{v.offset},"
     if isinstance(event, UserRemoved):
@@ -50,7 +50,7 @@ def encode(event: Event) -> str:
     return f"{head}{v.time_ms - event.user.since_ms:+d},{event.user.phone.value},{event.user.name.value}"
 
 
-def decode(raw: bytes | str) -> Stored:
+def parse_value(raw: bytes | str) -> Stored:
     text = raw.decode() if isinstance(raw, bytes) else raw
     time_ms, partition, offset, delta, rest = text.split(",", 4)
     version = Version(int(time_ms), int(partition), int(offset))
@@ -141,9 +141,12 @@ class ProjectionStore:
     def unlink(self, keys: Sequence[bytes | str]) -> int:
         return int(self.client.unlink(*keys)) if keys else 0
 
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
     def get(self, canonical: str, generation: int) -> Stored | None:
         raw = self.client.get(self.key(generation, canonical))
-        return decode(raw) if raw is not None else None
+        return parse_value(raw) if raw is not None else None
 
     def get_raw_many(self, generation: int, canonicals: Sequence[str]) -> list[bytes | None]:
         """Stored values, in order (a pipeline of GETs, not MGET: keys span Cluster slots)."""
@@ -155,7 +158,7 @@ class ProjectionStore:
     def replace(self, generation: int, event: Event, expected: bytes) -> bool:
         """Write `event` unfenced, but only if the user's value is still `expected`."""
         key = self.key(generation, event.key)
-        return bool(self._replace_if(keys=[key], args=[expected, encode(event)]))
+        return bool(self._replace_if(keys=[key], args=[expected, format_value(event)]))
 
     def apply(self, events: Sequence[Event], generation: int) -> int:
         """Write events through the fence, many users per script call; return how many changed a user."""
@@ -202,7 +205,7 @@ class ProjectionStore:
             key = self.key(generation, event.key)
             keys, values = groups.setdefault(key_slot(key.encode()) if cluster else 0, ([], []))
             keys.append(key)
-            values.append(encode(event))
+            values.append(format_value(event))
             if len(keys) >= KEYS_PER_CALL:
                 yield groups.pop(key_slot(key.encode()) if cluster else 0)
         yield from groups.values()

@@ -118,7 +118,7 @@ class Finder:
     def _from_mysql(self, name: Name) -> User | None:
         try:
             self.mysql_breaker.check()
-            user = self.mysql.find(name.value)
+            user = self.mysql.find(name)
         except (MySQLError, CircuitOpen) as exc:
             if isinstance(exc, MySQLError) and timed_out(exc):
                 self.mysql_breaker.failure()
@@ -152,7 +152,7 @@ class Finder:
         """Which sources can answer right now (each checked with its short timeout)."""
         status = {PROJECTION: False, MYSQL: False}
         with contextlib.suppress(redis.RedisError):
-            status[PROJECTION] = bool(self.store.client.ping())
+            status[PROJECTION] = self.store.ping()
         with contextlib.suppress(MySQLError):
             self.mysql.ping()
             status[MYSQL] = True

@@ -23,8 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from adapters.kafka import consumer_config
 from adapters.settings import Settings
-from adapters.store import ProjectionStore, Stored
-from adapters.store import decode as decode_stored
+from adapters.store import ProjectionStore, Stored, parse_value
 from consumer.decode import Envelope, PoisonEvent, decode
 from domain import newest_per_user
 from domain.projection import Event
@@ -123,7 +122,7 @@ def snapshot(store: ProjectionStore, generation: int) -> dict[str, Stored]:
             pipe.get(key)
         for key, raw in zip(chunk, pipe.execute(), strict=True):
             if raw is not None:
-                result[key.decode()[head:]] = decode_stored(raw)
+                result[key.decode()[head:]] = parse_value(raw)
     return result
 
 
