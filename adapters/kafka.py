@@ -93,7 +93,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def ensure_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> None:
     """Create the event topic and its dead-letter topic if they do not exist."""
-    admin = AdminClient({**security_config(settings), "error_cb": kafka_error_logger()})
+    admin = AdminClient({**security_config(settings), "error_cb": kafka_error_logger()})  # type: ignore[dict-item]
     existing = admin.list_topics(timeout=timeout).topics
     count = partitions or settings.topic_partitions
     wanted = [

@@ -91,7 +91,7 @@ def readyz() -> Response:
     sources, misconfigured = links.status()
     mismatch = finder().collation_mismatch()
     ready = (sources[PROJECTION] or sources[MYSQL]) and mismatch is None and not misconfigured
-    extra = {"collation_mismatch": mismatch} if mismatch else {}
+    extra: dict[str, object] = {"collation_mismatch": mismatch} if mismatch else {}
     if misconfigured:
         extra["misconfigured"] = misconfigured  # fixed phrases (adapters/diagnose.py), never an error's text
     response = jsonify(ready=ready, sources=sources, **extra)
