@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer
 
-from adapters.kafka import consumer_config, kafka_error_logger, producer_config
+from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
@@ -90,9 +90,9 @@ def mysql_security(settings: Settings) -> dict[str, Any]:
 def kafka_consumer(settings: Settings, **extra: Any) -> Consumer:
     # librdkafka's own log lines go through `logging` too, so they come out as JSON.
     config = {"error_cb": kafka_error_logger(), **consumer_config(settings, **extra)}
-    return Consumer(config, logger=logging.getLogger("librdkafka"))
+    return Consumer(config, logger=librdkafka_logger())
 
 
 def kafka_producer(settings: Settings, **extra: Any) -> Producer:
     config = {"error_cb": kafka_error_logger(), **producer_config(settings, **extra)}
-    return Producer(config, logger=logging.getLogger("librdkafka"))
+    return Producer(config, logger=librdkafka_logger())

@@ -32,7 +32,7 @@ def redis_cause(exc: BaseException, url: str) -> str | None:
     if isinstance(exc, redis.ConnectionError):
         if any(word in text for word in _TLS_WORDS):
             return TLS
-        if not url.startswith("rediss") and "closed by server" in text:
+        if not url.startswith("rediss") and ("closed by server" in text or "reset by peer" in text):
             return PLAINTEXT
     return None
 

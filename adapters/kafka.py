@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,10 @@ CAUSES = {
     KafkaError._AUTHENTICATION: "authentication failed: check UMS_KAFKA_SASL_USERNAME, _PASSWORD and _MECHANISM",
     KafkaError._SSL: "TLS failed: check UMS_KAFKA_SSL_CA_FILE and the broker's certificate",
     KafkaError._TRANSPORT: "the broker closed the connection: check UMS_KAFKA_SECURITY_PROTOCOL (TLS/SASL expected?)",
-    KafkaError._ALL_BROKERS_DOWN: "no broker reachable: check UMS_KAFKA_BOOTSTRAP and UMS_KAFKA_SECURITY_PROTOCOL",
+    KafkaError._ALL_BROKERS_DOWN: (
+        "no broker answered: check UMS_KAFKA_BOOTSTRAP and UMS_KAFKA_SECURITY_PROTOCOL"
+        " (a SASL_SSL listener closes a PLAINTEXT client at once)"
+    ),
 }
 
 
@@ -47,11 +51,44 @@ def kafka_error_logger(every_s: float = 60.0) -> Callable[[KafkaError], None]:
         now = time.monotonic()
         if now - last.get(err.code(), -every_s) < every_s:
             return
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and (KafkaError._AUTHENTICATION in last or KafkaError._SSL in last):
+            return  # the consequence of what was already said
         last[err.code()] = now
         cause = CAUSES.get(err.code(), "client error")
         log.error("kafka: %s (%s)", cause, err.str(), extra={"kafka_error": err.name()})
 
     return on_error
+
+
+class RepeatFilter(logging.Filter):
+    """Drops a librdkafka line that repeats an earlier one (numbers aside) within `every_s`.
+
+    librdkafka reconnects with a short backoff and logs each failure ("... (after 3ms in
+    state ...)"): with a wrong password or CA that is a line every few hundred ms.
+    """
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._seen.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger librdkafka's own lines go to (JSON like ours), without repeats."""
+    logger = logging.getLogger("librdkafka")
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter())
+    return logger
 
 
 def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
