@@ -51,7 +51,9 @@ def kafka_error_logger(every_s: float = 60.0) -> Callable[[KafkaError], None]:
         now = time.monotonic()
         if now - last.get(err.code(), -every_s) < every_s:
             return
-        if err.code() == KafkaError._ALL_BROKERS_DOWN and (KafkaError._AUTHENTICATION in last or KafkaError._SSL in last):
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and (
+            KafkaError._AUTHENTICATION in last or KafkaError._SSL in last
+        ):
             return  # the consequence of what was already said
         last[err.code()] = now
         cause = CAUSES.get(err.code(), "client error")
