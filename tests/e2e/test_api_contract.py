@@ -162,5 +162,5 @@ def test_redis_stopped_answers_come_from_mysql(start_api, settings, users, name_
         response = api.get(f"/user/alice {name_tag}")
         assert response.status_code == 200
         assert response.headers["X-Ums-Source"] == "mysql"
-    ready = api.get("/readyz").json()
+    ready = api.ops_get("/readyz").json()
     assert ready == {"ready": True, "sources": {"projection": False, "mysql": True}}
