@@ -17,7 +17,8 @@ TLS = "TLS handshake or certificate verification failed"
 PLAINTEXT = "the server closed the connection at once (does it require TLS?)"
 HINTS = {
     "redis": "check UMS_REDIS_URL (rediss://), UMS_REDIS_CA_FILE and the role's UMS_REDIS_*_USER/_PASSWORD",
-    "mysql": "check UMS_MYSQL_USER/_PASSWORD and UMS_MYSQL_SSL_CA",
+    # MariaDB answers "access denied" to a plaintext client when it requires TLS, too.
+    "mysql": "check UMS_MYSQL_USER/_PASSWORD and UMS_MYSQL_SSL_CA (set it when the server requires TLS)",
 }
 _TLS_WORDS = ("ssl", "certificate", "tls", "wrong version number")
 
