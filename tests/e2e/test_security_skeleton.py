@@ -53,7 +53,9 @@ def test_the_whole_path_over_tls_with_authentication(secure_stack: SecureStack, 
 
         for user in users:
             response = wait_until(
-                lambda u=user: (r := api.get(f"/user/{u.name.value}")).headers.get("X-Ums-Source") == "projection" and r,
+                lambda u=user: (
+                    (r := api.get(f"/user/{u.name.value}")).headers.get("X-Ums-Source") == "projection" and r
+                ),
                 30,
                 f"{user.name.value} from the projection",
             )

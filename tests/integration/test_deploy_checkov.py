@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.helpers import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
