@@ -22,60 +22,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from adapters.lua import ABANDON, FLIP, RENEW, SAVE_POSITIONS, START
 from adapters.store import ProjectionStore, parse_pointer
 
 log = logging.getLogger(__name__)
-
-# KEYS: live, rebuild, seq, pos-prefix-unused; ARGV: token, lease_ms.
-# Claims the next generation for a rebuild, or returns the current holder's claim.
-START = """
-local live = redis.call('GET', KEYS[1])
-if not live then return {0, 'no projection'} end
-local held = redis.call('GET', KEYS[2])
-if held then return {0, held} end
-local gen = tonumber(string.match(live, '^(%d+)'))
-local n = redis.call('INCR', KEYS[3])
-if n <= gen then n = gen + 1; redis.call('SET', KEYS[3], n) end
-redis.call('SET', KEYS[2], ARGV[1] .. ':' .. n, 'PX', ARGV[2])
-redis.call('DEL', KEYS[4] .. n)
-return {n, ''}
-"""
-# KEYS: rebuild; ARGV: claim, lease_ms.
-RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-# KEYS: rebuild; ARGV: claim.
-ABANDON = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# KEYS: live, rebuild, pos-prefix; ARGV: claim, target, epoch.
-# Makes the claimed generation live (same epoch) and hands it the live generation's
-# positions: consumers wrote every batch to both since the claim, so the new generation
-# holds everything up to those positions. Returns the old live generation, or -1.
-FLIP = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-local live = redis.call('GET', KEYS[1])
-if not live then return -1 end
-local gen, epoch = string.match(live, '^(%d+):(.*)$')
-if epoch ~= ARGV[3] then return -1 end
-local old = KEYS[3] .. gen
-local new = KEYS[3] .. ARGV[2]
-local pos = redis.call('HGETALL', old)
-for i = 1, #pos, 2 do
-  local cur = tonumber(redis.call('HGET', new, pos[i]) or '-1')
-  if tonumber(pos[i + 1]) > cur then redis.call('HSET', new, pos[i], pos[i + 1]) end
-end
-redis.call('SET', KEYS[1], ARGV[2] .. ':' .. epoch)
-redis.call('DEL', KEYS[2])
-return tonumber(gen)
-"""
-# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", partition, offset, partition, offset, ...
-# Positions move forward only, and only while the pointer is still the one the batch was
-# written under: after a wipe or a flip the caller repositions instead (returns 0).
-SAVE_POSITIONS = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-end
-return 1
-"""
 
 
 class RebuildRunning(Exception):

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 MySQLError = pymysql.MySQLError
 
 
+def timed_out(exc: BaseException) -> bool:
+    """True for a connect or read that hit its timeout (a hung server), not a refusal or a SQL error."""
+    # PyMySQL reports both as OperationalError 2003/2013 whose message ends "(timed out)".
+    return isinstance(exc, pymysql.OperationalError) and "timed out" in str(exc)
+
+
 class ConnectionPool:
     """A small per-process pool of PyMySQL connections: dead ones never reused, one attempt per use.
 

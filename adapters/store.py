@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
+from adapters.lua import FENCED_SET, REPLACE_IF
 from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
 from domain.model import from_epoch_ms
@@ -28,36 +29,6 @@ from domain.projection import Event
 
 log = logging.getLogger(__name__)
 
-# The fence, for many users in one call: KEYS[i] gets ARGV[i] only when ARGV[i]'s
-# version (since, partition, offset) is newer than the stored one; equal or older
-# changes nothing. Each key is fenced on its own, so the result is the same as one
-# call per user. On Redis Cluster every call holds keys of one hash slot only.
-FENCED_SET = """
-local applied = 0
-for i = 1, #KEYS do
-  local new = ARGV[i]
-  local write = true
-  local cur = redis.call('GET', KEYS[i])
-  if cur then
-    local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
-    if s then
-      local ns, np, no = string.match(new, '^(%-?%d+),(%-?%d+),(%-?%d+),')
-      ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
-      s, p, o = tonumber(s), tonumber(p), tonumber(o)
-      if ns < s or (ns == s and (np < p or (np == p and no <= o))) then
-        write = false
-      end
-    end
-  end
-  if write then
-    redis.call('SET', KEYS[i], new)
-    applied = applied + 1
-  end
-end
-return applied
-"""
-# Compare-and-set of one user's value: repairs replace exactly what they inspected.
-REPLACE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0"
 # Users per script call: big enough to amortise the call, small enough not to block Redis.
 KEYS_PER_CALL = 200
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis
 from cachetools import TTLCache
 
-from adapters.mysql import MySQLError, MySQLUsers
+from adapters.mysql import MySQLError, MySQLUsers, timed_out
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from api.breaker import CircuitBreaker, CircuitOpen
@@ -75,6 +75,8 @@ class Finder:
         self.store = store
         self.mysql = mysql
         self.generations = GenerationCache(store, settings.generation_cache_s)
+        # Only hangs (timeouts) open a breaker: a refused connection costs nothing, and
+        # skipping the dependency would turn requests away after it has come back.
         self.redis_breaker = CircuitBreaker("redis", threshold=2, reset_s=settings.breaker_reset_s)
         self.mysql_breaker = CircuitBreaker("mysql", threshold=2, reset_s=settings.breaker_reset_s)
         # Names MySQL recently did not know: a flood of random names cannot hammer it.
@@ -83,6 +85,7 @@ class Finder:
         self._collation_confirmed = False
         # Off unless UMS_READ_REPAIR: repairing needs a Redis user that may write (docs/security.md).
         self.read_repair = settings.read_repair
+        self._warned: dict[str, float] = {}
 
     def find(self, name: Name) -> Found:
         generation, found = self._from_projection(name)
@@ -104,8 +107,9 @@ class Finder:
             generation = self.generations.get()
             stored = self.store.get(name.canonical, generation) if generation is not None else None
         except (redis.RedisError, CircuitOpen) as exc:
-            if isinstance(exc, redis.RedisError):
+            if isinstance(exc, redis.TimeoutError):
                 self.redis_breaker.failure()
+            if isinstance(exc, redis.RedisError) and self._should_warn(PROJECTION):
                 log.warning("projection unavailable, asking MySQL: %r", exc)
             return None, None
         self.redis_breaker.success()
@@ -118,12 +122,21 @@ class Finder:
             self.mysql_breaker.check()
             user = self.mysql.find(name.value)
         except (MySQLError, CircuitOpen) as exc:
-            if isinstance(exc, MySQLError):
+            if isinstance(exc, MySQLError) and timed_out(exc):
                 self.mysql_breaker.failure()
+            if isinstance(exc, MySQLError) and self._should_warn(MYSQL):
                 log.warning("MySQL unavailable: %r", exc)
             raise SourcesUnavailable(repr(exc)) from exc
         self.mysql_breaker.success()
         return user
+
+    def _should_warn(self, source: str) -> bool:
+        """At most one warning per source per second: an outage must not write a line per request."""
+        now = time.monotonic()
+        if now - self._warned.get(source, -1.0) < 1.0:
+            return False
+        self._warned[source] = now  # a race only costs a duplicate line
+        return True
 
     def _known_unknown(self, canonical: str) -> bool:
         with self._unknown_lock:

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from adapters.generations import ClaimLost, Generations
+from adapters.generations import Generations
 from adapters.kafka import consumer_config
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import PoisonEvent, decode
+from consumer.lease import Lease
 from consumer.loop import envelope
 from consumer.progress import Progress
 from domain import UserAdded, Version, newest_per_user
@@ -37,39 +38,6 @@ REPLAY_BATCH = 10_000
 
 class Interrupted(Exception):
     """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
-
-
-class Lease:
-    """Renews the rebuild's claim in the background; `check()` raises ClaimLost once it is gone."""
-
-    def __init__(self, generations: Generations, claim: str, lease_ms: int) -> None:
-        self.generations = generations
-        self.claim = claim
-        self.lease_ms = lease_ms
-        self.lost = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="rebuild-lease", daemon=True)
-
-    def __enter__(self) -> Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def check(self) -> None:
-        if self.lost.is_set():
-            raise ClaimLost(f"the rebuild's claim {self.claim} expired or was taken: stopping without a flip")
-
-    def _renew(self) -> None:
-        while not self._done.wait(self.lease_ms / 3000):
-            try:
-                if not self.generations.renew(self.claim, self.lease_ms):
-                    self.lost.set()
-                    return
-            except Exception as exc:  # a blip must not kill the rebuild; the lease covers it
-                log.warning("could not renew the rebuild's lease: %r", exc)
 
 
 @dataclass(frozen=True)

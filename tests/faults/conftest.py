@@ -68,7 +68,7 @@ def flip_cutter(settings):
 
     import redis
 
-    from adapters.generations import FLIP
+    from adapters.lua import FLIP
     from adapters.store import ProjectionStore
     from consumer.replay import Rebuild
     from tests.faults.proxy import CuttingProxy

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from adapters.kafka import consumer_config
 from adapters.settings import Settings
@@ -161,12 +161,22 @@ def committed_count(settings: Settings, partitions: int = 6) -> int:
         reader.close()
 
 
+RETRY_CODES = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT}
+
+
 def committed_equals_end(settings: Settings, partitions: int = 6) -> bool:
     """True when the group committed every partition up to its end (everything written)."""
     reader = Consumer(consumer_config(settings, **{"group.id": settings.group_id}))
     try:
         tps = [TopicPartition(settings.topic, p) for p in range(partitions)]
-        committed = reader.committed(tps, timeout=10)
+        try:
+            committed = reader.committed(tps, timeout=10)
+        except KafkaException as exc:
+            # Just after a broker restart the group coordinator is still loading its
+            # offsets (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): not yet, ask again.
+            if exc.args[0].retriable() or exc.args[0].code() in RETRY_CODES:
+                return False
+            raise
         for tp in committed:
             _, high = reader.get_watermark_offsets(TopicPartition(settings.topic, tp.partition), timeout=10)
             if high > 0 and tp.offset < high:

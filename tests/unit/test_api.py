@@ -145,12 +145,27 @@ def test_dead_redis_is_skipped_by_the_breaker(client, store, mysql, monkeypatch)
 
     def broken(*args, **kwargs):
         calls.append(1)
-        raise redis.ConnectionError("down")
+        raise redis.TimeoutError("hung")  # only hangs open the breaker
 
     monkeypatch.setattr(store.client, "get", broken)
     for _ in range(10):
         assert client.get("/user/KrishnaMohan").status_code == 200
     assert len(calls) == 2  # the breaker opened after two failures
+
+
+def test_a_refused_redis_does_not_open_the_breaker(client, store, mysql, monkeypatch):
+    """A refusal costs nothing: every request tries Redis again, so none is turned away once it is back."""
+    mysql.save(User(Name("KrishnaMohan"), PhoneNumber(9731423166), SINCE))
+    calls = []
+
+    def refused(*args, **kwargs):
+        calls.append(1)
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(store.client, "get", refused)
+    for _ in range(10):
+        assert client.get("/user/KrishnaMohan").status_code == 200
+    assert len(calls) == 10
 
 
 OPS = "http://localhost:9080"  # the unit settings' ops port: api_bind's port + 1000
