@@ -94,8 +94,9 @@ def _alive(conn: pymysql.connections.Connection) -> bool:
         return False
 
 
-def make_pool(settings: Settings, writer: bool = False) -> ConnectionPool:
-    """A per-process pool; connections are opened on first use, not here."""
+def make_pool(settings: Settings, writer: bool = False, **extra: Any) -> ConnectionPool:
+    """A per-process pool; connections are opened on first use, not here. `extra`: more
+    PyMySQL arguments (TLS, from adapters/clients.py)."""
     return ConnectionPool(
         settings.mysql_pool_size,
         host=settings.mysql_host,
@@ -108,6 +109,7 @@ def make_pool(settings: Settings, writer: bool = False) -> ConnectionPool:
         read_timeout=settings.mysql_read_timeout_s,
         write_timeout=settings.mysql_read_timeout_s,
         autocommit=True,
+        **extra,
     )
 
 

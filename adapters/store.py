@@ -70,7 +70,7 @@ def parse_pointer(raw: bytes | str) -> tuple[int, str]:
     return int(generation), epoch
 
 
-CLUSTER_SCHEME = "redis+cluster://"
+CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 REDIRECTED = (
     redis.exceptions.MovedError,
     redis.exceptions.AskError,
@@ -79,20 +79,26 @@ REDIRECTED = (
 )
 
 
-def make_redis(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+def make_redis(settings: Settings, timeout_s: float | None = None, **extra: Any) -> redis.Redis:
     """A Redis client (connections open on first use); short timeouts so an outage shows fast.
 
-    `redis+cluster://host:port` (any node) selects Redis Cluster; `redis://` a single Redis.
+    `redis+cluster://host:port` (any node) selects Redis Cluster; `redis://` a single Redis,
+    `rediss://` one over TLS. `extra`: more redis-py arguments (ACL user, TLS; adapters/clients.py).
     """
     timeout = timeout_s if timeout_s is not None else settings.redis_timeout_s
-    if settings.redis_url.startswith(CLUSTER_SCHEME):
-        url = "redis://" + settings.redis_url.removeprefix(CLUSTER_SCHEME)
+    scheme, _, rest = settings.redis_url.partition("://")
+    if scheme + "://" in CLUSTER_SCHEMES:
+        url = CLUSTER_SCHEMES[scheme + "://"] + rest
         cluster: redis.RedisCluster = redis.RedisCluster.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, **extra
         )
         return cluster  # type: ignore[return-value]  # same command API as redis.Redis
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        **extra,
     )
 
 
