@@ -9,14 +9,14 @@
 # A test CA (openssl) signs one server certificate (127.0.0.1, localhost) for all three; a
 # second CA signs nothing (a client trusting it must refuse the servers). Passwords are
 # random, in the git-ignored $SECURE_DIR/secrets.env; the clients' environment in $SECURE_DIR/env.
-# Ports default to the plaintext ones + 20000, so each engineer's stack gets its own.
+# Ports default to the plaintext ones + 30000, so each engineer's stack gets its own.
 
 SECURE_DIR=$STACK_DIR/secure
 TLS_DIR=$SECURE_DIR/tls
-REDIS_TLS_PORT=${REDIS_TLS_PORT:-$((REDIS_PORT + 20000))}
-MYSQL_TLS_PORT=${MYSQL_TLS_PORT:-$((MYSQL_PORT + 20000))}
-KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 20000))}
-KAFKA_SASL_CONTROLLER_PORT=${KAFKA_SASL_CONTROLLER_PORT:-$((KAFKA_CONTROLLER_PORT + 20000))}
+REDIS_TLS_PORT=${REDIS_TLS_PORT:-$((REDIS_PORT + 30000))}
+MYSQL_TLS_PORT=${MYSQL_TLS_PORT:-$((MYSQL_PORT + 30000))}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 30000))}
+KAFKA_SASL_CONTROLLER_PORT=${KAFKA_SASL_CONTROLLER_PORT:-$((KAFKA_CONTROLLER_PORT + 30000))}
 SECURE_KEY_PREFIX=${UMS_SECURE_KEY_PREFIX:-ums}  # the projection's prefix the Redis ACLs allow
 
 secure_secrets() {
