@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from adapters.kafka import consumer_config
 from adapters.settings import Settings
@@ -160,33 +160,37 @@ def committed_count(settings: Settings, partitions: int = 6) -> int:
         reader.close()
 
 
-RETRY_CODES = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT}
+def positions_reach_end(settings: Settings, partitions: int = 6) -> bool:
+    """True when the live generation's saved positions reach every partition's end (everything written).
 
+    Positions in Redis are where consumers resume (docs/decisions.md "Recovery"); Kafka's
+    committed offsets are monitoring only and may lag after a coordinator moves.
+    """
+    from adapters.clients import Role, projection_store
+    from adapters.generations import Generations
 
-def committed_equals_end(settings: Settings, partitions: int = 6) -> bool:
-    """True when the group committed every partition up to its end (everything written)."""
-    reader = Consumer(consumer_config(settings, **{"group.id": settings.group_id}))
+    generations = Generations(projection_store(settings, Role.ADMIN))
+    pointer = generations.read()
+    if pointer is None:
+        return False
+    saved = generations.positions(pointer.live, range(partitions))
+    reader = Consumer(consumer_config(settings))
     try:
-        tps = [TopicPartition(settings.topic, p) for p in range(partitions)]
-        try:
-            committed = reader.committed(tps, timeout=10)
-        except KafkaException as exc:
-            # Just after a broker restart the group coordinator is still loading its
-            # offsets (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): not yet, ask again.
-            if exc.args[0].retriable() or exc.args[0].code() in RETRY_CODES:
-                return False
-            raise
-        for tp in committed:
-            _, high = reader.get_watermark_offsets(TopicPartition(settings.topic, tp.partition), timeout=10)
-            if high > 0 and tp.offset < high:
+        for partition in range(partitions):
+            _, high = reader.get_watermark_offsets(TopicPartition(settings.topic, partition), timeout=10)
+            if high > 0 and saved.get(partition, -1) < high:
                 return False
         return True
+    except KafkaException as exc:
+        if exc.args[0].retriable():  # a broker restarting: not yet, ask again
+            return False
+        raise
     finally:
         reader.close()
 
 
 def wait_converged(settings: Settings, timeout: float = 90) -> None:
-    wait_until(lambda: committed_equals_end(settings), timeout, "the group to commit every partition", interval=0.5)
+    wait_until(lambda: positions_reach_end(settings), timeout, "positions to reach every partition's end", interval=0.5)
 
 
 class ConsumerProcess:
