@@ -31,13 +31,14 @@ def security_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+UNREACHABLE = "broker unreachable (down or restarting?): check UMS_KAFKA_BOOTSTRAP if it lasts"
 # What a client error most likely means, for the one log line that says so.
 CAUSES = {
     KafkaError._AUTHENTICATION: "authentication failed: check UMS_KAFKA_SASL_USERNAME, _PASSWORD and _MECHANISM",
     KafkaError._SSL: "TLS failed: check UMS_KAFKA_SSL_CA_FILE and the broker's certificate",
     KafkaError._TRANSPORT: "the broker closed the connection: check UMS_KAFKA_SECURITY_PROTOCOL (TLS/SASL expected?)",
     KafkaError._ALL_BROKERS_DOWN: (
-        "no broker answered: check UMS_KAFKA_BOOTSTRAP and UMS_KAFKA_SECURITY_PROTOCOL"
+        "no broker answered (all down?); if it lasts, check UMS_KAFKA_BOOTSTRAP and UMS_KAFKA_SECURITY_PROTOCOL"
         " (a SASL_SSL listener closes a PLAINTEXT client at once)"
     ),
 }
@@ -57,6 +58,8 @@ def kafka_error_logger(every_s: float = 60.0) -> Callable[[KafkaError], None]:
             return  # the consequence of what was already said
         last[err.code()] = now
         cause = CAUSES.get(err.code(), "client error")
+        if err.code() == KafkaError._TRANSPORT and "refused" in err.str().lower():
+            cause = UNREACHABLE  # nothing listens there: an outage, not a protocol mismatch
         log.error("kafka: %s (%s)", cause, err.str(), extra={"kafka_error": err.name()})
 
     return on_error
