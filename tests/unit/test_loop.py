@@ -266,7 +266,7 @@ def test_an_idle_topic_waits_once_per_step(store, tmp_path):
 
 def test_a_backlog_still_comes_in_full_batches(store, tmp_path):
     backlog = [put(f"Bench User {i:08d}", 9_000_000_000 + i, 0, i) for i in range(5000)]
-    loop, consumer = make_loop(store, {0: backlog}, tmp_path)
+    loop, _consumer = make_loop(store, {0: backlog}, tmp_path)
     loop.step()
     assert Generations(store).all_positions(1) == {0: loop.settings.batch_size}
     loop.step()
