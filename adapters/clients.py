@@ -1,8 +1,11 @@
 """Every client ums-find opens is built here, once per role, with that role's timeouts.
 
-The roles differ only in how long they may wait: the API answers a person (a Redis call
-must fail fast so the MySQL fallback can answer instead), the consumer waits through
-outages (longer calls, retried by its loop), and operator commands move big batches.
+The roles differ in how long they may wait and in who they are: the API answers a person
+(a Redis call must fail fast so the MySQL fallback can answer instead), the consumer waits
+through outages (longer calls, retried by its loop), and operator commands move big batches.
+Each role logs in to Redis as its own ACL user (the API's may only read; docs/security.md),
+and every link gets the TLS settings here: Redis (rediss:// + CA), MySQL (CA, host name
+checked), Kafka (security.protocol, SASL, CA; adapters/kafka.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer
 
-from adapters.kafka import consumer_config, producer_config
+from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
@@ -40,8 +43,32 @@ def redis_timeout(settings: Settings, role: Role) -> float:
     }[role]
 
 
+def redis_credentials(settings: Settings, role: Role) -> tuple[str, str]:
+    """(ACL user, password) of a role; ("", "") logs in as nobody (a Redis without AUTH)."""
+    return {
+        Role.API: (settings.redis_api_user, settings.redis_api_password),
+        Role.CONSUMER: (settings.redis_consumer_user, settings.redis_consumer_password),
+        Role.ADMIN: (settings.redis_admin_user, settings.redis_admin_password),
+    }[role]
+
+
+def redis_security(settings: Settings, role: Role) -> dict[str, Any]:
+    """redis-py keyword arguments: the role's ACL user, and CA + host name checks for rediss://."""
+    user, password = redis_credentials(settings, role)
+    options: dict[str, Any] = {}
+    if user:
+        options["username"] = user
+    if password:
+        options["password"] = password
+    if settings.redis_url.startswith("rediss"):  # rediss:// or rediss+cluster://
+        options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
+        if settings.redis_ca_file:
+            options["ssl_ca_certs"] = settings.redis_ca_file
+    return options
+
+
 def redis_client(settings: Settings, role: Role) -> redis.Redis:
-    return make_redis(settings, timeout_s=redis_timeout(settings, role))
+    return make_redis(settings, timeout_s=redis_timeout(settings, role), **redis_security(settings, role))
 
 
 def projection_store(settings: Settings, role: Role) -> ProjectionStore:
@@ -50,13 +77,22 @@ def projection_store(settings: Settings, role: Role) -> ProjectionStore:
 
 def mysql_users(settings: Settings, writer: bool = False) -> MySQLUsers:
     """The AddService's table: read-only user unless `writer` (the AddService stand-in, tests)."""
-    return MySQLUsers(make_pool(settings, writer=writer))
+    return MySQLUsers(make_pool(settings, writer=writer, **mysql_security(settings)))
+
+
+def mysql_security(settings: Settings) -> dict[str, Any]:
+    """PyMySQL keyword arguments for TLS: the server's certificate and host name checked against the CA."""
+    if not settings.mysql_ssl_ca:
+        return {}
+    return {"ssl_ca": settings.mysql_ssl_ca, "ssl_verify_cert": True, "ssl_verify_identity": True}
 
 
 def kafka_consumer(settings: Settings, **extra: Any) -> Consumer:
     # librdkafka's own log lines go through `logging` too, so they come out as JSON.
-    return Consumer(consumer_config(settings, **extra), logger=logging.getLogger("librdkafka"))
+    config = {"error_cb": kafka_error_logger(), **consumer_config(settings, **extra)}
+    return Consumer(config, logger=librdkafka_logger())
 
 
 def kafka_producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer(producer_config(settings, **extra), logger=logging.getLogger("librdkafka"))
+    config = {"error_cb": kafka_error_logger(), **producer_config(settings, **extra)}
+    return Producer(config, logger=librdkafka_logger())

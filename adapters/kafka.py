@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from adapters.settings import Settings
@@ -13,9 +16,89 @@ from adapters.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def security_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka's security settings: the protocol, SASL credentials, the CA (host names checked)."""
+    protocol = settings.kafka_security_protocol.upper()
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "security.protocol": protocol}
+    if protocol.startswith("SASL_"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password
+    if protocol.endswith("SSL"):
+        config["ssl.endpoint.identification.algorithm"] = "https"
+        if settings.kafka_ssl_ca_file:
+            config["ssl.ca.location"] = settings.kafka_ssl_ca_file
+    return config
+
+
+UNREACHABLE = "broker unreachable (down or restarting?): check UMS_KAFKA_BOOTSTRAP if it lasts"
+# What a client error most likely means, for the one log line that says so.
+CAUSES = {
+    KafkaError._AUTHENTICATION: "authentication failed: check UMS_KAFKA_SASL_USERNAME, _PASSWORD and _MECHANISM",
+    KafkaError._SSL: "TLS failed: check UMS_KAFKA_SSL_CA_FILE and the broker's certificate",
+    KafkaError._TRANSPORT: "the broker closed the connection: check UMS_KAFKA_SECURITY_PROTOCOL (TLS/SASL expected?)",
+    KafkaError._ALL_BROKERS_DOWN: (
+        "no broker answered (all down?); if it lasts, check UMS_KAFKA_BOOTSTRAP and UMS_KAFKA_SECURITY_PROTOCOL"
+        " (a SASL_SSL listener closes a PLAINTEXT client at once)"
+    ),
+}
+
+
+def kafka_error_logger(every_s: float = 60.0) -> Callable[[KafkaError], None]:
+    """librdkafka's error callback: one line per kind of error (again after `every_s`), with its likely cause."""
+    last: dict[int, float] = {}
+
+    def on_error(err: KafkaError) -> None:
+        now = time.monotonic()
+        if now - last.get(err.code(), -every_s) < every_s:
+            return
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and (
+            KafkaError._AUTHENTICATION in last or KafkaError._SSL in last
+        ):
+            return  # the consequence of what was already said
+        last[err.code()] = now
+        cause = CAUSES.get(err.code(), "client error")
+        if err.code() == KafkaError._TRANSPORT and "refused" in err.str().lower():
+            cause = UNREACHABLE  # nothing listens there: an outage, not a protocol mismatch
+        log.error("kafka: %s (%s)", cause, err.str(), extra={"kafka_error": err.name()})
+
+    return on_error
+
+
+class RepeatFilter(logging.Filter):
+    """Drops a librdkafka line that repeats an earlier one (numbers aside) within `every_s`.
+
+    librdkafka reconnects with a short backoff and logs each failure ("... (after 3ms in
+    state ...)"): with a wrong password or CA that is a line every few hundred ms.
+    """
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._seen.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger librdkafka's own lines go to (JSON like ours), without repeats."""
+    logger = logging.getLogger("librdkafka")
+    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(RepeatFilter())
+    return logger
+
+
 def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **security_config(settings),
         "group.id": settings.group_id,
         "auto.offset.reset": "earliest",
         # At-least-once: an offset is stored only after Redis (or the DLQ) acknowledged
@@ -39,7 +122,7 @@ def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **security_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
@@ -52,7 +135,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def ensure_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> None:
     """Create the event topic and its dead-letter topic if they do not exist."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({**security_config(settings), "error_cb": kafka_error_logger()})  # type: ignore[dict-item]
     existing = admin.list_topics(timeout=timeout).topics
     count = partitions or settings.topic_partitions
     wanted = [

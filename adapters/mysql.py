@@ -94,8 +94,9 @@ def _alive(conn: pymysql.connections.Connection) -> bool:
         return False
 
 
-def make_pool(settings: Settings, writer: bool = False) -> ConnectionPool:
-    """A per-process pool; connections are opened on first use, not here."""
+def make_pool(settings: Settings, writer: bool = False, **extra: Any) -> ConnectionPool:
+    """A per-process pool; connections are opened on first use, not here. `extra`: more
+    PyMySQL arguments (TLS, from adapters/clients.py)."""
     return ConnectionPool(
         settings.mysql_pool_size,
         host=settings.mysql_host,
@@ -108,6 +109,7 @@ def make_pool(settings: Settings, writer: bool = False) -> ConnectionPool:
         read_timeout=settings.mysql_read_timeout_s,
         write_timeout=settings.mysql_read_timeout_s,
         autocommit=True,
+        **extra,
     )
 
 
@@ -136,13 +138,13 @@ class MySQLUsers:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def find(self, name: str) -> User | None:
-        """The user whose canonical name equals `name`'s, or None."""
-        wanted = canonical_name(name)
-        stripped = unicodedata.normalize("NFC", name).strip(" ")
-        # The column's collation finds candidates (and uses the primary key);
-        # our canonical rule decides, so MySQL and Redis agree on every input.
-        candidates = {stripped, unicodedata.normalize("NFD", stripped)}
+    def find(self, name: Name) -> User | None:
+        """The newest user whose key equals `name`'s, or None."""
+        wanted = name.canonical
+        # The column's collation finds candidates (and uses the primary key); the key
+        # decides, so MySQL and Redis agree on every input. `name.value` is NFC already;
+        # rows written in NFD are found through their own form.
+        candidates = {name.value, unicodedata.normalize("NFD", name.value)}
         placeholders = ", ".join(["%s"] * len(candidates))
         sql = f"SELECT name, phone, since FROM ums_users WHERE name IN ({placeholders})"
         with self.pool.connection() as conn, conn.cursor() as cur:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "UMS_"
 
@@ -19,13 +20,28 @@ class Settings:
     """Every knob of ums-find; each field `x` is read from the variable `UMS_X`."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Kafka security, passed to librdkafka (consumer, dead-letter producer, replay, admin, AddService
+    # stand-in): security.protocol, sasl.mechanism/username/password, ssl.ca.location.
+    kafka_security_protocol: str = "PLAINTEXT"  # production: SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # used with SASL_PLAINTEXT / SASL_SSL only
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_ca_file: str = ""  # empty: the system's CA store
     topic: str = "com.glarimy.ums.user.add"
     dlq_topic: str = ""  # empty: "<topic>.dlq"
     group_id: str = "ums-find"
     group_instance_id: str = ""  # empty: dynamic membership
     session_timeout_ms: int = 10_000
     topic_partitions: int = 6
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # rediss:// for TLS; credentials go in the *_USER/_PASSWORD below
+    redis_ca_file: str = ""  # CA that signed the server's certificate (rediss://); empty: the system's store
+    # One Redis ACL user per role (adapters/clients.py); empty user: Redis's `default` user.
+    redis_api_user: str = ""
+    redis_api_password: str = field(default="", repr=False)
+    redis_consumer_user: str = ""
+    redis_consumer_password: str = field(default="", repr=False)
+    redis_admin_user: str = ""
+    redis_admin_password: str = field(default="", repr=False)
     key_prefix: str = "ums"
     redis_timeout_s: float = 0.25
     mysql_host: str = "127.0.0.1"
@@ -33,6 +49,7 @@ class Settings:
     mysql_database: str = "glarimy"
     mysql_user: str = "ums_find_ro"
     mysql_password: str = field(default="", repr=False)
+    mysql_ssl_ca: str = ""  # set: TLS, server certificate and host name verified against this CA
     # Short: with both sources down the API must answer 503 in under a second.
     mysql_connect_timeout_s: float = 0.3
     mysql_read_timeout_s: float = 0.3
@@ -60,8 +77,13 @@ class Settings:
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
+    # Read-repair writes users found only in MySQL into Redis from the API: it needs a Redis
+    # user that may write, so it is off and the API's user is read-only (docs/security.md).
+    read_repair: bool = False
     # gunicorn, read by api/gunicorn.conf.py (docs/decisions.md "API worker model").
     api_bind: str = "0.0.0.0:8080"
+    # /metrics, /livez and /readyz answer here only, never on api_bind. Empty: api_bind's port + 1000.
+    api_ops_bind: str = ""
     api_workers: int = 0  # 0: one per CPU plus one; set it in a container (CPUs of the node, not the limit)
     api_worker_class: str = "gthread"
     api_threads: int = 4
@@ -72,11 +94,38 @@ class Settings:
     # Recycle workers now and then (leaks, fragmentation); the jitter keeps them from restarting together.
     api_max_requests: int = 20_000
     api_max_requests_jitter: int = 2000
-    # The app answers 414/431 (problem+json) past 16 KB; gunicorn's own limits sit above that.
-    api_limit_request_line: int = 0
+    # The app answers 414/431 (problem+json) past 4 KB of path / 16 KB of headers; gunicorn's
+    # own limits sit above that. Never 0 (unlimited): from_env refuses it.
+    api_limit_request_line: int = 8190
     api_limit_request_fields: int = 100
-    api_limit_request_field_size: int = 32_768
+    api_limit_request_field_size: int = 8190
     api_access_log: str = "-"
+
+    def __post_init__(self) -> None:
+        for name, top in BOUNDED.items():
+            value = getattr(self, name)
+            if not 0 < value <= top:
+                raise ValueError(f"{_env_name(name)}={value} must be between 1 and {top} (0 means unlimited)")
+
+    def __repr__(self) -> str:
+        """Every setting, secrets masked: a password set shows as '***', a URL without its password."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRETS:
+                value = "***" if value else ""
+            elif f.name == "redis_url":
+                value = redact_url(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    @property
+    def ops_bind(self) -> str:
+        """Where the API's operational endpoints listen (never the public port)."""
+        if self.api_ops_bind:
+            return self.api_ops_bind
+        host, _, port = self.api_bind.rpartition(":")
+        return f"{host}:{int(port) + 1000}"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -110,6 +159,32 @@ class Settings:
     def variables(cls) -> dict[str, Any]:
         """Environment variable name -> default, for documentation and tests."""
         return {_env_name(f.name): f.default for f in fields(cls)}
+
+
+# Settings that hold a secret: never printed (repr, logs, /readyz).
+SECRETS = frozenset(
+    {
+        "kafka_sasl_password",
+        "redis_api_password",
+        "redis_consumer_password",
+        "redis_admin_password",
+        "mysql_password",
+        "addservice_mysql_password",
+    }
+)
+# gunicorn request limits: 0 would mean unlimited; the tops are gunicorn's own maxima.
+BOUNDED = {"api_limit_request_line": 8190, "api_limit_request_fields": 32768, "api_limit_request_field_size": 65536}
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by '***' (redis://user:pw@host -> redis://user:***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _convert(name: str, type_name: str, raw: str) -> Any:

@@ -41,7 +41,7 @@ class Stored:
     user: User | None
 
 
-def encode(event: Event) -> str:
+def format_value(event: Event) -> str:
     v = event.version
     head = f"{v.time_ms},{v.partition},{v.offset},"
     if isinstance(event, UserRemoved):
@@ -50,7 +50,7 @@ def encode(event: Event) -> str:
     return f"{head}{v.time_ms - event.user.since_ms:+d},{event.user.phone.value},{event.user.name.value}"
 
 
-def decode(raw: bytes | str) -> Stored:
+def parse_value(raw: bytes | str) -> Stored:
     text = raw.decode() if isinstance(raw, bytes) else raw
     time_ms, partition, offset, delta, rest = text.split(",", 4)
     version = Version(int(time_ms), int(partition), int(offset))
@@ -70,7 +70,7 @@ def parse_pointer(raw: bytes | str) -> tuple[int, str]:
     return int(generation), epoch
 
 
-CLUSTER_SCHEME = "redis+cluster://"
+CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 REDIRECTED = (
     redis.exceptions.MovedError,
     redis.exceptions.AskError,
@@ -79,20 +79,26 @@ REDIRECTED = (
 )
 
 
-def make_redis(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+def make_redis(settings: Settings, timeout_s: float | None = None, **extra: Any) -> redis.Redis:
     """A Redis client (connections open on first use); short timeouts so an outage shows fast.
 
-    `redis+cluster://host:port` (any node) selects Redis Cluster; `redis://` a single Redis.
+    `redis+cluster://host:port` (any node) selects Redis Cluster; `redis://` a single Redis,
+    `rediss://` one over TLS. `extra`: more redis-py arguments (ACL user, TLS; adapters/clients.py).
     """
     timeout = timeout_s if timeout_s is not None else settings.redis_timeout_s
-    if settings.redis_url.startswith(CLUSTER_SCHEME):
-        url = "redis://" + settings.redis_url.removeprefix(CLUSTER_SCHEME)
+    scheme, _, rest = settings.redis_url.partition("://")
+    if scheme + "://" in CLUSTER_SCHEMES:
+        url = CLUSTER_SCHEMES[scheme + "://"] + rest
         cluster: redis.RedisCluster = redis.RedisCluster.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, **extra
         )
         return cluster  # type: ignore[return-value]  # same command API as redis.Redis
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        **extra,
     )
 
 
@@ -141,9 +147,12 @@ class ProjectionStore:
     def unlink(self, keys: Sequence[bytes | str]) -> int:
         return int(self.client.unlink(*keys)) if keys else 0
 
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
     def get(self, canonical: str, generation: int) -> Stored | None:
         raw = self.client.get(self.key(generation, canonical))
-        return decode(raw) if raw is not None else None
+        return parse_value(raw) if raw is not None else None
 
     def get_raw_many(self, generation: int, canonicals: Sequence[str]) -> list[bytes | None]:
         """Stored values, in order (a pipeline of GETs, not MGET: keys span Cluster slots)."""
@@ -155,7 +164,7 @@ class ProjectionStore:
     def replace(self, generation: int, event: Event, expected: bytes) -> bool:
         """Write `event` unfenced, but only if the user's value is still `expected`."""
         key = self.key(generation, event.key)
-        return bool(self._replace_if(keys=[key], args=[expected, encode(event)]))
+        return bool(self._replace_if(keys=[key], args=[expected, format_value(event)]))
 
     def apply(self, events: Sequence[Event], generation: int) -> int:
         """Write events through the fence, many users per script call; return how many changed a user."""
@@ -202,7 +211,7 @@ class ProjectionStore:
             key = self.key(generation, event.key)
             keys, values = groups.setdefault(key_slot(key.encode()) if cluster else 0, ([], []))
             keys.append(key)
-            values.append(encode(event))
+            values.append(format_value(event))
             if len(keys) >= KEYS_PER_CALL:
                 yield groups.pop(key_slot(key.encode()) if cluster else 0)
         yield from groups.values()

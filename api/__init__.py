@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.clients import Role, mysql_users, projection_store
 from adapters.settings import Settings
 from api import routes
 from api.finder import Finder
+from api.links import Links
 from api.metrics import ApiMetrics
 from api.problems import problem
 from domain import use_collation
 
-# Below gunicorn's own limits, so that the app (not gunicorn) answers, with problem+json.
-MAX_PATH = 16384
+# Below gunicorn's own limits (UMS_API_LIMIT_REQUEST_*), so that the app answers, with problem+json.
+MAX_PATH = 4096
 MAX_HEADER_BYTES = 16384
 
 
@@ -28,11 +29,13 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["name"] = routes.NameConverter
     app.config["UMS_SETTINGS"] = settings
+    app.config["UMS_OPS_PORT"] = settings.ops_bind.rpartition(":")[2]
     app.extensions["ums_finder"] = finder or Finder(
         projection_store(settings, Role.API),
         mysql_users(settings),
         settings,
     )
+    app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
     app.extensions["ums_metrics"] = ApiMetrics.create()
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, _http_problem)
@@ -43,6 +46,11 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
 
 def _limits() -> Response | None:
     g.started = time.perf_counter()
+    # Operational endpoints on the ops port only, the API on the public port only. The port is
+    # the listening socket's (gunicorn sets SERVER_PORT from it for TCP; no header changes it).
+    on_ops = request.environ.get("SERVER_PORT") == current_app.config["UMS_OPS_PORT"]
+    if (request.endpoint in routes.OPS_ENDPOINTS) != on_ops and request.endpoint is not None:
+        return problem(404, "not-found", "no such resource on this port", Cache_Control="no-store")
     if len(request.full_path) > MAX_PATH:
         return problem(414, "uri-too-long", f"the request target is longer than {MAX_PATH} characters")
     # The WSGI environ directly: werkzeug's header view title-cases every name (slow).
@@ -53,8 +61,6 @@ def _limits() -> Response | None:
 
 
 def _observe(response: Response) -> Response:
-    from flask import current_app
-
     metrics: ApiMetrics = current_app.extensions["ums_metrics"]
     route = request.url_rule.rule if request.url_rule else "unmatched"
     source = response.headers.get("X-Ums-Source", "none")
@@ -73,6 +79,8 @@ def _http_problem(exc: HTTPException) -> Response:
     status = exc.code or 500
     slug = {404: "not-found", 405: "method-not-allowed"}.get(status, f"http-{status}")
     response = problem(status, slug, exc.description or "")
+    if status == 404:
+        response.headers["Cache-Control"] = "public, max-age=60"
     if status == 405:
         allowed = getattr(exc, "valid_methods", None)
         if allowed:

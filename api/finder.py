@@ -83,6 +83,8 @@ class Finder:
         self._unknown: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=settings.negative_cache_s)
         self._unknown_lock = threading.Lock()
         self._collation_confirmed = False
+        # Off unless UMS_READ_REPAIR: repairing needs a Redis user that may write (docs/security.md).
+        self.read_repair = settings.read_repair
         self._warned: dict[str, float] = {}
 
     def find(self, name: Name) -> Found:
@@ -95,7 +97,7 @@ class Finder:
         if user is None:
             with self._unknown_lock:
                 self._unknown[name.canonical] = True
-        elif generation is not None:
+        elif generation is not None and self.read_repair:
             self._read_repair(user, generation)
         return Found(user, MYSQL, generation)
 
@@ -118,7 +120,7 @@ class Finder:
     def _from_mysql(self, name: Name) -> User | None:
         try:
             self.mysql_breaker.check()
-            user = self.mysql.find(name.value)
+            user = self.mysql.find(name)
         except (MySQLError, CircuitOpen) as exc:
             if isinstance(exc, MySQLError) and timed_out(exc):
                 self.mysql_breaker.failure()
@@ -152,7 +154,7 @@ class Finder:
         """Which sources can answer right now (each checked with its short timeout)."""
         status = {PROJECTION: False, MYSQL: False}
         with contextlib.suppress(redis.RedisError):
-            status[PROJECTION] = bool(self.store.client.ping())
+            status[PROJECTION] = self.store.ping()
         with contextlib.suppress(MySQLError):
             self.mysql.ping()
             status[MYSQL] = True

@@ -14,7 +14,9 @@ from adapters.settings import Settings
 # An entry point: the one settings object, built from the environment (UMS_API_* and the rest).
 _settings = Settings.from_env()
 wsgi_app = "api:create_app()"
-bind = _settings.api_bind
+# The public port (the API, its OpenAPI document) and the operational one (/metrics, /livez,
+# /readyz), which the public Service does not expose; the app answers each on its own port.
+bind = [_settings.api_bind, _settings.ops_bind]
 workers = _settings.api_workers or multiprocessing.cpu_count() + 1
 worker_class = _settings.api_worker_class
 threads = _settings.api_threads
@@ -23,6 +25,7 @@ graceful_timeout = _settings.api_graceful_timeout
 keepalive = _settings.api_keepalive
 max_requests = _settings.api_max_requests
 max_requests_jitter = _settings.api_max_requests_jitter
+# Never 0 (unlimited): Settings refuses it.
 limit_request_line = _settings.api_limit_request_line
 limit_request_fields = _settings.api_limit_request_fields
 limit_request_field_size = _settings.api_limit_request_field_size

@@ -69,29 +69,6 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/livez": {
-                "get": {
-                    "operationId": "livez",
-                    "summary": "Liveness: the process serves requests",
-                    "responses": {"200": {"description": "Alive", "content": {"application/json": {}}}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness: at least one source (projection or MySQL) can answer",
-                    "responses": {
-                        "200": {
-                            "description": "Ready",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}},
-                        },
-                        "503": {
-                            "description": "No source can answer",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}},
-                        },
-                    },
-                }
-            },
         },
         "components": {
             "schemas": {
@@ -113,17 +90,6 @@ def openapi_document() -> dict[str, Any]:
                         "title": {"type": "string"},
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
-                    },
-                },
-                "Readiness": {
-                    "type": "object",
-                    "required": ["ready", "sources"],
-                    "properties": {
-                        "ready": {"type": "boolean"},
-                        "sources": {
-                            "type": "object",
-                            "properties": {"projection": {"type": "boolean"}, "mysql": {"type": "boolean"}},
-                        },
                     },
                 },
             }

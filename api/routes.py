@@ -1,4 +1,8 @@
-"""HTTP routes: GET /user/<name>, health, metrics and the OpenAPI document."""
+"""HTTP routes: GET /user/<name> and the OpenAPI document (public port); health and metrics (ops port).
+
+Which port a request came in on is the listening socket's (gunicorn's SERVER_PORT for a TCP
+listener), never a header: api/__init__.py answers 404 to an endpoint asked on the other port.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.routing import PathConverter
 
 from api.finder import MYSQL, PROJECTION, Finder, SourcesUnavailable
+from api.links import Links
 from api.metrics import ApiMetrics
 from api.openapi import openapi_document
 from api.problems import problem
@@ -15,6 +20,8 @@ from api.serialize import user_body
 from domain import DomainError, Name
 
 bp = Blueprint("users", __name__)
+# Endpoints served on the operational port only.
+OPS_ENDPOINTS = frozenset({"users.livez", "users.readyz", "users.metrics"})
 
 
 def finder() -> Finder:
@@ -34,18 +41,24 @@ class NameConverter(PathConverter):
 
 @bp.get("/user/<name:name>")
 def get_user(name: str) -> Response:
+    settings = current_app.config["UMS_SETTINGS"]
     try:
         valid = Name(name)
     except DomainError as exc:
-        return problem(400, "invalid-name", str(exc))
+        # The same name is refused again: caches may keep the answer as long as a user's.
+        return problem(400, "invalid-name", str(exc), Cache_Control=f"public, max-age={settings.cache_max_age_s}")
     try:
         found = finder().find(valid)
     except SourcesUnavailable:
-        return problem(503, "unavailable", "neither the projection nor MySQL can answer", Retry_After="1")
+        return problem(
+            503, "unavailable", "neither the projection nor MySQL can answer", Retry_After="1", Cache_Control="no-store"
+        )
     if found.user is None:
-        response = problem(404, "user-not-found", "no user has this name")
+        # Briefly, as the API itself remembers unknown names: a user added now shows soon.
+        max_age = int(settings.negative_cache_s)
+        response = problem(404, "user-not-found", "no user has this name", Cache_Control=f"public, max-age={max_age}")
     else:
-        response = user_response(user_body(found.user), current_app.config["UMS_SETTINGS"].cache_max_age_s)
+        response = user_response(user_body(found.user), settings.cache_max_age_s)
     response.headers["X-Ums-Source"] = found.source
     if found.generation is not None:
         response.headers["X-Ums-Generation"] = str(found.generation)
@@ -55,13 +68,14 @@ def get_user(name: str) -> Response:
 def user_response(body: bytes, max_age: int) -> Response:
     """200 with a strong ETag (a hash of the body) and Cache-Control, or 304 on If-None-Match.
 
-    Written out rather than werkzeug's add_etag/make_conditional: they cost a third of
-    the request's time in a profile of this route.
+    If-None-Match compares weakly (RFC 9110 13.1.2): W/"x" matches "x", as a cache that
+    weakened our tag sends it back. Written out rather than werkzeug's add_etag/make_conditional:
+    they cost a third of the request's time in a profile of this route.
     """
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
     wanted = request.headers.get("If-None-Match")
-    if wanted and (wanted.strip() == "*" or etag in (t.strip() for t in wanted.split(","))):
+    if wanted and (wanted.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in wanted.split(","))):
         return Response(status=304, headers=headers)
     return Response(body, mimetype="application/json", headers=headers)
 
@@ -73,10 +87,14 @@ def livez() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    sources = finder().readiness()
+    links: Links = current_app.extensions["ums_links"]
+    sources, misconfigured = links.status()
     mismatch = finder().collation_mismatch()
-    ready = (sources[PROJECTION] or sources[MYSQL]) and mismatch is None
-    response = jsonify(ready=ready, sources=sources, **({"collation_mismatch": mismatch} if mismatch else {}))
+    ready = (sources[PROJECTION] or sources[MYSQL]) and mismatch is None and not misconfigured
+    extra: dict[str, object] = {"collation_mismatch": mismatch} if mismatch else {}
+    if misconfigured:
+        extra["misconfigured"] = misconfigured  # fixed phrases (adapters/diagnose.py), never an error's text
+    response = jsonify(ready=ready, sources=sources, **extra)
     response.status_code = 200 if ready else 503
     return response
 

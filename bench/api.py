@@ -18,13 +18,17 @@ import requests
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
-from bench.common import BIN, ROOT, children, cpu_seconds, env_for, wait_for
+from bench.common import BIN, LOAD_CPUS, PINNING, QUICK, ROOT, children, cpu_seconds, env_for, pinned, wait_for
+from bench.loadgen import write_targets
+from bench.openloop import Series, open_loop_suite
 from bench.projection import bench_name
+from bench.servers import Server, gunicorn, seed_server
 from domain import Name, PhoneNumber, User
 
 log = logging.getLogger("bench")
 LUA = ROOT / "bench" / "random_names.lua"
-DURATION = "10s"
+DURATION = "3s" if QUICK else "6s"
+WRK_THREADS = 1 if PINNING else 2  # pinned: wrk has one core
 
 
 @dataclass
@@ -54,7 +58,7 @@ def parse_wrk(out: str) -> Wrk:
 
 def wrk(base: str, names: Path, duration: str = DURATION) -> Wrk:
     out = subprocess.run(
-        ["wrk", "-t2", "-c32", f"-d{duration}", "--latency", "-s", str(LUA), base],
+        pinned(["wrk", f"-t{WRK_THREADS}", "-c32", f"-d{duration}", "--latency", "-s", str(LUA), base], LOAD_CPUS),
         capture_output=True,
         text=True,
         check=True,
@@ -66,38 +70,6 @@ def wrk(base: str, names: Path, duration: str = DURATION) -> Wrk:
 def write_names(path: Path, names: list[str]) -> Path:
     path.write_text("\n".join(urllib.parse.quote(n) for n in names) + "\n")
     return path
-
-
-class Server:
-    """A server process on a port; stopped with SIGTERM."""
-
-    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._up, 30, f"server on {port}")
-
-    def _up(self) -> bool:
-        try:
-            return requests.get(self.base + "/livez", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-
-
-def gunicorn(settings: Settings, port: int, app: str | None = None) -> Server:
-    env = env_for(settings, UMS_API_BIND=f"127.0.0.1:{port}", UMS_API_ACCESS_LOG="/dev/null", UMS_LOG_LEVEL="WARNING")
-    command = [str(BIN / "gunicorn"), "-c", "api/gunicorn.conf.py"] + ([app] if app else [])
-    return Server(command, env, port)
-
-
-def seed_server(settings: Settings, port: int) -> Server:
-    env = env_for(settings)
-    return Server(
-        [str(BIN / "waitress-serve"), f"--port={port}", "--host=127.0.0.1", "bench.peers.seed_app:app"], env, port
-    )
 
 
 def worker_balance(server: Server, run) -> tuple[Wrk, list[float]]:  # type: ignore[no-untyped-def]
@@ -130,9 +102,12 @@ def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) ->
     mysql_rows = min(projected, 100_000)
     writer = seed_mysql(settings, mysql_rows)
     pick = random.Random(7)
-    hits = write_names(workdir / "hits.txt", [bench_name(pick.randrange(projected)) for _ in range(20000)])
-    in_sql = write_names(workdir / "mysql.txt", [bench_name(pick.randrange(mysql_rows)) for _ in range(20000)])
-    unknown = write_names(workdir / "unknown.txt", [f"Nobody Here {pick.randrange(10**9):09d}" for _ in range(20000)])
+    hit_names = [bench_name(pick.randrange(projected)) for _ in range(20000)]
+    sql_names = [bench_name(pick.randrange(mysql_rows)) for _ in range(20000)]
+    unknown_names = [f"Nobody Here {pick.randrange(10**9):09d}" for _ in range(20000)]
+    hits = write_names(workdir / "hits.txt", hit_names)
+    in_sql = write_names(workdir / "mysql.txt", sql_names)
+    unknown = write_names(workdir / "unknown.txt", unknown_names)
     ours = gunicorn(settings, 18080)
     fallback = gunicorn(replace(settings, key_prefix="bench-empty"), 18081)  # no projection: MySQL answers
     ceiling = gunicorn(settings, 18082, "bench.peers.ceiling_app:create_app()")
@@ -141,28 +116,38 @@ def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) ->
     balance: list[list[float]] = []
     try:
         assert requests.get(f"{ours.base}/user/{bench_name(1)}", timeout=5).status_code == 200
+        assert requests.get(f"{seed.base}/user/{bench_name(1)}", timeout=5).status_code == 200
         for r in range(rounds):
-            log.info("API round %d of %d", r + 1, rounds)
+            log.info("closed-loop (wrk) round %d of %d", r + 1, rounds)
             result, shares = worker_balance(ours, lambda: wrk(ours.base, hits))
             runs["ours"].append(result)
             balance.append(shares)
             runs["ceiling"].append(wrk(ceiling.base, hits))
             runs["seed"].append(wrk(seed.base, in_sql))
+            seed.settle()
             runs["fallback"].append(wrk(fallback.base, in_sql))
             runs["not_found"].append(wrk(ours.base, unknown))
             log.info("round %d: %s", r + 1, {k: round(v[-1].rps) for k, v in runs.items()})
+        series = [
+            Series("ours", ours, write_targets(workdir / "t-hits", ours.base, hit_names), 200, capacity=True),
+            Series("ceiling", ceiling, write_targets(workdir / "t-ceil", ceiling.base, hit_names), 200, capacity=True),
+            Series("seed", seed, write_targets(workdir / "t-seed", seed.base, sql_names), 200, capacity=True),
+            Series("fallback", fallback, write_targets(workdir / "t-fb", fallback.base, sql_names), 200, False),
+            Series("unknown", ours, write_targets(workdir / "t-unk", ours.base, unknown_names), 404, False),
+        ]
+        open_loop = open_loop_suite(series, rounds, workdir)
         rebuild = rebuild_under_reads(settings, ours, hits)
     finally:
         for server in (ours, fallback, ceiling, seed):
             server.stop()
         clean_mysql(writer)
-    return {"runs": runs, "balance": balance, "rebuild": rebuild}
+    return {"runs": runs, "balance": balance, "rebuild": rebuild, "open_loop": open_loop}
 
 
 def rebuild_under_reads(settings: Settings, ours: Server, hits: Path) -> dict[str, float]:
     """`ums-find replay` of the whole topic while wrk reads existing users; time and failed reads."""
     load = subprocess.Popen(
-        ["wrk", "-t2", "-c32", "-d600s", "--latency", "-s", str(LUA), ours.base],
+        pinned(["wrk", f"-t{WRK_THREADS}", "-c32", "-d600s", "--latency", "-s", str(LUA), ours.base], LOAD_CPUS),
         stdout=subprocess.PIPE,
         text=True,
         env={"BENCH_NAMES": str(hits)},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,8 +18,10 @@ from adapters.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
-SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+# BENCH_QUICK=1 (`make bench-quick`): a small, short run to check the harness, not to quote.
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+SCALE = float(os.environ.get("BENCH_SCALE", "0.1" if QUICK else "1.0"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2" if QUICK else "5"))
 BENCH_DB = 1  # the benchmarks use their own Redis database, flushed between runs
 
 
@@ -75,3 +79,32 @@ def machine() -> str:
     )
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return f"{os.cpu_count()} cores, {cpu}, {mem_kb / 1024 / 1024:.0f} GiB"
+
+
+# Noise control: the system under test on every core but the last, the load generator on the last.
+# Redis, MariaDB and Kafka are left to the scheduler (they serve every contender alike).
+_CORES = os.cpu_count() or 1
+PINNING = _CORES >= 2 and shutil.which("taskset") is not None
+SUT_CPUS = f"0-{_CORES - 2}" if _CORES > 2 else "0"
+LOAD_CPUS = str(_CORES - 1)
+
+
+def pinned(command: list[str], cpus: str) -> list[str]:
+    """`command` run with `taskset -c cpus` when pinning is possible; its children inherit it."""
+    return ["taskset", "-c", cpus, *command] if PINNING else command
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of the rounds' values (what every `*_spread` key holds)."""
+    clean = [v for v in values if v == v]  # drop NaN
+    if not clean:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {"median": median(clean), "min": min(clean), "max": max(clean), "n": len(clean)}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]

@@ -28,6 +28,14 @@ ROWS: list[tuple[str, str, str, Any]] = [
     ("fallback_p99_ms", "API p99 (ms), MySQL fallback hits", "", None),
     ("not_found_rps", "API req/s, 404s", "", None),
     ("not_found_p99_ms", "API p99 (ms), 404s", "", None),
+    ("api_capacity_at_p99_10ms_rps", "API capacity at p99 <= 10 ms, open loop (req/s)", "", None),
+    ("seed_capacity_at_p99_10ms_rps", "seed capacity at p99 <= 10 ms, open loop (req/s)", "", None),
+    ("ceiling_capacity_at_p99_10ms_rps", "ceiling capacity at p99 <= 10 ms, open loop (req/s)", "", None),
+    ("freshness_p50_ms", "freshness p50 at 20 events/s (ms)", "", None),
+    ("freshness_p99_ms", "freshness p99 at 20 events/s (ms)", "<= 10", lambda v: v <= 10),
+    ("freshness_before_p99_ms", "... before the fetch change (ms)", "", None),
+    ("freshness_loaded_p99_ms", "freshness p99 under 50k events/s background (ms)", "", None),
+    ("freshness_before_loaded_p99_ms", "... before the fetch change (ms)", "", None),
     ("rebuild_1m_s", "replay of the whole topic under reads, until the flip (s)", "<= 15", lambda v: v <= 15),
     ("rebuild_with_cleanup_s", "... and until the old generation is deleted (s)", "", None),
     ("rebuild_failed_reads", "failed reads during the rebuild", "0", lambda v: v == 0),
@@ -79,12 +87,80 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def open_loop_table(results: dict[str, Any]) -> str:
+    """p50 / p99 / p99.9 (ms) per peer and rate, medians over the rounds."""
+    table = results.get("api_open_loop")
+    if not table:
+        return ""
+    lines = ["", "Open-loop latency (vegeta, constant rate), p50 / p99 / p99.9 ms:", ""]
+    rates = sorted({int(r) for rows in table.values() for r in rows})
+    lines.append("| peer | " + " | ".join(f"{r:,}/s" for r in rates) + " |")
+    lines.append("| --- |" + " ---: |" * len(rates))
+    for name, rows in table.items():
+        cells = []
+        for rate in rates:
+            row = rows.get(str(rate))
+            cells.append(f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f} / {row['p999_ms']:.1f}" if row else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def latency_chart(results: dict[str, Any], path: Path) -> None:
+    """p99 against offered rate, one line per peer, log scale, with the 10 ms SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, rows in results["api_open_loop"].items():
+        rates = sorted(int(r) for r in rows)
+        ax.plot(rates, [rows[str(r)]["p99_ms"] for r in rates], marker="o", label=name)
+    ax.axhline(results.get("api_open_loop_slo_ms", 10), color="black", linestyle="--", label="SLO p99 10 ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (req/s, open loop)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title(f"latency against rate, {results['date']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def freshness_chart(results: dict[str, Any], path: Path) -> None:
+    """Distribution (CDF) of produce -> visible, before and after the fetch change, low and loaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for variant, conditions in results["freshness_samples_ms"].items():
+        for condition, samples in conditions.items():
+            if samples:
+                ys = [(i + 1) / len(samples) for i in range(len(samples))]
+                ax.step(samples, ys, where="post", label=f"{variant}, {condition}")
+    ax.set_xscale("log")
+    ax.set_xlabel("event produced -> first GET that returns it (ms)")
+    ax.set_ylabel("fraction of events")
+    ax.set_title(f"freshness, {results['date']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write(results: dict[str, Any], directory: Path) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "latest.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    text = table(results)
+    text = table(results) + open_loop_table(results)
     (directory / "latest.md").write_text(text)
     chart(results, directory / "latest.png")
+    if results.get("api_open_loop"):
+        latency_chart(results, directory / "latency.png")
+    if results.get("freshness_samples_ms"):
+        freshness_chart(results, directory / "freshness.png")
     readme = README.read_text()
     if START in readme and END in readme:
         head, rest = readme.split(START, 1)

@@ -13,11 +13,51 @@ from pathlib import Path
 from typing import Any
 
 from bench.api import api_suite
-from bench.common import RESULTS, ROUNDS, SCALE, machine, median
+from bench.common import RESULTS, ROUNDS, SCALE, machine, median, spread
+from bench.freshness import freshness_suite
 from bench.projection import projection_suite
 from bench.report import write
+from bench.servers import seed_versions
 
 log = logging.getLogger("bench")
+
+
+def open_loop_keys(open_loop: dict[str, Any]) -> dict[str, Any]:
+    """Open-loop latency (vegeta, fixed rates): p99 by rate per peer, capacity at p99 <= 10 ms, spreads."""
+    table, capacity = open_loop["table"], open_loop["capacity"]
+    p99 = {name: {rate: row["p99_ms"] for rate, row in rows.items()} for name, rows in table.items()}
+    return {
+        "api_open_loop_p99_ms": p99["ours"],
+        "api_open_loop_p99_ms_by_peer": p99,
+        "api_open_loop": table,
+        "api_capacity_at_p99_10ms_rps": capacity["ours"]["median"],
+        "seed_capacity_at_p99_10ms_rps": capacity["seed"]["median"],
+        "ceiling_capacity_at_p99_10ms_rps": capacity["ceiling"]["median"],
+        "api_capacity_at_p99_10ms_rps_spread": capacity["ours"],
+        "seed_capacity_at_p99_10ms_rps_spread": capacity["seed"],
+        "ceiling_capacity_at_p99_10ms_rps_spread": capacity["ceiling"],
+        "api_open_loop_slo_ms": open_loop["slo_ms"],
+    }
+
+
+def freshness_keys(fresh: dict[str, Any]) -> dict[str, Any]:
+    """Event produced (delivery report) -> first GET that returns it: after the fetch change, and before."""
+    keys: dict[str, Any] = {}
+    for variant, prefix in (("after", "freshness"), ("before", "freshness_before")):
+        low, loaded = fresh[f"{variant}_low"], fresh[f"{variant}_loaded"]
+        keys[f"{prefix}_p50_ms"] = low["p50_ms"]["median"]
+        keys[f"{prefix}_p99_ms"] = low["p99_ms"]["median"]
+        keys[f"{prefix}_max_ms"] = low["max_ms"]
+        keys[f"{prefix}_loaded_p50_ms"] = loaded["p50_ms"]["median"]
+        keys[f"{prefix}_loaded_p99_ms"] = loaded["p99_ms"]["median"]
+        keys[f"{prefix}_loaded_max_ms"] = loaded["max_ms"]
+        keys[f"{prefix}_p99_ms_spread"] = low["p99_ms"]
+        keys[f"{prefix}_loaded_p99_ms_spread"] = loaded["p99_ms"]
+        keys[f"{prefix}_background_eps"] = fresh[f"{variant}_background_eps"]["median"]
+    keys["freshness_samples_ms"] = {
+        v: {c: fresh[f"{v}_{c}"]["samples"] for c in ("low", "loaded")} for v in ("before", "after")
+    }
+    return keys
 
 
 def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +99,20 @@ def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]
         "rebuild_with_cleanup_s": api["rebuild"]["with_cleanup_seconds"],
         "rebuild_failed_reads": api["rebuild"]["failed_reads"],
         "rebuild_reads": api["rebuild"]["reads"],
+        "projection_eps_spread": spread([r["eps"] for r in ours]),
+        "api_rps_spread": spread([r.rps for r in runs["ours"]]),
+        "api_seed_rps_spread": spread([r.rps for r in runs["seed"]]),
+        "api_ceiling_rps_spread": spread([r.rps for r in runs["ceiling"]]),
+        **open_loop_keys(api["open_loop"]),
     }
+
+
+def versions() -> dict[str, dict[str, str]]:
+    """What each peer ran: ours and the ceiling share this venv; the seed has its own (the article's)."""
+    import importlib.metadata as md
+
+    ours = {p: md.version(p) for p in ("flask", "gunicorn", "redis", "PyMySQL", "confluent-kafka")}
+    return {"ours": ours, "ceiling": ours, "seed": seed_versions()}
 
 
 def main() -> None:
@@ -69,7 +122,8 @@ def main() -> None:
     projection = projection_suite(ROUNDS, count, naive_count=max(1000, int(3000 * SCALE)))
     with tempfile.TemporaryDirectory() as workdir:
         api = api_suite(projection["settings"], count, max(ROUNDS, 3), Path(workdir))
-    results = summarise(projection, api)
+    fresh = freshness_suite(ROUNDS)
+    results = {**summarise(projection, api), **freshness_keys(fresh), "versions": versions()}
     print(write(results, RESULTS))
 
 

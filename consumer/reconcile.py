@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from adapters.mysql import MySQLUsers
-from adapters.store import ProjectionStore, decode
+from adapters.store import ProjectionStore, parse_value
 from domain import User, UserAdded, Version
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Reconciler:
                 drift.note("missing", user.name.value)
                 missing.append(UserAdded(user, Version.from_mysql(user.since_ms)))
                 continue
-            held = decode(raw)
+            held = parse_value(raw)
             if held.user == user:
                 continue
             # Ahead: the projection holds a later version than MySQL's row. The AddService
@@ -80,8 +80,8 @@ class Reconciler:
 
     def _replace(self, user: User, raw: bytes) -> bool:
         """Put MySQL's current row in place of `raw`, unless either changed meanwhile."""
-        fresh = self.mysql.find(user.name.value)
-        if fresh is None or fresh == decode(raw).user:
+        fresh = self.mysql.find(user.name)
+        if fresh is None or fresh == parse_value(raw).user:
             return False
         # The row's own time as the version, so any event sent after that save still wins.
         return self.store.replace(self.generation, UserAdded(fresh, Version.repair(fresh.since_ms)), raw)
@@ -101,7 +101,7 @@ class Reconciler:
         for canonical, raw in zip(canonicals, self.store.get_raw_many(self.generation, canonicals), strict=True):
             if raw is None:
                 continue
-            held = decode(raw)
+            held = parse_value(raw)
             if held.user is not None:  # tombstones are not users: nothing to find in MySQL
                 views[canonical] = held.user
         drift.checked_keys += len(canonicals)

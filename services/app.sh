@@ -12,6 +12,8 @@ APP_DIR=${UMS_APP_DIR:-$ROOT/.run/app}
 BIN=${UMS_BIN:-$ROOT/.venv/bin}
 API_PORT=${UMS_API_PORT:-8080}
 export UMS_API_BIND=${UMS_API_BIND:-127.0.0.1:$API_PORT}
+OPS_PORT=${UMS_API_OPS_PORT:-$((API_PORT + 1000))}  # /metrics, /livez, /readyz: not on the public port
+export UMS_API_OPS_BIND=${UMS_API_OPS_BIND:-127.0.0.1:$OPS_PORT}
 export UMS_HEARTBEAT_FILE=${UMS_HEARTBEAT_FILE:-$APP_DIR/consumer.heartbeat}
 mkdir -p "$APP_DIR"
 
@@ -42,7 +44,7 @@ case ${1:-} in
     start_one consumer "$BIN/ums-find" consume
     start_one api "$BIN/gunicorn" -c "$ROOT/api/gunicorn.conf.py" --chdir "$ROOT"
     for _ in $(seq 150); do
-      curl -fsS "http://127.0.0.1:$API_PORT/livez" >/dev/null 2>&1 && exit 0
+      curl -fsS "http://${UMS_API_OPS_BIND}/livez" >/dev/null 2>&1 && exit 0
       alive "$APP_DIR/api.pid" || { tail -n 20 "$APP_DIR/api.log" >&2; log "the API exited"; exit 1; }
       sleep 0.2
     done

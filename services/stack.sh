@@ -9,6 +9,10 @@
 #   services/stack.sh kafka3-up [N]|kafka3-down  a 3-broker KRaft Kafka on 19092/19094/19096, RF 3,
 #                                                min.insync.replicas 2 (on demand; N: restart one node)
 #   services/stack.sh env     print the environment the project needs to reach the stack
+#   services/stack.sh secure-up|secure-down|secure-env   the secure stack beside it: Kafka SASL_SSL,
+#                                Redis TLS + ACL users, MariaDB requiring TLS (services/secure.sh;
+#                                ports REDIS_TLS_PORT, MYSQL_TLS_PORT, KAFKA_SASL_PORT and
+#                                KAFKA_SASL_CONTROLLER_PORT, default: the plaintext ones + 30000)
 #   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
 # Used by `make run`, `make test` and `.ci/run`. Idempotent. Everything lives under
@@ -26,6 +30,8 @@ KAFKA_HEAP=${KAFKA_HEAP:-768m}
 REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-2gb}
 START_TIMEOUT=${UMS_STACK_TIMEOUT:-90}
 KAFKA_LIBS=$CACHE_DIR/kafka/libs
+KAFKA_FORMAT_ARGS=()    # more `kafka-storage format` arguments (the secure broker's SCRAM users)
+KAFKA_TEMPLATE_VARS=()  # more sed expressions for a broker's properties template
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -180,7 +186,7 @@ mariadb_schema() {
   mysql_sql <<SQL || die "mariadb: creating users failed"
 CREATE USER IF NOT EXISTS '$UMS_MYSQL_USER'@'%' IDENTIFIED BY '$UMS_MYSQL_PASSWORD';
 ALTER USER '$UMS_MYSQL_USER'@'%' IDENTIFIED BY '$UMS_MYSQL_PASSWORD';
-GRANT SELECT ON glarimy.* TO '$UMS_MYSQL_USER'@'%';
+GRANT SELECT ON glarimy.ums_users TO '$UMS_MYSQL_USER'@'%';
 CREATE USER IF NOT EXISTS '$UMS_ADDSERVICE_MYSQL_USER'@'%' IDENTIFIED BY '$UMS_ADDSERVICE_MYSQL_PASSWORD';
 ALTER USER '$UMS_ADDSERVICE_MYSQL_USER'@'%' IDENTIFIED BY '$UMS_ADDSERVICE_MYSQL_PASSWORD';
 GRANT SELECT, INSERT, UPDATE, DELETE ON glarimy.* TO '$UMS_ADDSERVICE_MYSQL_USER'@'%';
@@ -214,10 +220,11 @@ kafka_node_up() {  # kafka_node_up DIR PORT CONTROLLER_PORT NODE_ID VOTERS CLUST
   check_port_free kafka "$port" "$pid"
   local t0=$SECONDS
   sed -e "s#@KAFKA_PORT@#$port#g" -e "s#@CONTROLLER_PORT@#$cport#g" -e "s#@DATA_DIR@#$d/data#g" \
-      -e "s#@NODE_ID@#$node#g" -e "s#@VOTERS@#$voters#g" "$template" >"$d/server.properties"
+      -e "s#@NODE_ID@#$node#g" -e "s#@VOTERS@#$voters#g" "${KAFKA_TEMPLATE_VARS[@]}" "$template" >"$d/server.properties"
   if [ ! -f "$d/data/meta.properties" ]; then
     [ -s "$id_file" ] || kafka_java kafka.tools.StorageTool random-uuid >"$id_file"
-    kafka_java kafka.tools.StorageTool format -t "$(cat "$id_file")" -c "$d/server.properties" >"$d/format.log" 2>&1 \
+    kafka_java kafka.tools.StorageTool format -t "$(cat "$id_file")" -c "$d/server.properties" \
+      "${KAFKA_FORMAT_ARGS[@]}" >"$d/format.log" 2>&1 \
       || { cat "$d/format.log" >&2; die "kafka: formatting the storage failed"; }
   fi
   : >"$kafka_log"
@@ -256,7 +263,10 @@ kafka3_up() {  # kafka3_up [NODE]: the three nodes, or one of them (1..3) again 
 }
 
 kafka3_down() {
-  for n in 1 2 3; do stop_one "kafka node $n" "$STACK_DIR/kafka3/node$n/kafka.pid"; done
+  # All three at once: stopped one by one, the last ones lose their quorum and wait out
+  # their controlled-shutdown timeout (tens of seconds) for nothing.
+  for n in 1 2 3; do stop_one "kafka node $n" "$STACK_DIR/kafka3/node$n/kafka.pid" & done
+  wait
 }
 
 # ---------------------------------------------------------------- common
@@ -307,8 +317,14 @@ down() {
   stop_one redis "$STACK_DIR/redis/redis.pid"
 }
 
+# shellcheck source=services/secure.sh
+. "$ROOT/services/secure.sh"
+
 case ${1:-} in
   up) up ;;
+  secure-up) secure_up ;;
+  secure-down) secure_down ;;
+  secure-env) secure_env ;;
   with)
     # with -- CMD...: start what is not running, run CMD with the stack's environment,
     # then stop exactly the services this call started (a running `make run` stack survives).
@@ -328,7 +344,7 @@ case ${1:-} in
     rc=0; "$@" || rc=$?
     exit $rc
     ;;
-  down) down; cluster_down; kafka3_down ;;
+  down) down; cluster_down; kafka3_down; secure_down ;;
   cluster-up) cluster_up ;;
   kafka3-up) kafka3_up "${2:-}" ;;
   kafka3-down) kafka3_down ;;

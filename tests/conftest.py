@@ -169,9 +169,13 @@ class Server:
     base: str
     proc: subprocess.Popen[bytes]
     log: Path
+    ops: str = ""  # the operational port's base URL: /metrics, /livez, /readyz
 
     def get(self, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
         return requests.get(self.base + path, timeout=10, **kwargs)
+
+    def ops_get(self, path: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+        return requests.get(self.ops + path, timeout=10, **kwargs)
 
 
 def _stop(proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
@@ -187,11 +191,17 @@ def start_api(settings, tmp_path):
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def start(custom: Settings | None = None, **env: str) -> Server:
-        port = free_port()
+        port, ops_port = free_port(), free_port()
         log = tmp_path / f"api{len(started)}.log"
         environment = env_of(
             custom or settings,
-            **{"UMS_API_BIND": f"127.0.0.1:{port}", "UMS_API_WORKERS": "2", "UMS_LOG_JSON": "false", **env},
+            **{
+                "UMS_API_BIND": f"127.0.0.1:{port}",
+                "UMS_API_OPS_BIND": f"127.0.0.1:{ops_port}",
+                "UMS_API_WORKERS": "2",
+                "UMS_LOG_JSON": "false",
+                **env,
+            },
         )
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -202,12 +212,12 @@ def start_api(settings, tmp_path):
                 stderr=subprocess.STDOUT,
             )
         started.append((proc, log))
-        server = Server(f"http://127.0.0.1:{port}", proc, log)
+        server = Server(f"http://127.0.0.1:{port}", proc, log, f"http://127.0.0.1:{ops_port}")
 
         def up() -> bool:
             assert proc.poll() is None, log.read_text()
             try:
-                return server.get("/livez").status_code == 200
+                return server.ops_get("/livez").status_code == 200
             except requests.ConnectionError:
                 return False
 
@@ -234,3 +244,52 @@ def consumer_process(settings, tmp_path):
         )
     yield proc
     _stop(proc, log, "consumer")
+
+
+# ---- the secure stack: TLS and authentication on every link (services/secure.sh)
+
+SECRET_SETTINGS = (
+    "kafka_sasl_password",
+    "redis_api_password",
+    "redis_consumer_password",
+    "redis_admin_password",
+    "mysql_password",
+    "addservice_mysql_password",
+)
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    env: dict[str, str]  # the clients' environment (UMS_*), and SECURE_OTHER_CA_FILE
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings for the secure servers; its own topic and group, the prefix the Redis ACLs allow."""
+        return Settings.from_env(self.env, **{"topic": unique("ums-sec"), "group_id": unique("ums-sec"), **overrides})
+
+    @property
+    def other_ca(self) -> str:
+        return self.env["SECURE_OTHER_CA_FILE"]
+
+    def secrets(self) -> list[str]:
+        base = Settings.from_env(self.env)
+        return [getattr(base, name) for name in SECRET_SETTINGS]
+
+    def assert_no_secret_in(self, text: str, where: str) -> None:
+        leaked = [name for name, value in zip(SECRET_SETTINGS, self.secrets(), strict=True) if value in text]
+        assert not leaked, f"{where} shows the value of {leaked}"
+
+
+@pytest.fixture(scope="session")
+def secure_stack(stack_settings: Settings) -> Iterator[SecureStack]:
+    """The secure servers beside the plaintext ones, started once (and stopped if started here)."""
+    stack = ROOT / "services" / "stack.sh"
+    directory = Path(os.environ.get("UMS_STACK_DIR", ROOT / ".run" / "stack")) / "secure"
+    running = [p for p in ("redis/redis.pid", "mariadb/mysqld.pid", "kafka/kafka.pid") if (directory / p).exists()]
+    result = subprocess.run([str(stack), "secure-up"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, "services/stack.sh secure-up failed:\n" + result.stderr[-3000:]
+    env = dict(
+        line.split("=", 1) for line in (directory / "env").read_text().splitlines() if "=" in line and line[0] != "#"
+    )
+    yield SecureStack(env)
+    if len(running) < 3:
+        subprocess.run([str(stack), "secure-down"], check=True, capture_output=True, timeout=120)

@@ -79,3 +79,24 @@ def run_cli(settings: Settings, *args: str, timeout: float = 120, **env: str) ->
         text=True,
         timeout=timeout,
     )
+
+
+def kustomize(target: str, secrets: bool = True) -> subprocess.CompletedProcess[str]:
+    """`kubectl kustomize k8s/<target>` on a copy of k8s/ whose git-ignored secret files
+    (k8s/base/secrets/*.env) hold placeholder values, or are absent (`secrets=False`)."""
+    import re
+    import shutil
+    import tempfile
+
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render k8s/ (apt-get install kubectl): it includes kustomize"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "k8s"
+        shutil.copytree(ROOT / "k8s", copy, ignore=shutil.ignore_patterns("*.env"))
+        if secrets:
+            for example in (copy / "base" / "secrets").glob("*.env.example"):
+                text = re.sub(r"(?m)^(UMS_\w+)=$", r"\1=EXAMPLE-ONLY", example.read_text())
+                example.with_name(example.name.removesuffix(".example")).write_text(text)
+        return subprocess.run(
+            [kubectl, "kustomize", str(copy / target)], capture_output=True, text=True, timeout=120, check=False
+        )

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import pytest
 import yaml
 
 from adapters.settings import Settings
-from tests.helpers import check_cli
+from tests.helpers import check_cli, kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -51,12 +49,7 @@ Objects = list[dict[str, Any]]
 
 
 def render(kustomization: str) -> Objects:
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        pytest.fail("kubectl is needed to render k8s/ (apt-get install kubectl): it includes kustomize")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(K8S / kustomization)], capture_output=True, text=True, timeout=120, check=False
-    )
+    result = kustomize(kustomization)  # on a copy, with placeholder secret files (never committed)
     assert result.returncode == 0, f"kubectl kustomize k8s/{kustomization} failed:\n{result.stderr}"
     objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     assert objects, f"k8s/{kustomization} renders nothing"
@@ -154,7 +147,6 @@ def test_the_base_has_every_part(base: Objects) -> None:
     expected = {
         ("ServiceAccount", "ums-find"),
         ("ConfigMap", "ums-find-config"),
-        ("Secret", "ums-find-mysql"),
         ("Deployment", "ums-find-consumer"),
         ("Deployment", "ums-find-api"),
         ("Service", "ums-find-api"),
@@ -317,17 +309,19 @@ def test_no_literal_secrets_in_env(rendered: Objects) -> None:
                     assert "value" not in env, f"{where}: {name} must come from a Secret"
 
 
-def test_settings_in_configmap_and_passwords_in_the_example_secret(rendered: Objects) -> None:
+def test_settings_in_configmap_and_passwords_in_generated_secrets(rendered: Objects) -> None:
     known = set(Settings.variables())
     config = one(rendered, "ConfigMap", "ums-find-config")["data"]
     assert set(config) <= known, f"unknown settings: {sorted(set(config) - known)}"
     assert not [k for k in config if "PASSWORD" in k], "passwords belong in the Secret"
-    secret = one(rendered, "Secret", "ums-find-mysql")
-    values = secret.get("stringData", {})
-    assert set(values) == {"UMS_MYSQL_PASSWORD"} and set(values) <= known
-    assert all("EXAMPLE" in v for v in values.values()), "the Secret carries example values only"
-    assert "example" in " ".join(secret["metadata"].get("annotations", {})), "the Secret is marked as example"
-    assert "EXAMPLE VALUES ONLY" in (K8S / "base" / "secret.yaml").read_text()
+    secrets = find(rendered, "Secret")
+    assert {s["metadata"]["name"].rsplit("-", 1)[0] for s in secrets} == {
+        "ums-find-api",
+        "ums-find-consumer",
+        "ums-find-jobs",
+    }, "one generated Secret per component (a hash suffix after the name)"
+    for secret in secrets:
+        assert set(secret["data"]) <= known and all("PASSWORD" in k for k in secret["data"])
 
 
 def test_every_variable_is_read_by_something(rendered: Objects) -> None:
@@ -377,7 +371,8 @@ def test_consumer_probes_use_the_cli_and_check_no_dependency(rendered: Objects) 
     assert ready[:3] == ["ums-find", "probe", "ready"]
     assert container["startupProbe"]["exec"]["command"] == live
     assert "UMS_HEARTBEAT_FILE" in env_names(container)
-    assert not [s for s in container.get("envFrom", []) if "secretRef" in s], "the consumer needs no password"
+    refs = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+    assert [r.rsplit("-", 1)[0] for r in refs] == ["ums-find-consumer"], "the consumer's own Secret only"
     port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
     assert str(port) == env_names(container)["UMS_METRICS_PORT"]["value"]
 
@@ -391,7 +386,8 @@ def test_api_deployment_service_hpa_and_pdb(rendered: Objects) -> None:
     container = api["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == 8080
+    assert {container[p]["httpGet"]["port"] for p in PROBES} == {"ops"}, "probes on the ops port"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "ops": 9102}
     assert env_names(container)["UMS_API_BIND"]["value"].endswith(":8080")
     service = one(rendered, "Service", "ums-find-api")
     assert service["spec"]["type"] == "LoadBalancer"
@@ -439,8 +435,14 @@ def test_network_policies(rendered: Objects) -> None:
             assert {("UDP", DNS), ("TCP", DNS)} <= ports, f"{policy['metadata']['name']}: DNS over UDP and TCP"
             for rule in policy["spec"].get("egress", []):
                 assert rule.get("ports"), "an egress rule without ports allows everything"
+                assert rule.get("to"), "an egress rule without peers allows every address"
+            for rule in policy["spec"].get("ingress", []):
+                assert rule.get("from"), "an ingress rule without peers allows every address"
     api = one(rendered, "NetworkPolicy", "ums-find-api")["spec"]
-    assert [(p["protocol"], p["port"]) for rule in api["ingress"] for p in rule["ports"]] == [("TCP", 8080)]
+    assert [(p["protocol"], p["port"]) for rule in api["ingress"] for p in rule["ports"]] == [
+        ("TCP", 8080),
+        ("TCP", 9102),
+    ]
     assert egress_ports(one(rendered, "NetworkPolicy", "ums-find-api")) >= {("TCP", REDIS), ("TCP", MYSQL)}
     assert egress_ports(one(rendered, "NetworkPolicy", "ums-find-consumer")) >= {("TCP", KAFKA), ("TCP", REDIS)}
 

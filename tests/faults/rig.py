@@ -19,12 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from adapters.kafka import consumer_config
 from adapters.settings import Settings
-from adapters.store import ProjectionStore, Stored
-from adapters.store import decode as decode_stored
+from adapters.store import ProjectionStore, Stored, parse_value
 from consumer.decode import Envelope, PoisonEvent, decode
 from domain import newest_per_user
 from domain.projection import Event
@@ -123,7 +122,7 @@ def snapshot(store: ProjectionStore, generation: int) -> dict[str, Stored]:
             pipe.get(key)
         for key, raw in zip(chunk, pipe.execute(), strict=True):
             if raw is not None:
-                result[key.decode()[head:]] = decode_stored(raw)
+                result[key.decode()[head:]] = parse_value(raw)
     return result
 
 
@@ -161,23 +160,37 @@ def committed_count(settings: Settings, partitions: int = 6) -> int:
         reader.close()
 
 
-def committed_equals_end(settings: Settings, partitions: int = 6) -> bool:
-    """True when the group committed every partition up to its end (everything written)."""
-    reader = Consumer(consumer_config(settings, **{"group.id": settings.group_id}))
+def positions_reach_end(settings: Settings, partitions: int = 6) -> bool:
+    """True when the live generation's saved positions reach every partition's end (everything written).
+
+    Positions in Redis are where consumers resume (docs/decisions.md "Recovery"); Kafka's
+    committed offsets are monitoring only and may lag after a coordinator moves.
+    """
+    from adapters.clients import Role, projection_store
+    from adapters.generations import Generations
+
+    generations = Generations(projection_store(settings, Role.ADMIN))
+    pointer = generations.read()
+    if pointer is None:
+        return False
+    saved = generations.positions(pointer.live, range(partitions))
+    reader = Consumer(consumer_config(settings))
     try:
-        tps = [TopicPartition(settings.topic, p) for p in range(partitions)]
-        committed = reader.committed(tps, timeout=10)
-        for tp in committed:
-            _, high = reader.get_watermark_offsets(TopicPartition(settings.topic, tp.partition), timeout=10)
-            if high > 0 and tp.offset < high:
+        for partition in range(partitions):
+            _, high = reader.get_watermark_offsets(TopicPartition(settings.topic, partition), timeout=10)
+            if high > 0 and saved.get(partition, -1) < high:
                 return False
         return True
+    except KafkaException as exc:
+        if exc.args[0].retriable():  # a broker restarting: not yet, ask again
+            return False
+        raise
     finally:
         reader.close()
 
 
 def wait_converged(settings: Settings, timeout: float = 90) -> None:
-    wait_until(lambda: committed_equals_end(settings), timeout, "the group to commit every partition", interval=0.5)
+    wait_until(lambda: positions_reach_end(settings), timeout, "positions to reach every partition's end", interval=0.5)
 
 
 class ConsumerProcess:

@@ -19,7 +19,10 @@ def client(settings, redis_client):
     return create_app(settings).test_client()
 
 
-def test_user_only_in_mysql_is_found_and_repaired(client, settings, mysql_writer, store, name_tag):
+def test_user_only_in_mysql_is_found_and_repaired_when_asked(settings, mysql_writer, store, name_tag):
+    from dataclasses import replace
+
+    client = create_app(replace(settings, read_repair=True)).test_client()  # off by default (docs/security.md)
     Generations(store).ensure()
     name = f"{name_tag} Only In SQL"
     mysql_writer.upsert_many([User(Name(name), PhoneNumber(9876543210), SINCE)])

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from adapters.clients import mysql_users
 from adapters.generations import Generations
-from adapters.store import encode
+from adapters.store import format_value
 from consumer.reconcile import Reconciler
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.conftest import CLUSTER_TOO
@@ -32,7 +32,7 @@ def test_reconcile_reports_and_repairs_exactly_the_injected_drift(settings, stor
         store.client.delete(store.key(1, user.name.canonical))
     for i, user in enumerate(users[3:5], start=3):  # a phone altered in Redis, version kept
         wrong = UserAdded(User(user.name, PhoneNumber(9_999_999_999), SINCE), Version(user.since_ms, i % 6, i))
-        store.client.set(store.key(1, user.name.canonical), encode(wrong))
+        store.client.set(store.key(1, user.name.canonical), format_value(wrong))
     ghost = User(Name(f"{name_tag} ghost user"), PhoneNumber(9_555_555_555), SINCE)  # not in MySQL
     store.apply([UserAdded(ghost, Version(ghost.since_ms, 0, 999))], 1)
     newer = User(users[5].name, PhoneNumber(9_888_888_888), datetime(2024, 1, 1, tzinfo=UTC))

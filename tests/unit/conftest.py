@@ -10,7 +10,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from api import create_app
 from api.finder import Finder
-from domain import User, active_collation, canonical_name
+from domain import Name, User, active_collation
 
 
 class MemoryUsers:
@@ -22,11 +22,11 @@ class MemoryUsers:
         self.calls = 0
         self.collation = ""  # empty: the configured one
 
-    def find(self, name: str) -> User | None:
+    def find(self, name: Name) -> User | None:
         self.calls += 1
         if self.down:
             raise MySQLError("MySQL is down (test double)")
-        return self.rows.get(canonical_name(name))
+        return self.rows.get(name.canonical)
 
     def ping(self) -> None:
         if self.down:

@@ -30,7 +30,23 @@ def test_case_and_trailing_space_find_the_same_user(client, store):
         assert client.get(f"/user/{variant}").get_json()["name"] == "KrishnaMohan"
 
 
-def test_miss_falls_back_to_mysql_and_repairs_the_projection(client, store, mysql):
+def test_miss_falls_back_to_mysql_without_writing_by_default(client, store, mysql):
+    store.client.set(store.pointer_key, 1)
+    mysql.save(KRISHNA)
+    first = client.get("/user/KrishnaMohan")
+    assert first.status_code == 200 and first.headers["X-Ums-Source"] == "mysql"
+    assert client.get("/user/KrishnaMohan").headers["X-Ums-Source"] == "mysql"  # the API's user only reads
+    assert store.get(KRISHNA.name.canonical, 1) is None
+
+
+def test_miss_falls_back_to_mysql_and_repairs_the_projection_when_asked(settings, store, mysql):
+    from dataclasses import replace
+
+    from api import create_app
+    from api.finder import Finder
+
+    repairing = replace(settings, read_repair=True)
+    client = create_app(repairing, finder=Finder(store, mysql, repairing)).test_client()
     store.client.set(store.pointer_key, 1)
     mysql.save(KRISHNA)
     first = client.get("/user/KrishnaMohan")
@@ -103,6 +119,17 @@ def test_etag_and_if_none_match_give_304(client, store):
     again = client.get("/user/KrishnaMohan", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
     assert again.data == b""
+    # Weak comparison: a cache that weakened the tag, in a list, still gets 304; another tag 200.
+    weak = client.get("/user/KrishnaMohan", headers={"If-None-Match": f'"other", W/{first.headers["ETag"]}'})
+    assert weak.status_code == 304 and weak.headers["ETag"] == first.headers["ETag"]
+    assert client.get("/user/KrishnaMohan", headers={"If-None-Match": 'W/"other"'}).status_code == 200
+
+
+def test_400_and_404_say_how_long_they_may_be_cached(client, store):
+    store.client.set(store.pointer_key, 1)
+    assert client.get("/user/Nobody%20Here").headers["Cache-Control"] == "public, max-age=2"
+    assert client.get("/user/a%0Ab").headers["Cache-Control"] == "public, max-age=5"
+    assert "max-age" in client.get("/nothing/here").headers["Cache-Control"]
 
 
 def test_unknown_names_are_remembered_briefly(client, store, mysql):
@@ -141,22 +168,65 @@ def test_a_refused_redis_does_not_open_the_breaker(client, store, mysql, monkeyp
     assert len(calls) == 10
 
 
+OPS = "http://localhost:9080"  # the unit settings' ops port: api_bind's port + 1000
+
+
 def test_readyz_says_which_source_answers(client, mysql):
-    body = client.get("/readyz").get_json()
+    body = client.get("/readyz", base_url=OPS).get_json()
     assert body == {"ready": True, "sources": {"projection": True, "mysql": True}}
     mysql.down = True
-    body = client.get("/readyz").get_json()
+    body = client.get("/readyz", base_url=OPS).get_json()
     assert body["sources"]["mysql"] is False and body["ready"] is True
+
+
+def test_operational_endpoints_answer_on_the_ops_port_only(client, store):
+    project(store, KRISHNA)
+    for path in ("/metrics", "/livez", "/readyz"):
+        assert client.get(path).status_code == 404, path
+        assert client.get(path, base_url=OPS).status_code == 200, path
+    for path in ("/user/KrishnaMohan", "/openapi.json"):
+        assert client.get(path).status_code == 200, path
+        assert client.get(path, base_url=OPS).status_code == 404, path
+    # A Host header does not move a request to the other port.
+    assert client.get("/metrics", headers={"Host": "localhost:9080"}).status_code == 404
+
+
+def test_a_misconfigured_link_keeps_the_api_unready_with_one_log_line(client, mysql, caplog):
+    import pymysql
+
+    def refused() -> None:
+        raise pymysql.OperationalError(1045, "Access denied for user 'ums_find_ro'@'localhost' (using password: YES)")
+
+    mysql.ping = refused
+    for _ in range(3):
+        response = client.get("/readyz", base_url=OPS)
+        assert response.status_code == 503
+        assert response.get_json()["misconfigured"] == {"mysql": "authentication failed"}
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+    assert "UMS_MYSQL_USER/_PASSWORD" in caplog.text
+
+
+def test_an_outage_after_a_link_answered_is_not_a_misconfiguration(client, mysql):
+    import pymysql
+
+    assert client.get("/readyz", base_url=OPS).status_code == 200
+
+    def refused() -> None:
+        raise pymysql.OperationalError(1045, "Access denied (a password rotated under a running process)")
+
+    mysql.ping = refused  # the fallback's job: Redis answers, the API stays ready
+    body = client.get("/readyz", base_url=OPS).get_json()
+    assert body["ready"] is True and "misconfigured" not in body
 
 
 def test_a_column_with_another_collation_keeps_the_api_unready(client, mysql, caplog):
     mysql.collation = "utf8mb4_0900_ai_ci"
-    response = client.get("/readyz")
+    response = client.get("/readyz", base_url=OPS)
     assert response.status_code == 503
     assert response.get_json()["collation_mismatch"] == "utf8mb4_0900_ai_ci"
     assert "UMS_NAME_COLLATION" in caplog.text
     mysql.collation = ""
-    assert client.get("/readyz").status_code == 200
+    assert client.get("/readyz", base_url=OPS).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/user/Renee%0ADubois", "/user/Renee Dubois%0A", "/user/%0D%0ARenee Dubois"])
@@ -211,7 +281,7 @@ def test_huge_headers_are_431_problem(client):
 def test_metrics_count_requests_by_source(client, store):
     project(store, KRISHNA)
     client.get("/user/KrishnaMohan")
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", base_url=OPS).get_data(as_text=True)
     assert 'ums_api_requests_total{method="GET",route="/user/<name:name>",source="projection",status="200"} 1.0' in text
     assert "ums_api_request_duration_seconds_bucket" in text
 

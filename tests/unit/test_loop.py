@@ -58,6 +58,7 @@ class FakeConsumer:
         self.seeks: list[tuple[int, int]] = []
         self.stored: dict[int, int] = {}
         self.callbacks: dict = {}
+        self.consume_calls: list[tuple[int, float]] = []
 
     def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -78,6 +79,7 @@ class FakeConsumer:
         self.next[partition] = 0 if offset == OFFSET_BEGINNING or offset < 0 else offset
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        self.consume_calls.append((num_messages, timeout))
         batch = []
         for partition, log in sorted(self.logs.items()):
             start = self.next.get(partition)
@@ -245,3 +247,28 @@ def test_a_stale_claim_is_swept_and_the_live_generation_never_is(store, logs, tm
     assert generations.sweep() == 1  # now unclaimed: its one key goes
     assert len(phones(store)) == 3 and store.get("ganesh rao", 1) is not None  # the live generation is whole
     assert generations.sweep(only=1) == 0
+
+
+def test_a_lone_event_is_taken_without_waiting_for_a_full_batch(store, logs, tmp_path):
+    loop, consumer = make_loop(store, {0: [put("Krishna Mohan", 9_000_000_001, 0, 0)]}, tmp_path)
+    loop.step()
+    # Only the first message may wait (up to the batch timeout); the rest is drained at once.
+    settings = loop.settings
+    assert consumer.consume_calls == [(1, settings.batch_timeout_s), (settings.batch_size - 1, 0)]
+    assert phones(store) == {"krishna mohan": 9_000_000_001}
+
+
+def test_an_idle_topic_waits_once_per_step(store, tmp_path):
+    loop, consumer = make_loop(store, {0: []}, tmp_path)
+    loop.step()
+    assert consumer.consume_calls == [(1, loop.settings.batch_timeout_s)]
+
+
+def test_a_backlog_still_comes_in_full_batches(store, tmp_path):
+    backlog = [put(f"Bench User {i:08d}", 9_000_000_000 + i, 0, i) for i in range(5000)]
+    loop, _consumer = make_loop(store, {0: backlog}, tmp_path)
+    loop.step()
+    assert Generations(store).all_positions(1) == {0: loop.settings.batch_size}
+    loop.step()
+    loop.step()
+    assert Generations(store).all_positions(1) == {0: 5000}

@@ -1,0 +1,98 @@
+"""Open-loop latency at fixed request rates, and capacity at the SLO (p99 <= 10 ms, no errors).
+
+Series (each a server and a list of names):
+    ours       our API, names the projection holds
+    fallback   our API with an empty projection: MySQL answers (the fallback path)
+    unknown    our API, names nobody has (404: projection miss, then MySQL or the unknown-name cache)
+    ceiling    the same Flask under the same gunicorn settings answering a fixed body
+    seed       the article's FindService (waitress, a MySQL connection per request)
+Every series runs the issue's rates (250, 500, 1,000, 2,000 req/s); the capacity series also
+climb the ladder between and above them while the previous rate held the SLO. Rounds alternate
+the series so a drifting machine load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import QUICK, median, spread
+from bench.loadgen import Point, attack
+from bench.servers import Server
+
+log = logging.getLogger("bench")
+SLO_MS = 10.0
+RATES = [250, 500, 1000, 2000]
+LADDER = [250, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000]
+DURATION_S = 2.0 if QUICK else 6.0
+
+
+@dataclass
+class Series:
+    name: str
+    server: Server
+    targets: Path
+    expect: int  # the status every request should get
+    capacity: bool  # climb the ladder to find the highest rate within the SLO
+
+
+def run_series(series: Series, workdir: Path) -> dict[int, Point]:
+    rates = LADDER if series.capacity else RATES
+    points: dict[int, Point] = {}
+    holding = True
+    attack(series.targets, 100, 1.0, series.expect, workdir)  # warm-up: connections, caches
+    for rate in rates:
+        if rate not in RATES and not holding:
+            continue  # above its capacity already: only the issue's rates are still measured
+        point = attack(series.targets, rate, DURATION_S, series.expect, workdir)
+        points[rate] = point
+        holding = holding and point.meets(SLO_MS)
+        if not point.meets(SLO_MS):
+            series.server.settle()
+    return points
+
+
+def capacity(points: dict[int, Point]) -> int:
+    """The highest rate held within the SLO with every lower rate held too (0: not even the first)."""
+    held = 0
+    for rate in sorted(points):
+        if not points[rate].meets(SLO_MS):
+            break
+        held = rate
+    return held
+
+
+def open_loop_suite(series: list[Series], rounds: int, workdir: Path) -> dict[str, object]:
+    runs: dict[str, list[dict[int, Point]]] = {s.name: [] for s in series}
+    for r in range(rounds):
+        log.info("open-loop round %d of %d", r + 1, rounds)
+        for s in series:
+            runs[s.name].append(run_series(s, workdir))
+            held = capacity(runs[s.name][-1]) if s.capacity else "-"
+            p99 = {rate: p.p99_ms for rate, p in runs[s.name][-1].items()}
+            log.info("  %s: p99 ms by rate %s; capacity %s", s.name, p99, held)
+    return summarise(runs, {s.name for s in series if s.capacity})
+
+
+def summarise(runs: dict[str, list[dict[int, Point]]], with_capacity: set[str]) -> dict[str, object]:
+    """Per series and rate: median and spread of p50/p99/p99.9 over the rounds; capacities."""
+    table: dict[str, dict[str, dict[str, object]]] = {}
+    capacities: dict[str, dict[str, float]] = {}
+    for name, rounds in runs.items():
+        table[name] = {}
+        for rate in sorted({rate for points in rounds for rate in points}):
+            got = [points[rate] for points in rounds if rate in points]
+            table[name][str(rate)] = {
+                "p50_ms": median([p.p50_ms for p in got]),
+                "p99_ms": median([p.p99_ms for p in got]),
+                "p999_ms": median([p.p999_ms for p in got]),
+                "max_ms": max(p.max_ms for p in got),
+                "p99_ms_spread": spread([p.p99_ms for p in got]),
+                "errors": sum(p.errors for p in got),
+                "requests": sum(p.requests for p in got),
+                "rounds": len(got),
+            }
+        if name in with_capacity:
+            capacities[name] = spread([float(capacity(points)) for points in rounds])
+    return {"table": table, "capacity": capacities, "slo_ms": SLO_MS, "duration_s": DURATION_S}
