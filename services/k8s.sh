@@ -5,7 +5,8 @@
 # the CNI bridge plugin, CoreDNS; images moved from Docker to containerd, no registry.
 #
 #   services/k8s.sh up       node Ready, CoreDNS, the stand-ins (k8s/overlays/local-deps), topics,
-#                            then ums-find as shipped: kubectl apply -k k8s/overlays/dev
+#                            then ums-find: kubectl apply -k k8s/overlays/local (the dev overlay
+#                            with plaintext links to the stand-ins)
 #   services/k8s.sh node     only the node (Ready, CoreDNS): no workloads
 #   services/k8s.sh down     stop what `up` started and remove its state (pods, iptables, bridge)
 #   services/k8s.sh env      variables the deploy tests use (KUBECONFIG, addresses reachable from this host)
@@ -201,12 +202,27 @@ YAML
   kc -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null
 }
 
-mysql_password() {  # the read-only user's password, from the ums-find Secret as the dev overlay renders it
-  kc kustomize "$ROOT/k8s/overlays/dev" | kc create --dry-run=client -o json -f - \
+secret_files() {  # k8s/base/secrets/*.env (git-ignored) from their templates, if missing: the
+  # generated MySQL password (the stand-in's read-only user gets it too); no Kafka or Redis
+  # passwords, as the stand-ins have no users
+  local dir=$ROOT/k8s/base/secrets example target password
+  password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  for example in "$dir"/*.env.example; do
+    target=${example%.example}
+    [ -f "$target" ] && continue
+    log "writing $(basename "$target") (generated MySQL password, no Kafka/Redis passwords: the stand-ins have none)"
+    sed -e '/^#/d' -e "s/^UMS_MYSQL_PASSWORD=.*/UMS_MYSQL_PASSWORD=$password/" "$example" >"$target"
+    chmod 600 "$target"
+  done
+}
+
+mysql_password() {  # the read-only user's password, from ums-find's Secrets as the overlay renders them
+  kc kustomize "$ROOT/k8s/overlays/local" | kc create --dry-run=client -o json -f - \
     | python3 "$ROOT/services/k8s/secret-value.py" UMS_MYSQL_PASSWORD
 }
 
 deps() {
+  secret_files
   import_images ums-find-standin/zookeeper:3.8.4 ums-find-standin/kafka:3.9.1 ums-find-standin/mysql:mariadb \
     ums-find-standin/redis:7 ums-find:0.1.0
   kc apply -k "$ROOT/k8s/overlays/local-deps" >/dev/null
@@ -235,7 +251,7 @@ deps() {
 
 app() {
   import_images ums-find:0.1.0
-  kc apply -k "$ROOT/k8s/overlays/dev" >/dev/null
+  kc apply -k "$ROOT/k8s/overlays/local" >/dev/null
   kc -n "$APP_NS" wait --for=condition=Available deploy --all --timeout=300s >/dev/null \
     || { kc -n "$APP_NS" get pods -o wide >&2; die "ums-find Deployments not Available"; }
 }

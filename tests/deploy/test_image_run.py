@@ -84,17 +84,18 @@ def test_one_shot_entry_points(image: str, argv: list[str], code: int, expected:
 
 
 def test_api_entry_point_serves_liveness_without_its_dependencies(image: str, container: list[str]) -> None:
-    """The default command (gunicorn) starts read-only; /livez 200, /readyz 503 (no Redis, no MySQL)."""
+    """The default command (gunicorn) starts read-only; on the ops port /livez 200, /readyz 503 (no Redis, no MySQL)."""
     env = {
         "PROMETHEUS_MULTIPROC_DIR": "/run/ums-find/prometheus",
         "UMS_API_WORKERS": "1",
+        "UMS_API_OPS_BIND": "0.0.0.0:9080",
         "UMS_REDIS_URL": "redis://127.0.0.1:1/0",
         "UMS_MYSQL_HOST": "127.0.0.1",
         "UMS_MYSQL_PORT": "1",
     }
     options = ["--tmpfs", "/run/ums-find/prometheus:uid=10001,gid=10001"]
     cid = detached(container, image, options + [f"-e{k}={v}" for k, v in env.items()])
-    base = f"http://{ip_of(cid)}:8080"
+    base = f"http://{ip_of(cid)}:9080"  # the ops port: probes and metrics, never on 8080
 
     def live() -> requests.Response | None:
         try:
