@@ -469,3 +469,23 @@ def test_dev_overlay_namespace_enforces_restricted(dev: Objects) -> None:
     for obj in dev:
         if obj["kind"] != "Namespace":
             assert obj["metadata"].get("namespace") == "ums-find-dev", f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_local_overlay_is_dev_with_plaintext_links_only(dev: Objects) -> None:
+    """k8s/overlays/local (services/k8s.sh, the stand-ins have no TLS or users) changes nothing else."""
+    patch = yaml.safe_load((ROOT / "k8s" / "overlays" / "local" / "configmap-patch.yaml").read_text())["data"]
+    assert set(patch) == {
+        "UMS_KAFKA_SECURITY_PROTOCOL",
+        "UMS_KAFKA_SASL_USERNAME",
+        "UMS_REDIS_API_USER",
+        "UMS_REDIS_CONSUMER_USER",
+        "UMS_REDIS_ADMIN_USER",
+        "UMS_MYSQL_SSL_CA",
+    }
+    local = render("overlays/local")
+    assert one(local, "ConfigMap", "ums-find-config")["data"] == {
+        **one(dev, "ConfigMap", "ums-find-config")["data"],
+        **patch,
+    }
+    others = [o for o in local if o["kind"] != "ConfigMap"]
+    assert others == [o for o in dev if o["kind"] != "ConfigMap"]
