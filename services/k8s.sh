@@ -311,6 +311,10 @@ print_env() {
   echo "UMS_KAFKA_BOOTSTRAP=$kafka_ip:29092"
   echo "UMS_REDIS_URL=redis://$redis_ip:6379/0"
   echo "UMS_K8S_API_URL=http://$api_ip:8080"
+  # the AddService stand-in's writer on the MySQL stand-in (generated, local to this node)
+  echo "UMS_MYSQL_HOST=$(kc -n ums-data-dev get svc mysql -o jsonpath='{.spec.clusterIP}')"
+  echo "UMS_ADDSERVICE_MYSQL_USER=$(kc -n ums-data-dev get secret mysql-standin -o jsonpath='{.data.UMS_ADDSERVICE_MYSQL_USER}' | base64 -d)"
+  echo "UMS_ADDSERVICE_MYSQL_PASSWORD=$(kc -n ums-data-dev get secret mysql-standin -o jsonpath='{.data.UMS_ADDSERVICE_MYSQL_PASSWORD}' | base64 -d)"
   echo "UMS_VEGETA=$VEGETA_BIN"
 }
 
