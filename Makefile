@@ -23,7 +23,7 @@ help:
 	@echo "make image         the production image (docker build; local base, no registry needed)"
 	@echo "make compose-up    the whole system in docker compose (stand-in images); API on 127.0.0.1:8080"
 	@echo "make compose-down  stop it and throw its data away"
-	@echo "make k8s-up        a single-node Kubernetes here, the stand-ins and ums-find (k8s/overlays/dev)"
+	@echo "make k8s-up        a single-node Kubernetes here, the stand-ins and ums-find (k8s/overlays/local)"
 	@echo "make k8s-down      stop the node and remove its state"
 	@echo "make deploy-test   image, compose and Kubernetes runs (tests/deploy, marker deploy), long"
 
