@@ -9,7 +9,7 @@ STACK_ENV := set -a && . .run/stack/env && set +a
 API_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop stack-up stack-down test unit lint bench soak clean \
+.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick soak clean \
 	image compose-up compose-down k8s-up k8s-down deploy-test
 
 help:
@@ -18,7 +18,8 @@ help:
 	@echo "make test   the same set-up, then the whole test suite (stack stopped afterwards)"
 	@echo "make unit   unit tests only (no servers)"
 	@echo "make lint   ruff and mypy"
-	@echo "make bench  benchmarks (bench/), long"
+	@echo "make bench  benchmarks (bench/, README there), long: under 45 minutes"
+	@echo "make bench-quick  the same harness, small and short (figures not for quoting)"
 	@echo "make soak   long fault tests, long"
 	@echo "make image         the production image (docker build; local base, no registry needed)"
 	@echo "make compose-up    the whole system in docker compose (stand-in images); API on 127.0.0.1:8080"
@@ -70,6 +71,9 @@ lint: venv
 
 bench: venv
 	$(STACK) with -- $(BIN)/python -m bench.run
+
+bench-quick: venv
+	BENCH_QUICK=1 $(STACK) with -- $(BIN)/python -m bench.run
 
 soak: venv
 	$(STACK) with -- $(BIN)/pytest -m soak tests/faults $(PYTEST_ARGS)

@@ -18,7 +18,19 @@ import requests
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
-from bench.common import BIN, LOAD_CPUS, PINNING, QUICK, ROOT, children, cpu_seconds, env_for, pinned, wait_for
+from bench.common import (
+    BIN,
+    LOAD_CPUS,
+    PINNING,
+    PORT_BASE,
+    QUICK,
+    ROOT,
+    children,
+    cpu_seconds,
+    env_for,
+    pinned,
+    wait_for,
+)
 from bench.loadgen import write_targets
 from bench.openloop import Series, open_loop_suite
 from bench.projection import bench_name
@@ -108,10 +120,10 @@ def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) ->
     hits = write_names(workdir / "hits.txt", hit_names)
     in_sql = write_names(workdir / "mysql.txt", sql_names)
     unknown = write_names(workdir / "unknown.txt", unknown_names)
-    ours = gunicorn(settings, 18080)
-    fallback = gunicorn(replace(settings, key_prefix="bench-empty"), 18081)  # no projection: MySQL answers
-    ceiling = gunicorn(settings, 18082, "bench.peers.ceiling_app:create_app()")
-    seed = seed_server(settings, 18083)
+    ours = gunicorn(settings, PORT_BASE)
+    fallback = gunicorn(replace(settings, key_prefix="bench-empty"), PORT_BASE + 1)  # no projection: MySQL answers
+    ceiling = gunicorn(settings, PORT_BASE + 2, "bench.peers.ceiling_app:create_app()")
+    seed = seed_server(settings, PORT_BASE + 3)
     runs: dict[str, list[Wrk]] = {"ours": [], "ceiling": [], "seed": [], "fallback": [], "not_found": []}
     balance: list[list[float]] = []
     try:

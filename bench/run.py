@@ -7,13 +7,14 @@ many alternating rounds make each median (default 2).
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.api import api_suite
-from bench.common import RESULTS, ROUNDS, SCALE, machine, median, spread
+from bench.common import LOAD_CPUS, PINNING, RESULTS, ROUNDS, SCALE, SUT_CPUS, machine, median, spread
 from bench.freshness import freshness_suite
 from bench.projection import projection_suite
 from bench.report import write
@@ -117,13 +118,22 @@ def versions() -> dict[str, dict[str, str]]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_at_start = os.getloadavg()
     count = int(1_000_000 * SCALE)
     # The naive loop commits every message synchronously (about 130/s here): a smaller sample.
     projection = projection_suite(ROUNDS, count, naive_count=max(1000, int(3000 * SCALE)))
     with tempfile.TemporaryDirectory() as workdir:
         api = api_suite(projection["settings"], count, max(ROUNDS, 3), Path(workdir))
     fresh = freshness_suite(ROUNDS)
-    results = {**summarise(projection, api), **freshness_keys(fresh), "versions": versions()}
+    results = {
+        **summarise(projection, api),
+        **freshness_keys(fresh),
+        "versions": versions(),
+        # A busy machine shows here first: compare these before trusting a ratio.
+        "load_average_start": load_at_start,
+        "load_average_end": os.getloadavg(),
+        "pinning": {"enabled": PINNING, "system_under_test_cpus": SUT_CPUS, "load_generator_cpus": LOAD_CPUS},
+    }
     print(write(results, RESULTS))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 
@@ -19,6 +20,9 @@ class Server:
     def __init__(self, command: list[str], env: dict[str, str], port: int, probe: str = "/livez") -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.probe = probe
+        with socket.socket() as sock:  # another run's server would answer our probes: refuse to start
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is taken (another benchmark run?); set BENCH_PORT_BASE")
         self.proc = subprocess.Popen(
             pinned(command, SUT_CPUS), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

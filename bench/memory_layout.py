@@ -1,0 +1,128 @@
+"""Prototype, not the product: would small users in listpack-encoded hashes (bucketed keys) get Redis
+under 100 B/user without slowing the projection? Measures both layouts on the same users.
+
+    current   <prefix>:<gen>:<canonical> -> "time,partition,offset,±delta,phone,name" (adapters/store.py)
+    bucketed  <prefix>:<gen>:b:<crc32(canonical) % buckets> hash, field <canonical>, the same value;
+              ~64 users per bucket, under hash-max-listpack-entries (128) and -value (64 B), so every
+              bucket stays a listpack. The fence is per field inside one key: still one atomic script
+              per call, and a bucket key lives in one Cluster slot like a user key did.
+
+python -m bench.memory_layout [USERS]  (default 1,000,000; uses Redis database 2, flushed)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zlib
+from dataclasses import replace
+
+from adapters.settings import Settings
+from adapters.store import KEYS_PER_CALL, ProjectionStore, format_value, make_redis
+from bench.common import RESULTS
+from bench.projection import bench_name
+from domain import Name, PhoneNumber, User, UserAdded, Version
+from domain.model import from_epoch_ms
+
+USERS_PER_BUCKET = 64
+BATCH = 2000
+
+FENCED_HSET = """
+local applied = 0
+for i = 1, #KEYS do
+  local field, new = ARGV[2 * i - 1], ARGV[2 * i]
+  local write = true
+  local cur = redis.call('HGET', KEYS[i], field)
+  if cur then
+    local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+    local ns, np, no = string.match(new, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+    ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
+    s, p, o = tonumber(s), tonumber(p), tonumber(o)
+    if ns < s or (ns == s and (np < p or (np == p and no <= o))) then
+      write = false
+    end
+  end
+  if write then
+    redis.call('HSET', KEYS[i], field, new)
+    applied = applied + 1
+  end
+end
+return applied
+"""
+
+
+def events(count: int) -> list[UserAdded]:
+    base = 1_700_000_000_000
+    return [
+        UserAdded(
+            User(Name(bench_name(i)), PhoneNumber(9_000_000_000 + i), from_epoch_ms(base)), Version(base + i, 0, i)
+        )
+        for i in range(count)
+    ]
+
+
+def used(client) -> int:  # type: ignore[no-untyped-def]
+    return int(client.info("memory")["used_memory"])
+
+
+def run_current(settings: Settings, batch: list[list[UserAdded]], count: int) -> dict[str, float]:
+    client = make_redis(settings, timeout_s=60)
+    client.flushdb()
+    before = used(client)
+    store = ProjectionStore(client, "mem")
+    started = time.perf_counter()
+    for chunk in batch:
+        store.apply(chunk, 1)
+    seconds = time.perf_counter() - started
+    return {"bytes_per_user": (used(client) - before) / count, "eps": count / seconds, "keys": client.dbsize()}
+
+
+def run_bucketed(settings: Settings, batch: list[list[UserAdded]], count: int) -> dict[str, float]:
+    client = make_redis(settings, timeout_s=60)
+    client.flushdb()
+    before = used(client)
+    script = client.register_script(FENCED_HSET)
+    buckets = max(1, count // USERS_PER_BUCKET)
+    started = time.perf_counter()
+    for chunk in batch:
+        pipe = client.pipeline(transaction=False)
+        for start in range(0, len(chunk), KEYS_PER_CALL):
+            keys: list[str] = []
+            args: list[str] = []
+            for event in chunk[start : start + KEYS_PER_CALL]:
+                keys.append(f"mem:1:b:{zlib.crc32(event.key.encode()) % buckets}")
+                args += [event.key, format_value(event)]
+            script(keys=keys, args=args, client=pipe)
+        pipe.execute()
+    seconds = time.perf_counter() - started
+    encodings: dict[str, int] = {}
+    for key in client.scan_iter(match="mem:1:b:*", count=1000):
+        enc = client.object("encoding", key)
+        encodings[str(enc)] = encodings.get(str(enc), 0) + 1
+        if len(encodings) > 1 or sum(encodings.values()) >= 2000:
+            break
+    return {
+        "bytes_per_user": (used(client) - before) / count,
+        "eps": count / seconds,
+        "keys": client.dbsize(),
+        "encodings_sampled": encodings,  # type: ignore[dict-item]
+    }
+
+
+def main(count: int = 1_000_000) -> None:
+    base = Settings.from_env()
+    settings = replace(base, redis_url=base.redis_url.rsplit("/", 1)[0] + "/2")
+    all_events = events(count)
+    batch = [all_events[i : i + BATCH] for i in range(0, count, BATCH)]
+    results = {"users": count, "current": run_current(settings, batch, count)}
+    results["bucketed"] = run_bucketed(settings, batch, count)
+    results["current_again"] = run_current(settings, batch, count)  # drift check
+    make_redis(settings, timeout_s=60).flushdb()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "memory-layout.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:2]))
