@@ -1,0 +1,63 @@
+"""The benchmark harness's arithmetic: what counts as an error, capacity at the SLO, percentiles, the table."""
+
+from __future__ import annotations
+
+import math
+
+from bench.common import percentile, spread
+from bench.loadgen import Point, summarise
+from bench.openloop import SLO_MS, capacity
+from bench.report import table
+
+
+def vegeta_row(code: int, latency_ms: float, error: str = "") -> str:
+    """One line of `vegeta encode -to=csv`: timestamp, code, latency (ns), bytes out, bytes in, error, body..."""
+    return f"1764000000000000000,{code},{int(latency_ms * 1e6)},0,17,{error},e30=,,0,GET,http://x/user/a,\n"
+
+
+def point(rate: int, p99_ms: float, errors: int = 0) -> Point:
+    return Point(rate, 1.0, 100, 1.0, p99_ms, p99_ms, p99_ms, errors)
+
+
+def test_an_expected_404_is_not_an_error_but_a_timeout_and_a_wrong_status_are() -> None:
+    rows = [vegeta_row(404, 1.0, "404 Not Found") for _ in range(8)]
+    rows += [vegeta_row(0, 5000.0, "Get: timeout"), vegeta_row(200, 2.0)]
+    got = summarise("".join(rows), rate=10, duration_s=1.0, expect=404)
+    assert got.requests == 10
+    assert got.errors == 2
+    assert got.codes == {"404": 8, "0": 1, "200": 1}
+    assert got.max_ms == 5000.0
+    assert got.p50_ms == 1.0
+
+
+def test_capacity_is_the_highest_rate_held_with_every_lower_rate_held() -> None:
+    points = {250: point(250, 3.0), 500: point(500, SLO_MS + 1), 750: point(750, 4.0)}
+    assert capacity(points) == 250  # 750 held, but 500 did not: a dip is not capacity
+    assert capacity({250: point(250, 3.0, errors=1)}) == 0  # errors fail the SLO whatever the latency
+    assert capacity({250: point(250, 3.0), 500: point(500, SLO_MS)}) == 500  # <= SLO holds
+
+
+def test_percentile_is_nearest_rank_and_spread_ignores_missing_rounds() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.9) == 100.0
+    assert math.isnan(percentile([], 50))
+    assert spread([3.0, float("nan"), 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+
+
+def test_the_table_shows_spreads_and_whether_a_target_is_met() -> None:
+    results = {
+        "date": "2026-11-25 10:27 UTC",
+        "machine": "2 cores",
+        "scale": 1.0,
+        "events": 1_000_000,
+        "rounds": 5,
+        "api_vs_ceiling": 0.57,
+        "freshness_p99_ms": 9.5,
+        "freshness_p99_ms_spread": {"median": 9.5, "min": 8.0, "max": 12.25, "n": 5},
+    }
+    text = table(results)
+    assert "| API / fixed-body ceiling (same gunicorn) | 0.57 | >= 0.75 | **no** |" in text
+    assert "| freshness p99 at 20 events/s (ms) | 9.50 (8.00-12.25) | <= 10 | yes |" in text
+    assert "projection throughput" not in text  # keys a run did not produce are left out
