@@ -1,7 +1,7 @@
 """`make bench`: every benchmark on the real local stack, as ratios against baselines of the same run.
 
 BENCH_SCALE shrinks the run (1.0: 1M events; 0.1 for a quick look); BENCH_ROUNDS sets how
-many alternating rounds make each median (default 2).
+many alternating rounds make each median (default 5; BENCH_QUICK=1: 0.1 and 2).
 """
 
 from __future__ import annotations
