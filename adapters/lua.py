@@ -2,34 +2,36 @@
 
 # ---- the projection (adapters/store.py)
 
+# Is `new` newer than the stored `cur`? Both values lead with their version
+# "since,partition,offset,"; a stored value without one (an older format) is always replaced.
+NEWER = """
+local function newer(new, cur)
+  local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+  if not s then return true end
+  local ns, np, no = string.match(new, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+  ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
+  s, p, o = tonumber(s), tonumber(p), tonumber(o)
+  return ns > s or (ns == s and (np > p or (np == p and no > o)))
+end
+"""
 # The fence, for many users in one call: KEYS[i] gets ARGV[i] only when ARGV[i]'s
-# version (since, partition, offset) is newer than the stored one; equal or older
-# changes nothing. Each key is fenced on its own, so the result is the same as one
-# call per user. On Redis Cluster every call holds keys of one hash slot only.
-FENCED_SET = """
+# version is newer than the stored one; equal or older changes nothing. Each key is
+# fenced on its own, so the result is the same as one call per user. On Redis Cluster
+# every call holds keys of one hash slot only.
+FENCED_SET = (
+    NEWER
+    + """
 local applied = 0
 for i = 1, #KEYS do
-  local new = ARGV[i]
-  local write = true
   local cur = redis.call('GET', KEYS[i])
-  if cur then
-    local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
-    if s then
-      local ns, np, no = string.match(new, '^(%-?%d+),(%-?%d+),(%-?%d+),')
-      ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
-      s, p, o = tonumber(s), tonumber(p), tonumber(o)
-      if ns < s or (ns == s and (np < p or (np == p and no <= o))) then
-        write = false
-      end
-    end
-  end
-  if write then
-    redis.call('SET', KEYS[i], new)
+  if not cur or newer(ARGV[i], cur) then
+    redis.call('SET', KEYS[i], ARGV[i])
     applied = applied + 1
   end
 end
 return applied
 """
+)
 # Compare-and-set of one user's value: repairs replace exactly what they inspected.
 REPLACE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0"
 

@@ -77,12 +77,25 @@ def number(value: float) -> str:
     return f"{value:,.2f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
 
 
-def chart(results: dict[str, Any], path: Path) -> None:
+def figure(size: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure and its axes, drawn without a display (matplotlib imported only when plotting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=size)
+
+
+def save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
     pairs = [
         ("vs ceiling\n(projection)", "projection_vs_ceiling", 0.7),
         ("vs naive", "projection_vs_naive", 20),
@@ -90,7 +103,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ("API vs ceiling", "api_vs_ceiling", 0.75),
         ("API vs seed", "api_vs_seed", 1),
     ]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = figure((8, 4))
     labels = [p[0] for p in pairs]
     values = [results[p[1]] for p in pairs]
     ax.bar(labels, values, color=["tab:green" if v >= p[2] else "tab:red" for v, p in zip(values, pairs, strict=True)])
@@ -99,9 +112,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("ratio (log scale)")
     ax.set_title(f"ums-find benchmarks, {results['date']}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def open_loop_table(results: dict[str, Any]) -> str:
@@ -126,12 +137,7 @@ def open_loop_table(results: dict[str, Any]) -> str:
 
 def latency_chart(results: dict[str, Any], path: Path) -> None:
     """p99 against offered rate, one line per peer, log scale, with the 10 ms SLO."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = figure((8, 4.5))
     for name, rows in results["api_open_loop"].items():
         rates = sorted(int(r) for r in rows)
         ax.plot(rates, [rows[str(r)]["p99_ms"] for r in rates], marker="o", label=name)
@@ -142,19 +148,12 @@ def latency_chart(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("p99 latency (ms)")
     ax.set_title(f"latency against rate, {results['date']}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def freshness_chart(results: dict[str, Any], path: Path) -> None:
     """Distribution (CDF) of produce -> visible, before and after the fetch change, low and loaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = figure((8, 4.5))
     for variant, conditions in results["freshness_samples_ms"].items():
         for condition, samples in conditions.items():
             if samples:
@@ -165,9 +164,7 @@ def freshness_chart(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("fraction of events")
     ax.set_title(f"freshness, {results['date']}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def write(results: dict[str, Any], directory: Path) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by services/docker.sh and services/k8s.sh (sourced, not run): paths, logging, apt,
+# Shared by services/docker.sh and services/k8s.sh (sourced, not run): paths, logging, apt (apt-lib.sh),
 # pid-file processes and Go builds from the module proxy, cached under $UMS_CACHE_DIR.
 # shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 
@@ -12,21 +12,8 @@ DEPLOY_BIN=$CACHE_DIR/bin       # built tools, one file per pinned version
 log() { printf '[%s] %s\n' "${LOG_TAG:-deploy}" "$*" >&2; }
 die() { printf '[%s] ERROR: %s\n' "${LOG_TAG:-deploy}" "$*" >&2; exit 1; }
 
-apt_updated=0
-apt_install() {  # apt_install PACKAGE...: install the Debian packages that are missing
-  local missing=() p
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return
-  command -v apt-get >/dev/null || die "cannot install ${missing[*]}: no apt-get on this machine"
-  if [ "$apt_updated" = 0 ]; then
-    log "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
-    apt_updated=1
-  fi
-  log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-    || die "apt-get install ${missing[*]} failed"
-}
+# shellcheck source=services/apt-lib.sh
+. "$ROOT/services/apt-lib.sh"
 
 go_bin() {
   if command -v go >/dev/null 2>&1; then command -v go

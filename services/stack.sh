@@ -36,18 +36,8 @@ KAFKA_TEMPLATE_VARS=()  # more sed expressions for a broker's properties templat
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
-apt_updated=0
-apt_install() {
-  command -v apt-get >/dev/null || die "cannot install $*: no apt-get on this machine"
-  if [ "$apt_updated" = 0 ]; then
-    log "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
-    apt_updated=1
-  fi
-  log "apt-get install $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
-    || die "apt-get install $* failed"
-}
+# shellcheck source=services/apt-lib.sh
+. "$ROOT/services/apt-lib.sh"
 
 need() {  # need COMMAND PACKAGE...
   local cmd=$1; shift
