@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 
 from adapters.store import make_redis
 from bench.common import ROOT, bench_settings, env_for, median
@@ -30,7 +29,7 @@ def run(topic: str, variant: str, users: int) -> dict[str, float]:
     flush(settings)
     client = make_redis(settings, timeout_s=10)
     started = time.monotonic()
-    env = env_for(replace(settings), UMS_LOG_LEVEL="WARNING")
+    env = env_for(settings, UMS_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(VARIANTS[variant], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = None
     try:

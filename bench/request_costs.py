@@ -21,15 +21,12 @@ from dataclasses import replace
 from typing import Any
 from unittest import mock
 
-from confluent_kafka import Producer
-
 import api
-from adapters.kafka import ensure_topics, producer_config
 from adapters.store import ProjectionStore, make_redis
 from bench.common import BIN, RESULTS, ROOT, bench_settings, env_for, median
 from bench.freshness import wait_drained
 from bench.peers import ceiling_app
-from bench.projection import bench_name
+from bench.projection import bench_name, produce
 from domain.collation import name_key
 
 USERS = 2000
@@ -43,13 +40,7 @@ def project(count: int) -> Any:
         key_prefix=f"costs{uuid.uuid4().hex[:4]}",
         group_id=f"bench-costs-{uuid.uuid4().hex[:6]}",
     )
-    ensure_topics(settings, partitions=6)
-    producer = Producer(producer_config(settings))
-    for i in range(count):
-        value = {"name": bench_name(i), "phone": 9_000_000_000 + i, "since": 1_700_000_000_000}
-        producer.produce(settings.topic, value=json.dumps(value).encode())
-        producer.poll(0)
-    assert producer.flush(30) == 0, "events not delivered"
+    produce(settings, count)
     env = env_for(settings, UMS_LOG_LEVEL="WARNING")
     consumer = subprocess.Popen([str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
