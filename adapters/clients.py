@@ -16,8 +16,9 @@ from typing import Any
 
 import redis
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
-from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config
+from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config, security_config
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
@@ -96,3 +97,8 @@ def kafka_consumer(settings: Settings, **extra: Any) -> Consumer:
 def kafka_producer(settings: Settings, **extra: Any) -> Producer:
     config = {"error_cb": kafka_error_logger(), **producer_config(settings, **extra)}
     return Producer(config, logger=librdkafka_logger())
+
+
+def kafka_admin(settings: Settings) -> AdminClient:
+    config = {"error_cb": kafka_error_logger(), **security_config(settings)}
+    return AdminClient(config, logger=librdkafka_logger())

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from adapters.settings import Settings
+from adapters.topic_bound import AFTER_MAX, tighten_bound, topic_config
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +135,37 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def ensure_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> None:
-    """Create the event topic and its dead-letter topic if they do not exist."""
+    """Create the event topic and its dead-letter topic if missing; bound the event topic's timestamps.
+
+    The event topic gets `message.timestamp.after.max.ms` = UMS_MAX_CLOCK_SKEW_S, at creation
+    or (when missing or looser) on an existing topic (adapters/topic_bound.py).
+    """
     admin = AdminClient({**security_config(settings), "error_cb": kafka_error_logger()})  # type: ignore[dict-item]
     existing = admin.list_topics(timeout=timeout).topics
     count = partitions or settings.topic_partitions
+    guard = topic_config({}, settings.max_skew_ms)
     wanted = [
-        NewTopic(name, num_partitions=count if name == settings.topic else 1, replication_factor=-1)
+        NewTopic(name, num_partitions=count, replication_factor=-1, config=guard)
+        if name == settings.topic
+        else NewTopic(name, num_partitions=1, replication_factor=-1)
         for name in (settings.topic, settings.dead_letter_topic)
         if name not in existing
     ]
-    if not wanted:
-        return
-    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items() if wanted else ():
         try:
             future.result()
             log.info("created topic", extra={"topic": name})
         except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+            if exc.args[0].name() == "INVALID_CONFIG" and name == settings.topic:
+                _create_unbounded(admin, name, count, timeout, exc)
+            elif exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+    if settings.topic in existing:
+        tighten_bound(admin, settings.topic, settings.max_skew_ms, timeout)
+
+
+def _create_unbounded(admin: AdminClient, name: str, count: int, timeout: float, why: KafkaException) -> None:
+    # A broker older than 3.6 does not know the bound: the topic is still needed.
+    log.error("topic %s: created without %s, which the broker refused (%s)", name, AFTER_MAX, why)
+    topic = NewTopic(name, num_partitions=count, replication_factor=-1)
+    admin.create_topics([topic], request_timeout=timeout)[name].result()

@@ -62,8 +62,9 @@ class Settings:
     batch_size: int = 2000
     batch_timeout_s: float = 0.05
     max_event_bytes: int = 64 * 1024
-    # A message timestamp ahead of the consumer's clock, or a `since` ahead of the message
-    # timestamp, by more than this is dead-lettered: no producer clock can pin a user.
+    # A `since` ahead of its message's timestamp by more than this is dead-lettered, and
+    # `ums-find topics` makes the broker refuse timestamps this far ahead of its clock
+    # (message.timestamp.after.max.ms): no producer clock can pin a user.
     max_clock_skew_s: float = 300.0
     log_level: str = "INFO"
     log_json: bool = True

@@ -17,6 +17,7 @@ class ConsumerMetrics:
     lag: Gauge
     last_applied_ts: Gauge
     redis_retries: Counter
+    timestamp_guard: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ConsumerMetrics:
@@ -55,5 +56,11 @@ class ConsumerMetrics:
             ),
             redis_retries=Counter(
                 "ums_consumer_redis_retries", "Batch writes retried after a Redis error", registry=registry
+            ),
+            timestamp_guard=Gauge(
+                "ums_consumer_timestamp_guard",
+                "1: the broker refuses timestamps further ahead than UMS_MAX_CLOCK_SKEW_S on the event topic;"
+                " 0: it does not (missing or looser message.timestamp.after.max.ms); -1: unknown (read at start)",
+                registry=registry,
             ),
         )

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,7 +24,7 @@ from adapters.kafka import consumer_config
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from consumer.decode import PoisonEvent, decode
+from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.lease import Lease
 from consumer.loop import envelope
 from consumer.progress import Progress
@@ -73,7 +73,9 @@ class Rebuild:
         from_kafka: bool = True,
         tty: bool | None = None,
         stop: threading.Event | None = None,
+        on_poison: Callable[[Envelope, PoisonEvent], None] | None = None,
     ) -> None:
+        """`on_poison` sees each message the replay skips as poison (what the live consumers dead-lettered)."""
         self.settings = settings
         self.store = store
         self.generations = Generations(store)
@@ -81,6 +83,7 @@ class Rebuild:
         self.from_kafka = from_kafka
         self.tty = tty
         self.poison = 0
+        self.on_poison = on_poison
         self.stop = stop or threading.Event()
         self.lease: Lease | None = None
 
@@ -212,8 +215,11 @@ class Rebuild:
             if msg.error() or partition not in todo or offset >= todo[partition]:
                 continue
             seen += 1
+            message = envelope(msg)
             try:
-                events.append(decode(envelope(msg), self.settings.max_event_bytes, self.settings.max_skew_ms))
-            except PoisonEvent:
-                self.poison += 1  # live consumers dead-lettered it already
+                events.append(decode(message, self.settings.max_event_bytes, self.settings.max_skew_ms))
+            except PoisonEvent as bad:
+                self.poison += 1  # live consumers dead-lettered it already (decoding is the same)
+                if self.on_poison is not None:
+                    self.on_poison(message, bad)
         return events, seen

@@ -9,8 +9,9 @@ per-user order. An event's version is the tuple
 compared lexicographically, where the event time is the message's Kafka timestamp
 (when the AddService sent it) for puts and tombstones alike: one clock, one rule.
 A put's `since` is data; it may not lie further in the future than a configured
-skew from that timestamp (the event is dead-lettered otherwise), so no producer
-clock can pin a user. Equal times are broken by partition, then offset. A row read
+skew from that timestamp (the event is dead-lettered otherwise), and the broker
+refuses a timestamp that far ahead of its own clock, so no producer clock can pin a
+user. Equal times are broken by partition, then offset. A row read
 from MySQL (backfill, read-repair) has no send time: its time is `since` and its
 partition -1, so the event that published the same save (sent just after it) wins.
 Equal versions are the same event delivered twice, which changes nothing.
