@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import requests
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -19,7 +20,7 @@ from adapters.topic_bound import (
     read_bound,
     topic_config,
 )
-from tests.helpers import run_cli, unique, wait_until
+from tests.helpers import free_port, run_cli, unique, wait_until
 
 MINUTE_MS = 60_000
 
@@ -96,8 +97,11 @@ def test_the_consumer_warns_about_a_missing_bound_and_consumes_anyway(settings, 
     # The consumer's start-up says so too, then projects a message 10 minutes ahead like any other.
     ahead = int(time.time() * 1000) + 10 * MINUTE_MS
     assert produce_at(loose, ahead) is None
+    port = free_port()
     with caplog.at_level(logging.WARNING, logger="adapters.topic_bound"):
-        run_consumer(loose)
+        run_consumer(Settings(**{**loose.__dict__, "metrics_port": port}))
         wait_until(lambda: store.get("krishna mohan", 1), 30, "the event 10 minutes ahead in the projection")
     assert store.get("krishna mohan", 1).version.time_ms == ahead
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert "\nums_consumer_timestamp_guard 0.0\n" in metrics
     assert [r.levelname for r in caplog.records if loose.topic in r.getMessage()] == ["WARNING"]
