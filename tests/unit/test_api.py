@@ -26,8 +26,13 @@ def test_user_from_the_projection(client, store):
 
 def test_case_and_trailing_space_find_the_same_user(client, store):
     project(store, KRISHNA)
-    for variant in ("krishnamohan", "KRISHNAMOHAN%20%20", "%20KrishnaMohan"):
+    for variant in ("krishnamohan", "KRISHNAMOHAN%20%20"):
         assert client.get(f"/user/{variant}").get_json()["name"] == "KrishnaMohan"
+
+
+def test_a_leading_space_is_another_name_as_in_mysql(client, store):
+    project(store, KRISHNA)
+    assert client.get("/user/%20KrishnaMohan").status_code == 404
 
 
 def test_miss_falls_back_to_mysql_without_writing_by_default(client, store, mysql):
