@@ -74,28 +74,33 @@ def test_find_and_find_many_agree_on_every_spelling(private_db):
 
 def test_a_leading_space_is_another_user_on_both_paths_and_in_reconcile(private_db, store):
     private_db.create_table()
-    spaced = User(Name(" Bob Smithson"), PhoneNumber(9_300_000_010), SINCE)
-    plain = User(Name("Bob Smithson"), PhoneNumber(9_300_000_020), SINCE + timedelta(minutes=1))
-    # Two rows, as MySQL compares a leading space under every collation.
-    save_as_given(private_db, [(u.name.value, u.phone.value, u.since) for u in (spaced, plain)])
-    live = project(store, [spaced, plain])
+    # As the AddService stores them, as given: two rows for Bob (MySQL compares a leading
+    # space under every collation), one for Carol, whose name only exists with its space.
+    given = [(" Carol Jones-Lee", 9_300_000_030), (" Bob Smithson", 9_300_000_010), ("Bob Smithson", 9_300_000_020)]
+    at = [SINCE + timedelta(minutes=i) for i in range(len(given))]
+    save_as_given(private_db, [(name, phone, since) for (name, phone), since in zip(given, at, strict=True)])
+    users = [User(Name(name), PhoneNumber(phone), since) for (name, phone), since in zip(given, at, strict=True)]
+    live = project(store, users)
     settings = private_db.settings
     projection = create_app(settings).test_client()
     # A prefix with no live generation: every lookup goes to MySQL.
     fallback = create_app(replace(settings, key_prefix=settings.key_prefix + "-none")).test_client()
 
-    for raw, user in (("%20Bob%20Smithson", spaced), ("Bob%20Smithson", plain), ("%20BOB%20SMITHSON%20%20", spaced)):
+    carol, spaced_bob, bob = (u.phone.value for u in users)
+    found = {"%20Carol%20Jones-Lee": carol, "%20Bob%20Smithson": spaced_bob, "Bob%20Smithson": bob}
+    found["%20BOB%20SMITHSON%20%20"] = spaced_bob  # case and trailing spaces: general_ci's PAD SPACE
+    for raw, phone in found.items():
         for client, source in ((projection, "projection"), (fallback, "mysql")):
             response = client.get("/user/" + raw)
             assert (response.status_code, response.headers["X-Ums-Source"]) == (200, source), raw
-            assert response.get_json()["phone"] == user.phone.value, (raw, source)
-    for client in (projection, fallback):
-        assert client.get("/user/%20%20Bob%20Smithson").status_code == 404  # nobody has two
+            assert response.get_json()["phone"] == phone, (raw, source)
+    for raw in ("Carol%20Jones-Lee", "%20%20Bob%20Smithson"):  # no row has these spellings
+        assert [client.get("/user/" + raw).status_code for client in (projection, fallback)] == [404, 404], raw
 
     reader = mysql_users(settings)
     drift = Reconciler(store, reader, live).run(repair=True)
-    assert (drift.checked_rows, drift.total) == (2, 0), drift.samples
-    assert [store.get(u.name.canonical, live).user for u in (spaced, plain)] == [spaced, plain]
+    assert (drift.checked_rows, drift.total) == (3, 0), drift.samples
+    assert [store.get(u.name.canonical, live).user for u in users] == users
     reader.pool.close()
 
 
