@@ -234,6 +234,13 @@ def test_a_column_with_another_collation_keeps_the_api_unready(client, mysql, ca
     assert client.get("/readyz", base_url=OPS).status_code == 200
 
 
+def test_the_collation_guard_asks_again_while_the_column_is_missing(client, mysql):
+    mysql.name_collation = lambda: ""  # no ums_users yet: nothing to confirm
+    assert client.get("/readyz", base_url=OPS).status_code == 200
+    mysql.name_collation = lambda: "utf8mb4_0900_ai_ci"  # then the AddService creates it, collated otherwise
+    assert client.get("/readyz", base_url=OPS).get_json()["collation_mismatch"] == "utf8mb4_0900_ai_ci"
+
+
 @pytest.mark.parametrize("path", ["/user/Renee%0ADubois", "/user/Renee Dubois%0A", "/user/%0D%0ARenee Dubois"])
 def test_cr_and_lf_in_the_path_are_400_invalid_name(client, path):
     response = client.get(path)
