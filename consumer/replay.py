@@ -166,7 +166,7 @@ class Rebuild:
 
     def _from_mysql(self, plan: Plan) -> None:
         assert self.mysql is not None
-        # Closed on the way out, interrupted or not: MySQL's connection goes at once.
+        # Closed on the way out, interrupted or not, whatever else holds the generator.
         with (
             Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress,
             contextlib.closing(self.mysql.stream(2000)) as pages,
