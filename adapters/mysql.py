@@ -7,15 +7,14 @@ import logging
 import queue
 import select
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pymysql
-import pymysql.cursors
 
 from adapters.settings import Settings
-from domain import DomainError, Name, PhoneNumber, User, canonical_name
+from domain import DomainError, Name, PhoneNumber, User
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +131,19 @@ def _as_datetime(value: Any) -> datetime:
     raise DomainError(f"since is not a datetime: {value!r}")
 
 
+_NEXT_PAGE = "SELECT name, phone, since FROM ums_users WHERE name > %s ORDER BY name LIMIT %s"
+
+
+def spellings(names: Iterable[Name]) -> list[str]:
+    """What to ask MySQL for to find `names`: each name as given, in NFC and in NFD.
+
+    The one rule of the fallback and of reconcile. The column's collation merges case,
+    accents and (PAD SPACE) trailing spaces; a combining mark keeps its own weight, so a row
+    stored decomposed is only found through its own form (docs/decisions.md "Names").
+    """
+    return list(dict.fromkeys(s for name in names for s in (name.value, unicodedata.normalize("NFD", name.value))))
+
+
 class MySQLUsers:
     """Finds and writes users in `ums_users` through a pool."""
 
@@ -141,17 +153,18 @@ class MySQLUsers:
     def find(self, name: Name) -> User | None:
         """The newest user whose key equals `name`'s, or None."""
         wanted = name.canonical
-        # The column's collation finds candidates (and uses the primary key); the key
-        # decides, so MySQL and Redis agree on every input. `name.value` is NFC already;
-        # rows written in NFD are found through their own form.
-        candidates = {name.value, unicodedata.normalize("NFD", name.value)}
-        placeholders = ", ".join(["%s"] * len(candidates))
+        users = [u for u in self._users_named([name]) if u.name.canonical == wanted]
+        return max(users, key=lambda u: u.since, default=None)
+
+    def _users_named(self, names: Sequence[Name]) -> list[User]:
+        """The rows MySQL holds under any spelling of `names` (see `spellings`), as users."""
+        asked = spellings(names)
+        placeholders = ", ".join(["%s"] * len(asked))
         sql = f"SELECT name, phone, since FROM ums_users WHERE name IN ({placeholders})"
         with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute(sql, tuple(candidates))
+            cur.execute(sql, asked)
             rows = cur.fetchall()
-        users = [u for u in map(_row_to_user, rows) if u and u.name.canonical == wanted]
-        return max(users, key=lambda u: u.since, default=None)
+        return [u for u in map(_row_to_user, rows) if u is not None]
 
     def upsert_many(self, users: Iterable[User]) -> int:
         """Save users as the AddService does (a newer save replaces the row)."""
@@ -170,26 +183,35 @@ class MySQLUsers:
             row = cur.fetchone()
         return int(row[0]) if row else 0
 
-    def stream(self, chunk: int = 1000, read_timeout_s: float = 60.0) -> Iterator[list[User]]:
-        """Every user, in chunks, through a server-side cursor: the table never sits in memory."""
-        args = {**self.pool.connect_args, "read_timeout": read_timeout_s, "cursorclass": pymysql.cursors.SSCursor}
-        conn = pymysql.connect(**args)
+    def stream(self, chunk: int = 1000, read_timeout_s: float = 60.0) -> Generator[list[User], None, None]:
+        """Every user, in chunks in primary-key order, all read from one snapshot: the table never sits in memory.
+
+        Pages of the primary key rather than a server-side cursor: a reader that stops early
+        (an interrupted backfill) has nothing left to read, where closing an unbuffered result
+        makes PyMySQL read every remaining row first.
+        """
+        conn = pymysql.connect(**{**self.pool.connect_args, "read_timeout": read_timeout_s})
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT name, phone, since FROM ums_users")
-                while rows := cur.fetchmany(chunk):
+                # One snapshot for every page, as one statement would have seen the table.
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                cur.execute("SELECT name, phone, since FROM ums_users ORDER BY name LIMIT %s", (chunk,))
+                while rows := cur.fetchall():
                     yield [u for u in map(_row_to_user, rows) if u is not None]
+                    if len(rows) < chunk:
+                        return
+                    # The column's collation orders the key and compares it: each row comes once.
+                    cur.execute(_NEXT_PAGE, (rows[-1][0], chunk))
         finally:
             conn.close()
 
-    def find_many(self, names: list[str]) -> set[str]:
-        """The canonical names, among `names`, that have a row."""
+    def find_many(self, names: Sequence[Name]) -> set[str]:
+        """The canonical names, among `names`, that `find` would find."""
         if not names:
             return set()
-        placeholders = ", ".join(["%s"] * len(names))
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT name FROM ums_users WHERE name IN ({placeholders})", names)
-            return {canonical_name(row[0]) for row in cur.fetchall()}
+        wanted = {name.canonical for name in names}
+        return {u.name.canonical for u in self._users_named(names)} & wanted
 
     def ping(self) -> None:
         with self.pool.connection() as conn, conn.cursor() as cur:

@@ -83,6 +83,7 @@ class Finder:
         self._unknown: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=settings.negative_cache_s)
         self._unknown_lock = threading.Lock()
         self._collation_confirmed = False
+        self._collation_absent_logged = False
         # Off unless UMS_READ_REPAIR: repairing needs a Redis user that may write (docs/security.md).
         self.read_repair = settings.read_repair
         self._warned: dict[str, float] = {}
@@ -172,8 +173,15 @@ class Finder:
             actual = self.mysql.name_collation()
         except MySQLError:
             return None  # MySQL unreachable: readiness says so; check again next time
+        if not actual:
+            # No column to read yet (the AddService creates its table on a fresh stack, or
+            # the grant is missing): nothing is confirmed, so the next check asks again.
+            if not self._collation_absent_logged:
+                self._collation_absent_logged = True
+                log.warning("ums_users.name is not visible yet: its collation is checked again until it is")
+            return None
         expected = active_collation()
-        if actual and actual != expected:
+        if actual != expected:
             log.error(
                 "ums_users.name is collated %s but UMS_NAME_COLLATION is %s: names would match differently "
                 "in Redis and MySQL; set UMS_NAME_COLLATION=%s and run `ums-find replay`",

@@ -39,9 +39,10 @@ def openapi_document() -> dict[str, Any]:
                             "name": "name",
                             "in": "path",
                             "required": True,
-                            "description": "The rule: 8 to 32 characters once surrounding whitespace is "
-                            "removed, without control or bidi formatting characters; matched ignoring case "
-                            "and surrounding whitespace (docs/decisions.md). The pattern shows the common "
+                            "description": "The rule: 8 to 32 characters not counting spaces at either "
+                            "end, without control or bidi formatting characters; matched as MySQL's collation "
+                            "matches it: case and accents ignored, a leading space significant (docs/decisions.md, "
+                            "Names). The pattern shows the common "
                             "Latin form; any Unicode name that follows the rule is accepted, and one that "
                             "breaks it gets 400.",
                             "schema": {"type": "string", "pattern": NAME_PATTERN},

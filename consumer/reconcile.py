@@ -105,7 +105,8 @@ class Reconciler:
             if held.user is not None:  # tombstones are not users: nothing to find in MySQL
                 views[canonical] = held.user
         drift.checked_keys += len(canonicals)
-        known = self.mysql.find_many([u.name.value for u in views.values()])
+        # Asked as the fallback asks (adapters/mysql.py `spellings`): what it finds is no extra.
+        known = self.mysql.find_many([u.name for u in views.values()])
         extra = [canonical for canonical, user in views.items() if user.name.canonical not in known]
         for canonical in extra:
             drift.note("extra", canonical)

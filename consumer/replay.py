@@ -169,8 +169,12 @@ class Rebuild:
 
     def _from_mysql(self, plan: Plan) -> None:
         assert self.mysql is not None
-        with Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress:
-            for users in self.mysql.stream(chunk=2000):
+        # Closed on the way out, interrupted or not, whatever else holds the generator.
+        with (
+            Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress,
+            contextlib.closing(self.mysql.stream(2000)) as pages,
+        ):
+            for users in pages:
                 self._check()
                 self._apply((UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
                 progress.update(len(users))

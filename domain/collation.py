@@ -101,5 +101,5 @@ def active_collation() -> str:
 
 
 def name_key(text: str) -> str:
-    """The lookup key of an already validated name (NFC, no surrounding spaces)."""
+    """The lookup key of an already validated name (NFC; spaces at its ends count as the collation counts them)."""
     return _active[0].key(text)

@@ -18,30 +18,33 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def canonical_name(raw: str) -> str:
-    """The one lookup key of a name, on every path: NFC, surrounding spaces removed, then the collation's key.
+    """The one lookup key of a name, on every path: NFC, then the collation's key.
 
     The key is equal for two names exactly when the configured MySQL collation makes
-    them one row (domain/collation.py, docs/decisions.md "Names").
+    them one row (domain/collation.py, docs/decisions.md "Names"): spaces included, so
+    a leading space makes another name, as it makes another row.
     """
-    return name_key(unicodedata.normalize("NFC", raw).strip(" "))
+    return name_key(unicodedata.normalize("NFC", raw))
 
 
 @dataclass(frozen=True)
 class Name:
-    """A user's name: 8..32 characters once surrounding spaces are removed, nothing invisible."""
+    """A user's name as given (in NFC): 8..32 characters not counting spaces at its ends, nothing invisible."""
 
     value: str
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, str):
             raise InvalidName("name must be a string")
-        # Only U+0020 is trimmed (the collations' PAD SPACE pads with it): a tab, CR, LF or
-        # NBSP at either end is an invalid character, not silently dropped.
-        text = unicodedata.normalize("NFC", self.value).strip(" ")
-        if not NAME_MIN <= len(text) <= NAME_MAX:
-            raise InvalidName(f"name must have {NAME_MIN} to {NAME_MAX} characters, not {len(text)}")
+        # Spaces at the ends are kept, as the AddService stores them and MySQL compares
+        # them (leading always, trailing under NO PAD); only the length ignores them.
+        text = unicodedata.normalize("NFC", self.value)
+        length = len(text.strip(" "))
+        if not NAME_MIN <= length <= NAME_MAX:
+            raise InvalidName(f"name must have {NAME_MIN} to {NAME_MAX} characters, not {length}")
         # Control, format (bidi), separator (other than the space), default-ignorable,
         # Hangul filler and braille blank characters: each makes a name look like another.
+        # A tab, CR, LF or NBSP at either end is one of them: refused, not dropped.
         bad = invisible_character(text)
         if bad is not None:
             raise InvalidName(f"name contains an invisible or control character (U+{ord(bad):04X})")
@@ -49,7 +52,7 @@ class Name:
 
     @property
     def canonical(self) -> str:
-        # `value` is already NFC and trimmed.
+        # `value` is already NFC.
         return name_key(self.value)
 
 

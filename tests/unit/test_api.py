@@ -26,8 +26,13 @@ def test_user_from_the_projection(client, store):
 
 def test_case_and_trailing_space_find_the_same_user(client, store):
     project(store, KRISHNA)
-    for variant in ("krishnamohan", "KRISHNAMOHAN%20%20", "%20KrishnaMohan"):
+    for variant in ("krishnamohan", "KRISHNAMOHAN%20%20"):
         assert client.get(f"/user/{variant}").get_json()["name"] == "KrishnaMohan"
+
+
+def test_a_leading_space_is_another_name_as_in_mysql(client, store):
+    project(store, KRISHNA)
+    assert client.get("/user/%20KrishnaMohan").status_code == 404
 
 
 def test_miss_falls_back_to_mysql_without_writing_by_default(client, store, mysql):
@@ -227,6 +232,13 @@ def test_a_column_with_another_collation_keeps_the_api_unready(client, mysql, ca
     assert "UMS_NAME_COLLATION" in caplog.text
     mysql.collation = ""
     assert client.get("/readyz", base_url=OPS).status_code == 200
+
+
+def test_the_collation_guard_asks_again_while_the_column_is_missing(client, mysql):
+    mysql.name_collation = lambda: ""  # no ums_users yet: nothing to confirm
+    assert client.get("/readyz", base_url=OPS).status_code == 200
+    mysql.name_collation = lambda: "utf8mb4_0900_ai_ci"  # then the AddService creates it, collated otherwise
+    assert client.get("/readyz", base_url=OPS).get_json()["collation_mismatch"] == "utf8mb4_0900_ai_ci"
 
 
 @pytest.mark.parametrize("path", ["/user/Renee%0ADubois", "/user/Renee Dubois%0A", "/user/%0D%0ARenee Dubois"])

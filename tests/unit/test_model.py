@@ -22,9 +22,12 @@ def test_name_length_edges(length, valid):
 
 
 @given(st.text(letters, min_size=8, max_size=32), st.integers(0, 5), st.integers(0, 5))
-def test_surrounding_spaces_are_not_part_of_the_name(core, left, right):
-    assume(unicodedata.is_normalized("NFC", core))
-    assert Name(" " * left + core + " " * right).value == core
+def test_spaces_at_the_ends_are_kept_and_not_counted(core, left, right):
+    assume(unicodedata.is_normalized("NFC", core) and core.strip(" ") == core)
+    raw = " " * left + core + " " * right
+    assert Name(raw).value == raw
+    # General_ci pads with spaces (trailing ones do not count) but compares leading ones.
+    assert (Name(raw).canonical == Name(core).canonical) is (left == 0)
 
 
 @pytest.mark.parametrize("edge", ["\t", "\n", "\r", "\r\n", "\u00a0", "\u3000", "\x0b"])
@@ -77,9 +80,25 @@ def test_name_is_normalized_to_nfc():
     assert Name(decomposed).value == "Jos\u00e9 Antonio"
 
 
-@pytest.mark.parametrize("raw", ["Alice Smith", "alice smith", "ALICE SMITH  ", "  alice smith"])
-def test_canonical_name_ignores_case_and_surrounding_space(raw):
+@pytest.mark.parametrize("raw", ["Alice Smith", "alice smith", "ALICE SMITH  "])
+def test_canonical_name_ignores_case_and_trailing_space_under_general_ci(raw):
     assert canonical_name(raw) == "alice smith"
+
+
+def test_a_leading_space_makes_another_name_and_is_kept():
+    # MySQL compares leading spaces under every collation: ' Bob Smithson' is another row.
+    assert canonical_name("  alice smith") != canonical_name("alice smith")
+    assert Name(" Bob Smithson").value == " Bob Smithson"
+    assert Name(" Bob Smithson").canonical == canonical_name(" Bob Smithson")
+
+
+@pytest.mark.parametrize("raw, valid", [("   Bob Smi", False), ("  Bob Smith  ", True), (" " * 40 + "Bob Smith", True)])
+def test_the_length_does_not_count_spaces_at_the_ends(raw, valid):
+    if valid:
+        assert Name(raw).value == raw
+    else:
+        with pytest.raises(InvalidName):
+            Name(raw)
 
 
 def test_canonical_name_follows_mariadb_general_ci_by_default():

@@ -27,8 +27,8 @@ class FakeMySQL:
     def find(self, name: Name) -> User | None:
         return self.rows.get(name.canonical)
 
-    def find_many(self, names: list[str]) -> set[str]:
-        return {Name(n).canonical for n in names if Name(n).canonical in self.rows}
+    def find_many(self, names: list[Name]) -> set[str]:
+        return {n.canonical for n in names if n.canonical in self.rows}
 
 
 def user(n: int, phone: int = 9_000_000_000, at: datetime = T0) -> User:
