@@ -7,7 +7,8 @@ one atomic script and every read one MGET:
     {P}:rebuild   "<token>:<generation>"        the claim of the one running rebuild, with a
                                                 lease (PX): if its replay stops renewing it,
                                                 consumers stop writing there and the sweep deletes it
-    {P}:seq       the last generation number handed out (numbers are not reused)
+    {P}:seq       the last generation number handed out or retired by the sweep
+                  (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
 
 Start, renew, flip and abandon compare the caller's token; the sweep never deletes the
