@@ -7,11 +7,12 @@ one atomic script and every read one MGET:
     {P}:rebuild   "<token>:<generation>"        the claim of the one running rebuild, with a
                                                 lease (PX): if its replay stops renewing it,
                                                 consumers stop writing there and the sweep deletes it
-    {P}:seq       the last generation number handed out (numbers are not reused)
+    {P}:seq       the last generation number handed out or retired by the sweep
+                  (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
 
 Start, renew, flip and abandon compare the caller's token; the sweep never deletes the
-live generation nor a claimed one. See docs/decisions.md ("Recovery").
+live generation nor a claimed one (adapters/sweep.py). See docs/decisions.md ("Recovery").
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ from dataclasses import dataclass
 
 from adapters.lua import ABANDON, FLIP, RENEW, SAVE_POSITIONS, START
 from adapters.store import ProjectionStore, parse_pointer
+from adapters.sweep import Sweeper
 
 log = logging.getLogger(__name__)
 
 
 class RebuildRunning(Exception):
     """Another rebuild holds the claim."""
+
+
+class NoProjection(Exception):
+    """Redis holds no pointer (it was wiped): there is nothing to rebuild beside."""
 
 
 class ClaimLost(Exception):
@@ -73,6 +79,7 @@ class Generations:
         self._abandon = self.client.register_script(ABANDON)
         self._flip = self.client.register_script(FLIP)
         self._save = self.client.register_script(SAVE_POSITIONS)
+        self._sweeper = Sweeper(store, self.rebuild_key, self.seq_key, self.pos_prefix)
 
     def read(self) -> Pointer | None:
         """The pointer and the rebuild claim, atomically (one slot, one MGET); None: no projection."""
@@ -116,12 +123,16 @@ class Generations:
     # Rebuild claim ---------------------------------------------------------------------
 
     def start(self, lease_ms: int) -> tuple[int, str]:
-        """Claim a new generation for a rebuild: (generation, claim) or raise RebuildRunning."""
+        """Claim a new generation for a rebuild: (generation, claim); raise RebuildRunning or NoProjection."""
         self.ensure()
         token = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         generation, holder = self._start(
             keys=[self.live_key, self.rebuild_key, self.seq_key, self.pos_prefix], args=[token, lease_ms]
         )
+        if int(generation) < 0:
+            raise NoProjection(
+                f"Redis holds no projection ({self.live_key} is missing: wiped just now?); nothing claimed"
+            )
         if not generation:
             text = holder.decode() if isinstance(holder, bytes) else str(holder)
             left = max(int(self.client.pttl(self.rebuild_key)), 0) / 1000
@@ -152,38 +163,8 @@ class Generations:
     def sweep(self, only: int | None = None, batch: int = 500) -> int:
         """Delete the keys of every generation that is neither live nor claimed; return how many.
 
-        The control state is read again before every UNLINK, so a generation that became
-        live or claimed meanwhile is spared (new claims take numbers never used before).
+        Whatever runs beside it (flips, claims, a wipe and a new pointer): positions are
+        deleted by a script that checks pointer and claim, user keys by batches judged on a
+        fresh reading each (adapters/sweep.py, which names the one remaining window).
         """
-        pointer = self.read()
-        keep = set(pointer.targets) if pointer else set()
-
-        def doomed(generation: int) -> bool:
-            return generation not in keep and (only is None or generation == only)
-
-        deleted = 0
-        pending: list[bytes] = []
-        for key in self.store.scan_all(count=batch):
-            generation = self.store.generation_of(key)
-            if generation is not None and doomed(generation):
-                pending.append(key)
-                if len(pending) >= batch:
-                    deleted += self._unlink(pending, keep)
-                    pending = []
-        if pending:
-            deleted += self._unlink(pending, keep)
-        for key in self.client.scan_iter(match=f"{self.pos_prefix}*", count=batch):
-            generation = int(key.decode().rsplit(":", 1)[1])
-            if doomed(generation):
-                self.client.delete(key)
-        if deleted:
-            log.info("swept %s keys of unclaimed generations", deleted)
-        return deleted
-
-    def _unlink(self, keys: list[bytes], keep: set[int]) -> int:
-        # Re-read before each batch: a generation that became live or claimed is spared.
-        pointer = self.read()
-        now = set(pointer.targets) if pointer else set()
-        spared = now - keep
-        chosen = [k for k in keys if self.store.generation_of(k) not in spared]
-        return int(self.store.unlink(chosen)) if chosen else 0
+        return self._sweeper.sweep(only, batch)

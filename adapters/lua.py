@@ -39,10 +39,11 @@ REPLACE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KE
 # ---- generations: claim, lease, flip, positions (adapters/generations.py)
 
 # KEYS: live, rebuild, seq, pos-prefix-unused; ARGV: token, lease_ms.
-# Claims the next generation for a rebuild, or returns the current holder's claim.
+# Claims the next generation for a rebuild: {n, ''}; {0, holder's claim} while a claim
+# exists; {-1, ''} when there is no pointer (Redis wiped since the caller created it).
 START = """
 local live = redis.call('GET', KEYS[1])
-if not live then return {0, 'no projection'} end
+if not live then return {-1, ''} end
 local held = redis.call('GET', KEYS[2])
 if held then return {0, held} end
 local gen = tonumber(string.match(live, '^(%d+)'))
@@ -87,4 +88,40 @@ for i = 2, #ARGV, 2 do
   if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 end
 return 1
+"""
+
+
+# ---- the sweep (adapters/sweep.py)
+
+# KEYS: live, rebuild, seq; ARGV: the highest generation number the sweep is about to judge.
+# Returns {pointer, claim, seq} after retiring every number up to ARGV[1]: raising seq makes
+# START hand out only higher numbers, so within this pointer's epoch a generation that is
+# neither live nor claimed now never will be. No pointer: {'', '', 0} and nothing changes.
+RETIRE = """
+local live = redis.call('GET', KEYS[1])
+if not live then return {'', '', 0} end
+local claim = redis.call('GET', KEYS[2]) or ''
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+local top = tonumber(ARGV[1])
+if top > seq then
+  redis.call('SET', KEYS[3], top)
+  seq = top
+end
+return {live, claim, seq}
+"""
+# KEYS: live, rebuild, pos:<g1>, pos:<g2>, ...; ARGV: g1, g2, ...
+# Deletes the positions of generations that are neither live nor claimed, checked in the
+# same script (one slot): a flip or a new pointer can never come between. No pointer: none.
+DROP_POSITIONS = """
+local live = redis.call('GET', KEYS[1])
+if not live then return 0 end
+local gen = tonumber(string.match(live, '^(%d+)'))
+local claim = redis.call('GET', KEYS[2])
+local claimed = claim and tonumber(string.match(claim, ':(%d+)$'))
+local dropped = 0
+for i = 3, #KEYS do
+  local g = tonumber(ARGV[i - 2])
+  if g ~= gen and g ~= claimed then dropped = dropped + redis.call('DEL', KEYS[i]) end
+end
+return dropped
 """

@@ -9,7 +9,6 @@ Kafka-only rebuilds need the topic kept forever or compacted (README).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -127,17 +126,29 @@ class Rebuild:
                 lease.check()
                 old = self.generations.flip(claim, target, pointer.epoch)
         except BaseException:
-            # Give the claim up and delete what was built; the sweep spares the live
-            # generation, so even a flip that succeeded before the error is kept.
-            with contextlib.suppress(Exception):
-                self.generations.abandon(claim)
-                self.generations.sweep(only=target)
+            self._abandon(claim, target)
             raise
         log.info("generation %s is live; deleting generation %s", target, old)
         # Readers cache the pointer for generation_cache_s: let them move before N goes.
         self.stop.wait(self.settings.generation_cache_s * 2 + 0.5)
         deleted = self.generations.sweep()
         return Result(target, plan.kafka_events, plan.mysql_rows, self.poison, deleted, time.monotonic() - started)
+
+    def _abandon(self, claim: str, target: int) -> None:
+        """Give the claim up and delete what was built, each step tried even if the other failed.
+
+        The sweep spares the live generation (so a flip that ran before the error is kept)
+        and a claimed one: if the claim could not be given up, its lease expires and the
+        next sweep (`ums-find gc`, or any replay) deletes the generation.
+        """
+        try:
+            self.generations.abandon(claim)
+        except Exception:
+            log.warning("could not give up the claim %s; its lease will expire", claim, exc_info=True)
+        try:
+            self.generations.sweep(only=target)
+        except Exception:
+            log.warning("could not delete generation %s; the next gc will", target, exc_info=True)
 
     def _check(self) -> None:
         """Between batches: stop on SIGTERM/SIGINT, and stop writing once the claim is lost."""

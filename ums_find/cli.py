@@ -138,7 +138,7 @@ def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-u
 def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     import threading
 
-    from adapters.generations import ClaimLost, RebuildRunning
+    from adapters.generations import ClaimLost, NoProjection, RebuildRunning
     from consumer.main import stop_on_signals
     from consumer.replay import Interrupted, Rebuild
     from consumer.tuning import tune_gc
@@ -159,7 +159,7 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     tune_gc()
     try:
         result = rebuild.run()
-    except RebuildRunning as exc:
+    except (RebuildRunning, NoProjection) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except (ClaimLost, Interrupted) as exc:
