@@ -9,6 +9,7 @@ Kafka-only rebuilds need the topic kept forever or compacted (README).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
