@@ -17,7 +17,7 @@ from api.links import Links
 from api.metrics import ApiMetrics
 from api.openapi import openapi_document
 from api.problems import problem
-from api.serialize import iso_ms, user_body
+from api.serialize import iso, user_body
 from domain import DomainError, Name, User
 
 bp = Blueprint("users", __name__)
@@ -67,7 +67,7 @@ def get_user(name: str) -> Response:
         detail = "too many fresh reads are waiting on MySQL; retry, or read without min_since/no-cache"
         return problem(503, "fresh-read-limit", detail, Retry_After="1", Cache_Control="no-store")
     except fresh.NotFreshEnough as exc:
-        return _not_fresh_enough(exc.available, want)
+        return _not_fresh_enough(exc.available)
     if found.user is None:
         # Briefly, as the API itself remembers unknown names: a user added now shows soon.
         max_age = int(settings.negative_cache_s)
@@ -84,10 +84,10 @@ def get_user(name: str) -> Response:
     return response
 
 
-def _not_fresh_enough(available: User, want: fresh.Wanted | None) -> Response:
+def _not_fresh_enough(available: User) -> Response:
     """409: even MySQL holds this user with an older `since` than min_since (never shown as fresh)."""
-    asked = iso_ms(want.min_since_ms) if want and want.min_since_ms is not None else "?"
-    detail = f"MySQL, the freshest source, holds this user with since {iso_ms(available.since_ms)}, before {asked}"
+    asked = request.args.get(fresh.MIN_SINCE, "")[:64]
+    detail = f"MySQL, the freshest source, holds this user with since {iso(available.since)}, before min_since={asked}"
     response = problem(409, "not-fresh-enough", detail, Cache_Control="no-store")
     response.headers["X-Ums-Source"] = MYSQL
     return response

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 
 from domain import User
-from domain.model import from_epoch_ms
 
 
 def user_to_json(user: User) -> dict[str, Any]:
@@ -20,10 +19,6 @@ def iso(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds: 2022-09-01T10:00:00.250Z."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def iso_ms(epoch_ms: int) -> str:
-    return iso(from_epoch_ms(epoch_ms))
 
 
 def user_body(user: User) -> bytes:
