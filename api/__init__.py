@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     )
     app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
     app.extensions["ums_metrics"] = ApiMetrics.create()
-    fresh.init_app(app, settings.fresh_read_limit)
+    fresh.init_app(app, settings.fresh_read_limit, settings.fresh_read_wait_s)
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, _http_problem)
     app.before_request(_limits)

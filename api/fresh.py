@@ -127,11 +127,14 @@ def wanted(values: Sequence[str], cache_control: str | None) -> Wanted | None:
 class FreshReads:
     """Answers fresh reads for one worker: the projection when it is fresh enough, else MySQL, bounded."""
 
-    def __init__(self, finder: Finder, limit: int, registry: CollectorRegistry) -> None:
+    def __init__(self, finder: Finder, limit: int, wait_s: float, registry: CollectorRegistry) -> None:
         self.finder = finder
         # At most `limit` of this worker's threads wait on MySQL for a fresh read; the rest of
         # the pool and of the threads stays for the ordinary fallback.
         self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
+        # A slot is held a little longer than MariaDB takes (the answer then waits for the GIL):
+        # a short wait lets a burst through, and only a slow MySQL or a flood is turned away.
+        self.wait_s = wait_s
         self._counter = Counter(
             "ums_api_fresh_reads",
             "Reads that asked for freshness (min_since or Cache-Control: no-cache), by how each was served",
@@ -170,12 +173,18 @@ class FreshReads:
         return Found(user, MYSQL, generation)
 
     def _from_mysql(self, name: Name) -> User | None:
-        if self._slots is None or not self._slots.acquire(blocking=False):
+        slots = self._slots
+        if slots is None or not self._take(slots):
             raise FreshReadLimited
         try:
             return self.finder.from_mysql(name)
         finally:
-            self._slots.release()
+            slots.release()
+
+    def _take(self, slots: threading.BoundedSemaphore) -> bool:
+        if self.wait_s > 0:
+            return slots.acquire(timeout=self.wait_s)
+        return slots.acquire(blocking=False)
 
     def _count(self, want: Wanted, served: str) -> None:
         self._counter.labels(want.reason, served).inc()
@@ -185,8 +194,8 @@ def _fresh(user: User, min_since_ms: int | None) -> bool:
     return min_since_ms is None or user.since_ms >= min_since_ms
 
 
-def init_app(app: Flask, limit: int) -> None:
+def init_app(app: Flask, limit: int, wait_s: float) -> None:
     """Give the app its FreshReads (after its finder and metrics exist)."""
     app.extensions["ums_fresh"] = FreshReads(
-        app.extensions["ums_finder"], limit, app.extensions["ums_metrics"].registry
+        app.extensions["ums_finder"], limit, wait_s, app.extensions["ums_metrics"].registry
     )

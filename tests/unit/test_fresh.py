@@ -144,7 +144,7 @@ class BlockingUsers:
 
 def test_forced_reads_past_the_limit_get_503_and_ordinary_fallback_still_answers(settings, store):
     mysql = BlockingUsers(KRISHNA)
-    limited = replace(settings, fresh_read_limit=2)
+    limited = replace(settings, fresh_read_limit=2, fresh_read_wait_s=0.05)
     app = create_app(limited, finder=Finder(store, mysql, limited))  # type: ignore[arg-type]
     store.client.set(store.pointer_key, 1)
     results: list[int] = []
@@ -171,6 +171,35 @@ def test_forced_reads_past_the_limit_get_503_and_ordinary_fallback_still_answers
     metrics = app.extensions["ums_metrics"].exposition()[0].decode()
     assert 'ums_api_fresh_reads_total{reason="no_cache",served="mysql"} 2.0' in metrics
     assert 'ums_api_fresh_reads_total{reason="min_since",served="limited"} 1.0' in metrics
+
+
+def test_a_read_past_the_limit_takes_a_slot_freed_within_the_wait(settings, store):
+    mysql = BlockingUsers(KRISHNA)
+    patient = replace(settings, fresh_read_limit=1, fresh_read_wait_s=10.0)
+    app = create_app(patient, finder=Finder(store, mysql, patient))  # type: ignore[arg-type]
+    store.client.set(store.pointer_key, 1)
+    results: list[int] = []
+
+    def forced() -> None:
+        results.append(app.test_client().get("/user/KrishnaMohan", headers={"Cache-Control": "no-cache"}).status_code)
+
+    reads = app.extensions["ums_fresh"]
+    take, asking = reads._take, threading.Semaphore(0)
+
+    def observed(slots: threading.BoundedSemaphore) -> bool:
+        asking.release()
+        return take(slots)
+
+    reads._take = observed
+    first, second = threading.Thread(target=forced), threading.Thread(target=forced)
+    first.start()
+    assert mysql.inside.acquire(timeout=10)  # the only slot is taken
+    second.start()
+    assert asking.acquire(timeout=10) and asking.acquire(timeout=10)  # the second asks for it while taken
+    mysql.release.set()
+    for thread in (first, second):
+        thread.join(10)
+    assert results == [200, 200]
 
 
 def test_no_fresh_reads_reach_mysql_with_limit_zero(settings, store, mysql):
