@@ -215,8 +215,7 @@ def test_a_flood_of_forced_reads_is_bounded(start_api, settings, store, mysql_wr
     name, other = f"{name_tag} flooded", f"{name_tag} bystander"
     mysql_writer.upsert_many([User(Name(n), PhoneNumber(9_100_000_004), datetime.now(UTC)) for n in (name, other)])
     Generations(store).ensure()  # a live projection that misses both: `other` is read through the fallback
-    pids = worker_pids(api.proc.pid)
-    assert len(pids) == workers
+    pids = wait_until(lambda: found if len(found := worker_pids(api.proc.pid)) == workers else None, 30, "every worker")
 
     watcher = pymysql.connect(
         host=settings.mysql_host,
