@@ -132,8 +132,8 @@ class FreshReads:
         # At most `limit` of this worker's threads wait on MySQL for a fresh read; the rest of
         # the pool and of the threads stays for the ordinary fallback.
         self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
-        # A slot is held a little longer than MariaDB takes (the answer then waits for the GIL):
-        # a short wait lets a burst through, and only a slow MySQL or a flood is turned away.
+        # A slot is held longer than MariaDB takes (its answer then waits for the GIL), so a
+        # short wait lets a burst through: only a slow MySQL or a flood is turned away.
         self.wait_s = wait_s
         self._counter = Counter(
             "ums_api_fresh_reads",
