@@ -78,6 +78,11 @@ class Settings:
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
+    # Fresh reads (?min_since=, Cache-Control: no-cache) waiting on MySQL at once, per API worker;
+    # one past it waits up to fresh_read_wait_s for a slot, then gets 503 + Retry-After
+    # (docs/decisions.md "Read your own writes"). 0: none reach MySQL.
+    fresh_read_limit: int = 2
+    fresh_read_wait_s: float = 0.01
     # Read-repair writes users found only in MySQL into Redis from the API: it needs a Redis
     # user that may write, so it is off and the API's user is read-only (docs/security.md).
     read_repair: bool = False

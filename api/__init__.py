@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from adapters.clients import Role, mysql_users, projection_store
 from adapters.settings import Settings
-from api import routes
+from api import fresh, routes
 from api.finder import Finder
 from api.links import Links
 from api.metrics import ApiMetrics
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     )
     app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
     app.extensions["ums_metrics"] = ApiMetrics.create()
+    fresh.init_app(app, settings.fresh_read_limit, settings.fresh_read_wait_s)
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, _http_problem)
     app.before_request(_limits)

@@ -89,12 +89,12 @@ class Finder:
         self._warned: dict[str, float] = {}
 
     def find(self, name: Name) -> Found:
-        generation, found = self._from_projection(name)
+        generation, found = self.from_projection(name)
         if found is not None:
             return found
         if self._known_unknown(name.canonical):
             return Found(None, UNKNOWN_CACHE, generation)
-        user = self._from_mysql(name)
+        user = self.from_mysql(name)
         if user is None:
             with self._unknown_lock:
                 self._unknown[name.canonical] = True
@@ -102,7 +102,8 @@ class Finder:
             self._read_repair(user, generation)
         return Found(user, MYSQL, generation)
 
-    def _from_projection(self, name: Name) -> tuple[int | None, Found | None]:
+    def from_projection(self, name: Name) -> tuple[int | None, Found | None]:
+        """The live generation (None: Redis did not answer) and the projection's answer (None: a miss)."""
         try:
             self.redis_breaker.check()
             generation = self.generations.get()
@@ -118,7 +119,8 @@ class Finder:
             return generation, None
         return generation, Found(stored.user, PROJECTION, generation)
 
-    def _from_mysql(self, name: Name) -> User | None:
+    def from_mysql(self, name: Name) -> User | None:
+        """MySQL's answer, behind its breaker; SourcesUnavailable when it cannot give one."""
         try:
             self.mysql_breaker.check()
             user = self.mysql.find(name)
@@ -142,6 +144,11 @@ class Finder:
     def _known_unknown(self, canonical: str) -> bool:
         with self._unknown_lock:
             return canonical in self._unknown
+
+    def forget_unknown(self, canonical: str) -> None:
+        """MySQL has just returned this name: ordinary reads stop calling it unknown."""
+        with self._unknown_lock:
+            self._unknown.pop(canonical, None)
 
     def _read_repair(self, user: User, generation: int) -> None:
         # A user in MySQL but not in the projection lost its event (the AddService has

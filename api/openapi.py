@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.fresh import MAX_EPOCH_MS, MIN_SINCE
+
 # Every string this pattern matches is a valid name (tests/unit/test_openapi.py checks it).
 _LETTER = r"A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff"
 NAME_PATTERN = rf"^[{_LETTER}][{_LETTER} .'_-]{{6,30}}[{_LETTER}]$"
@@ -47,7 +49,33 @@ def openapi_document() -> dict[str, Any]:
                             "breaks it gets 400.",
                             "schema": {"type": "string", "pattern": NAME_PATTERN},
                             "example": "KrishnaMohan",
-                        }
+                        },
+                        {
+                            "name": MIN_SINCE,
+                            "in": "query",
+                            "required": False,
+                            "description": "Read your own write: answer only with a user whose `since` is at "
+                            "least this (the `since` of the save just made), as epoch milliseconds or an "
+                            "ISO-8601 (RFC 3339) date-time with a time zone. When the projection's answer is "
+                            "older or missing, MySQL answers (`X-Ums-Source: mysql`); when MySQL's is older "
+                            "too, 409. Any other value: 400.",
+                            "schema": {
+                                "anyOf": [
+                                    {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS},
+                                    {"type": "string", "format": "date-time"},
+                                ]
+                            },
+                            "example": "2026-12-02T17:25:04.123Z",
+                        },
+                        {
+                            "name": "Cache-Control",
+                            "in": "header",
+                            "required": False,
+                            "description": "`no-cache` or `max-age=0` asks past the projection: MySQL answers "
+                            "(`X-Ums-Source: mysql`) and the response is `no-store`. Other directives change nothing.",
+                            "schema": {"type": "string"},
+                            "example": "no-cache",
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -55,16 +83,27 @@ def openapi_document() -> dict[str, Any]:
                             "headers": {
                                 "ETag": {"schema": {"type": "string"}},
                                 "X-Ums-Source": {"schema": {"type": "string", "enum": ["projection", "mysql"]}},
+                                "Cache-Control": {
+                                    "description": "`public, max-age=N`; `no-store` for a `Cache-Control: "
+                                    "no-cache` read",
+                                    "schema": {"type": "string"},
+                                },
                             },
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}},
                         },
                         "304": {"description": "Not modified (If-None-Match matched the ETag)"},
-                        "400": _problem_response("Invalid name"),
+                        "400": _problem_response("Invalid name, or invalid or repeated min_since"),
                         "404": _problem_response("No user has this name"),
+                        "409": _problem_response(
+                            "min_since asked for a user at least that fresh, and even MySQL holds an older one "
+                            "(or its save has not happened): never shown as fresh",
+                        ),
                         "414": _problem_response("Request target too long"),
                         "431": _problem_response("Request headers too large"),
                         "503": _problem_response(
-                            "Neither the projection nor MySQL can answer",
+                            "Neither the projection nor MySQL can answer; or, for a min_since or no-cache read "
+                            "that needs MySQL, this worker already has UMS_FRESH_READ_LIMIT such reads waiting "
+                            "on it (type .../fresh-read-limit)",
                             {"Retry-After": {"schema": {"type": "string"}}},
                         ),
                     },

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,12 +12,13 @@ from domain import User
 
 def user_to_json(user: User) -> dict[str, Any]:
     """{"name", "phone", "since"}: the seed's fields, `since` as ISO-8601 UTC with milliseconds."""
-    since = user.since.astimezone(UTC)
-    return {
-        "name": user.name.value,
-        "phone": user.phone.value,
-        "since": since.strftime("%Y-%m-%dT%H:%M:%S.") + f"{since.microsecond // 1000:03d}Z",
-    }
+    return {"name": user.name.value, "phone": user.phone.value, "since": iso(user.since)}
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds: 2022-09-01T10:00:00.250Z."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def user_body(user: User) -> bytes:

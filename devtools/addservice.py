@@ -41,14 +41,24 @@ class AddService:
         count += self._save_and_publish(chunk)
         return count
 
+    def add(self, user: User) -> None:
+        """Save one user, then publish its event without waiting for the broker (as a Java
+        producer's send() does); `flush` waits for every event sent so far."""
+        self.users.upsert_many([user])
+        self._produce(user)
+        self.producer.poll(0)  # delivery reports of earlier events
+
+    def flush(self) -> None:
+        if self.producer.flush(30):
+            raise RuntimeError("the broker did not acknowledge every event within 30 s")
+
     def _save_and_publish(self, users: list[User]) -> int:
         if not users:
             return 0
         self.users.upsert_many(users)
         for user in users:
             self._produce(user)
-        if self.producer.flush(30):
-            raise RuntimeError("the broker did not acknowledge every event within 30 s")
+        self.flush()
         return len(users)
 
     def _produce(self, user: User) -> None:
