@@ -8,71 +8,24 @@ stop for Docker, which then leaves the container down whatever its restart polic
 from __future__ import annotations
 
 import json
-import os
-import signal
-from collections.abc import Iterator
 
 import pytest
 import requests
 
 from adapters import clients
 from adapters.settings import Settings
-from tests.deploy.running import DOCKER, Stream, record, settings_for, sh, store_for, timed
+from tests.deploy.composerun import crash, healthy_again, services
+from tests.deploy.running import Stream, record, store_for
 from tests.helpers import unique, wait_until
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
 API = "http://127.0.0.1:8080"
-LONG_RUNNING = {"zookeeper", "kafka", "mysql", "redis", "consumer", "api"}
+LONG_RUNNING = {"zookeeper", "kafka", "mysql", "redis", "consumer", "api", "prometheus"}
 ONE_SHOTS = {"topics", "seed"}
 
 
-def compose(*args: str, timeout: float = 900, check: bool = True) -> str:
-    return sh(DOCKER, "compose", *args, timeout=timeout, check=check).stdout
-
-
-def services() -> dict[str, dict]:  # type: ignore[type-arg]
-    out = compose("ps", "--all", "--format", "json")
-    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return {row["Service"]: row for row in rows}
-
-
-def container_of(service: str) -> str:
-    return compose("ps", "--all", "-q", service).strip()
-
-
-def inspect(cid: str, template: str) -> str:
-    return sh("docker", "inspect", "-f", template, cid).stdout.strip()
-
-
-def crash(service: str) -> int:
-    """SIGKILL the service's main process (an OOM kill, a crash); return the restart count before."""
-    cid = container_of(service)
-    before = int(inspect(cid, "{{.RestartCount}}"))
-    os.kill(int(inspect(cid, "{{.State.Pid}}")), signal.SIGKILL)
-    return before
-
-
-def healthy_again(service: str, restarts_before: int, timeout: float = 120) -> None:
-    cid = container_of(service)
-
-    def back() -> bool:
-        state = inspect(cid, "{{.RestartCount}} {{.State.Status}} {{.State.Health.Status}}").split()
-        return int(state[0]) > restarts_before and state[1:] == ["running", "healthy"]
-
-    wait_until(back, timeout, f"{service} restarted by its restart policy and healthy", interval=0.5)
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Settings]:
-    compose("down", "--volumes", "--remove-orphans")
-    record(compose_up_to_healthy_s=timed(lambda: compose("up", "-d", "--wait", timeout=900)))
-    redis_ip = inspect(container_of("redis"), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
-    yield settings_for("127.0.0.1:29092", f"redis://{redis_ip}:6379/0")
-    compose("down", "--volumes", "--remove-orphans", check=False)
-
-
-def test_every_service_healthy_and_one_shots_done(stack: Settings) -> None:
+def test_every_service_healthy_and_one_shots_done(compose_stack: Settings) -> None:
     rows = services()
     assert {name: rows[name]["Health"] for name in LONG_RUNNING} == dict.fromkeys(LONG_RUNNING, "healthy")
     assert {name: (rows[name]["State"], rows[name]["ExitCode"]) for name in ONE_SHOTS} == dict.fromkeys(
@@ -80,23 +33,24 @@ def test_every_service_healthy_and_one_shots_done(stack: Settings) -> None:
     )
 
 
-def test_published_ports_are_on_loopback_only(stack: Settings) -> None:
+def test_published_ports_are_on_loopback_only(compose_stack: Settings) -> None:
     published = {
         (p["URL"], p["PublishedPort"]) for row in services().values() for p in row["Publishers"] if p["PublishedPort"]
     }
     assert published == {("127.0.0.1", 8080), ("127.0.0.1", 29092)}
 
 
-def test_seeded_demo_user_answers_from_the_projection(stack: Settings) -> None:
+def test_seeded_demo_user_answers_from_the_projection(compose_stack: Settings) -> None:
     response = requests.get(f"{API}/user/KrishnaMohan", timeout=5)
     assert response.status_code == 200
     assert response.headers["X-Ums-Source"] == "projection"
 
 
-def test_event_produced_through_kafka_is_readable_on_8080(stack: Settings) -> None:
+def test_event_produced_through_kafka_is_readable_on_8080(compose_stack: Settings) -> None:
     name, phone = unique("Compose").replace("-", ""), 9_876_543_210
-    producer = clients.kafka_producer(stack)
-    producer.produce(stack.topic, json.dumps({"name": name, "phone": phone, "since": 1_750_000_000_000}).encode())
+    producer = clients.kafka_producer(compose_stack)
+    event = {"name": name, "phone": phone, "since": 1_750_000_000_000}
+    producer.produce(compose_stack.topic, json.dumps(event).encode())
     assert producer.flush(30) == 0
 
     def answered() -> requests.Response | None:
@@ -107,19 +61,19 @@ def test_event_produced_through_kafka_is_readable_on_8080(stack: Settings) -> No
     assert (response.json()["phone"], response.headers["X-Ums-Source"]) == (phone, "projection")
 
 
-def test_consumer_killed_mid_stream_comes_back_with_nothing_lost(stack: Settings) -> None:
-    stream = Stream(stack, unique("ck")).start()
+def test_consumer_killed_mid_stream_comes_back_with_nothing_lost(compose_stack: Settings) -> None:
+    stream = Stream(compose_stack, unique("ck")).start()
     stream.wait_produced(0.3)
     restarts = crash("consumer")
     assert stream.model.produced < len(stream.values), "the kill came after the stream ended"
     healthy_again("consumer", restarts)
     stream.join()
-    diff = stream.wait_whole(store_for(stack))
+    diff = stream.wait_whole(store_for(compose_stack))
     record(compose_consumer_kill={"events": len(stream.values), "missing": diff.missing, "stale": diff.stale})
     assert (diff.missing, diff.stale, diff.extra) == (0, 0, 0), diff
 
 
-def test_api_killed_is_restarted_by_compose(stack: Settings) -> None:
+def test_api_killed_is_restarted_by_compose(compose_stack: Settings) -> None:
     restarts = crash("api")
     healthy_again("api", restarts)
     assert requests.get(f"{API}/user/KrishnaMohan", timeout=5).status_code == 200
