@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI's deployment part (`make ci-deploy`; .ci/run runs it after `make test`): the Docker engine, the
 # images (local base, stand-ins, ums-find:0.1.0), then the image and the compose stack tested for
-# real (tests/deploy/test_image_run.py, test_compose_run.py, test_compose_observability.py).
+# real (tests/deploy/test_image_run.py and tests/deploy/compose/).
 # Every step has a time limit; whatever happens, the trap takes the stack down and stops the
 # engine if this script started it, so nothing is left running. Caches: $UMS_CACHE_DIR
 # (default ~/.cache/ums-find), so a second run on the same machine is warm.
@@ -53,4 +53,4 @@ done
 step "docker engine" "$ENGINE_LIMIT" services/docker.sh up
 step "images" "$IMAGES_LIMIT" services/docker.sh images
 step "image and compose tests" "$TESTS_LIMIT" .venv/bin/pytest -m deploy -p no:cacheprovider \
-  tests/deploy/test_image_run.py tests/deploy/test_compose_run.py tests/deploy/test_compose_observability.py
+  tests/deploy/test_image_run.py tests/deploy/compose

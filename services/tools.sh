@@ -9,7 +9,7 @@
 #
 # Not here, and why (tests/integration/test_deploy_*.py do those checks themselves):
 #   kube-linter  golang.stackrox.io/kube-linter is refused by the Go module proxy (403): checkov instead
-#   promtool     builds ~1,200 packages (every service-discovery SDK): over 10 minutes
+#   promtool     Debian's prometheus package has it (services/stack.sh installs it): no build needed
 #   hadolint     a Haskell binary, only downloadable from its release page
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 """Offline checks of the Prometheus alert rules and the Grafana dashboard (observability/).
 
 Prometheus itself checks and unit-tests the rules in test_deploy_promtool.py (promtool), and
-runs them and every dashboard query in test_compose_observability.py (marker deploy). These
+runs them and every dashboard query in compose/test_compose_observability.py (marker deploy). These
 checks need neither; they check that:
 - both files parse and have the structure Prometheus and Grafana load;
 - every PromQL expression is balanced and uses range selectors and durations correctly;

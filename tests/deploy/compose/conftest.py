@@ -1,4 +1,5 @@
-"""The compose stack, up once for every compose test of a run (marker deploy)."""
+"""The compose stack, up once for the compose tests of this package (marker deploy) and down after
+them, before any other deployment run (the Kubernetes node) starts."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.settings import Settings
-from tests.deploy.composerun import address_of, compose, write_test_rules
+from tests.deploy.compose.composerun import address_of, compose, write_test_rules
 from tests.deploy.running import record, settings_for, timed
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose_stack() -> Iterator[Settings]:
     """`compose up --wait` from nothing; settings that reach its Kafka and Redis; `down` after."""
     write_test_rules()

@@ -14,7 +14,7 @@ import requests
 
 from adapters import clients
 from adapters.settings import Settings
-from tests.deploy.composerun import crash, healthy_again, services
+from tests.deploy.compose.composerun import crash, healthy_again, services
 from tests.deploy.running import Stream, record, store_for
 from tests.helpers import unique, wait_until
 
