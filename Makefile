@@ -10,7 +10,7 @@ API_PORT ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick soak clean \
-	image compose-up compose-down k8s-up k8s-down deploy-test
+	image compose-up compose-down k8s-up k8s-down deploy-test ci-deploy
 
 help:
 	@echo "make run    start Kafka, Redis, MariaDB, the consumer and the API; seed demo users"
@@ -27,6 +27,7 @@ help:
 	@echo "make k8s-up        a single-node Kubernetes here, the stand-ins and ums-find (k8s/overlays/local)"
 	@echo "make k8s-down      stop the node and remove its state"
 	@echo "make deploy-test   image, compose and Kubernetes runs (tests/deploy, marker deploy), long"
+	@echo "make ci-deploy     CI's deployment part: image and compose runs, everything stopped after"
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "installing $(PYTHON)"; \
@@ -107,6 +108,11 @@ k8s-down:
 deploy-test: venv
 	$(DOCKER) images
 	$(BIN)/pytest -m deploy tests/deploy $(PYTEST_ARGS)
+
+# CI's deployment part (.ci/run, after `make test`): image and compose stack tested for real, with
+# time limits, torn down by a trap (services/ci-deploy.sh). No Kubernetes node: docs/deploy.md says why.
+ci-deploy: venv
+	services/ci-deploy.sh
 
 clean: stop
 	rm -rf .run $(VENV)

@@ -4,7 +4,7 @@
 # shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE_DIR=${UMS_CACHE_DIR:-$ROOT/.cache}
+CACHE_DIR=${UMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ums-find}
 RUN_DIR=${UMS_DEPLOY_RUN_DIR:-$ROOT/.run}
 GO_DIR=$CACHE_DIR/go            # module and build caches of the Go builds below
 DEPLOY_BIN=$CACHE_DIR/bin       # built tools, one file per pinned version

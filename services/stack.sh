@@ -16,12 +16,13 @@
 #   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
 # Used by `make run`, `make test` and `.ci/run`. Idempotent. Everything lives under
-# $UMS_STACK_DIR (default .run/stack); downloaded jars under $UMS_CACHE_DIR (default .cache).
+# $UMS_STACK_DIR (default .run/stack); downloaded jars under $UMS_CACHE_DIR
+# (default $XDG_CACHE_HOME/ums-find or ~/.cache/ums-find: outside the checkout, so a new clone is warm).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACK_DIR=${UMS_STACK_DIR:-$ROOT/.run/stack}
-CACHE_DIR=${UMS_CACHE_DIR:-$ROOT/.cache}
+CACHE_DIR=${UMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ums-find}
 REDIS_PORT=${REDIS_PORT:-6379}
 MYSQL_PORT=${MYSQL_PORT:-3306}
 KAFKA_PORT=${KAFKA_PORT:-9092}
@@ -293,6 +294,9 @@ ENV
 up() {
   need wrk wrk  # load generators: wrk for the benchmarks, ab for exact request counts in tests
   need ab apache2-utils
+  # promtool checks and unit-tests the alert rules (tests/deploy/test_deploy_promtool.py); Debian's
+  # package installs it in seconds (its service is never started by this script)
+  need promtool prometheus
   secrets
   redis_up
   mariadb_up

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline validators for the deployment files, built from the Go module proxy once into
-# .cache/bin (git-ignored) and reused. Idempotent; prints the binary's path.
+# $UMS_CACHE_DIR/bin (default ~/.cache/ums-find, outside the checkout) and reused. Idempotent; prints the binary's path.
 #
 #   services/tools.sh compose-spec   compose-go's `compose-spec` loader: the library Docker
 #                                    Compose itself uses to parse and validate a compose file
@@ -9,12 +9,13 @@
 #
 # Not here, and why (tests/integration/test_deploy_*.py do those checks themselves):
 #   kube-linter  golang.stackrox.io/kube-linter is refused by the Go module proxy (403): checkov instead
-#   promtool     builds ~1,200 packages (every service-discovery SDK): over 10 minutes
+#   promtool     Debian's prometheus package has it (services/stack.sh installs it): no build needed
 #   hadolint     a Haskell binary, only downloadable from its release page
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN_DIR=${UMS_TOOLS_DIR:-$ROOT/.cache/bin}
+CACHE_DIR=${UMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ums-find}
+BIN_DIR=${UMS_TOOLS_DIR:-$CACHE_DIR/bin}
 
 declare -A MODULE=(
   [compose-spec]="github.com/compose-spec/compose-go/v2/cmd"
@@ -60,10 +61,10 @@ install_tool() {  # install_tool NAME -> prints the path of NAME's pinned binary
 CHECKOV_VERSION=3.3.30
 
 install_checkov() {  # checkov from PyPI, in a venv of its own: its pins conflict with ours
-  local venv=$ROOT/.cache/checkov-$CHECKOV_VERSION
+  local venv=$CACHE_DIR/checkov-$CHECKOV_VERSION
   if [ ! -x "$venv/bin/checkov" ]; then
-    mkdir -p "$ROOT/.cache"
-    exec 9>"$ROOT/.cache/.checkov.lock"
+    mkdir -p "$CACHE_DIR"
+    exec 9>"$CACHE_DIR/.checkov.lock"
     flock 9
     if [ ! -x "$venv/bin/checkov" ]; then
       rm -rf "$venv"

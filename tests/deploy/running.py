@@ -33,9 +33,11 @@ RESULTS = ROOT / ".run" / "deploy-results.json"
 IMAGE = os.environ.get("UMS_IMAGE", "ums-find:0.1.0")
 
 
-def sh(*argv: str | Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+def sh(
+    *argv: str | Path, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure the assertion shows its output."""
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, argv))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

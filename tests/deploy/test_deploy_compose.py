@@ -136,7 +136,7 @@ def test_compose_go_loader_accepts_the_file(services: dict[str, dict[str, Any]])
 
 
 def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"zookeeper", "kafka", "mysql", "redis", *OUR_SERVICES}
+    expected = {"zookeeper", "kafka", "mysql", "redis", "prometheus", *OUR_SERVICES}
     assert expected <= set(services), f"missing: {sorted(expected - set(services))}"
 
 
@@ -146,6 +146,7 @@ def test_third_party_images_are_pinned(services: dict[str, dict[str, Any]]) -> N
         "kafka": r"confluentinc/cp-kafka:7\.\d+\.\d+",  # 7.x: the last line with ZooKeeper mode
         "mysql": r"mysql:8\.\d+\.\d+",
         "redis": r"redis:\d+\.\d+\.\d+(-\w+)?",
+        "prometheus": r"prom/prometheus:v2\.\d+\.\d+",
     }
     for name, pattern in pins.items():
         image = services[name]["image"]
@@ -255,6 +256,21 @@ def test_every_variable_is_a_setting_or_a_gunicorn_knob(services: dict[str, dict
     for name in OUR_SERVICES:
         for variable in env_of(services[name]):
             assert variable in known, f"{name}: {variable} is read by nothing (typo?)"
+
+
+def test_prometheus_scrapes_both_ops_ports_with_the_alert_rules(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = services["prometheus"]
+    mounts = {v["target"]: v["source"] for v in prometheus["volumes"] if isinstance(v, dict)}
+    mounts |= {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"] if isinstance(v, str)}
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    targets = {c["job_name"]: t for c in config["scrape_configs"] for sc in c["static_configs"] for t in sc["targets"]}
+    api_ops_port = env_of(services["api"])["UMS_API_OPS_BIND"].rsplit(":", 1)[1]
+    consumer_port = env_of(services["consumer"])["UMS_METRICS_PORT"]
+    assert targets == {"ums-find-api": f"api:{api_ops_port}", "ums-find-consumer": f"consumer:{consumer_port}"}
+    [(rules_target, rules_source)] = [(t, s) for t, s in mounts.items() if t.startswith("/etc/prometheus/rules/")]
+    assert [Path(rules_target).match(glob) for glob in config["rule_files"]] == [True]
+    default = VARIABLE.fullmatch(rules_source)
+    assert default and ROOT / default.group(3) == ROOT / "observability" / "prometheus" / "ums-find-alerts.yaml"
 
 
 def test_addresses_point_at_services_of_the_stack(services: dict[str, dict[str, Any]]) -> None:
