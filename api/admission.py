@@ -69,11 +69,13 @@ class QueueGuard:
     _overloaded: bool = False
     _interval_end: float | None = None
     _min_wait: float = math.inf
+    _last_wait: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def shed(self, wait_s: float, now: float) -> bool:
         """Record one request's wait; whether to shed it."""
         with self._lock:
+            self._last_wait = wait_s
             if self._interval_end is None or now >= self._interval_end:
                 if self._interval_end is not None:
                     self._overloaded = self._min_wait > self.target_s
@@ -83,6 +85,14 @@ class QueueGuard:
                 self._min_wait = wait_s
             overloaded = self._overloaded
         return overloaded and wait_s > 2 * self.target_s
+
+    def pressing(self) -> bool:
+        """Overloaded, and the last request a thread took had waited over twice the target.
+
+        A request arriving now behind a non-empty queue would wait about as long: it can be shed
+        on arrival, before it costs a thread anything.
+        """
+        return self._overloaded and self._last_wait > 2 * self.target_s
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,9 @@ class AdmissionMetrics:
             ),
             outcomes=Counter(
                 "ums_api_admission",
-                "Requests on the public port by admission outcome: admitted, shed (overload), expired (deadline)",
-                ["outcome"],
+                "Requests on the public port by admission outcome (admitted, shed, expired) and the stage that"
+                " decided it (arrival: gunicorn's main thread, before any parsing; dequeue: when a thread took it)",
+                ["outcome", "stage"],
                 registry=registry,
             ),
         )
@@ -154,7 +165,14 @@ class Admission:
         retry = settings.api_shed_retry_after_s
         self.shed_response = rejection("overloaded", "the API is over its capacity; retry later", retry)
         self.expired_response = rejection("deadline-exceeded", "the request waited past its deadline", retry)
-        self._outcome = {name: metrics.outcomes.labels(name) for name in (ADMITTED, SHED, EXPIRED)}
+        self._outcome = {name: metrics.outcomes.labels(name, "dequeue") for name in (ADMITTED, SHED, EXPIRED)}
+        self._shed_on_arrival = metrics.outcomes.labels(SHED, "arrival")
+        status, headers, body = self.shed_response
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self._raw_shed = {
+            keep: f"HTTP/1.1 {status}\r\n{head}Connection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode() + body
+            for keep in (True, False)
+        }
         self._wait = {name: metrics.wait.labels(name) for name in ("accept", "proxy")}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -189,6 +207,15 @@ class Admission:
                 self._wait["proxy"].observe(proxy_wait)
                 waits.append(proxy_wait)
         return max(waits) if waits else None
+
+    def pressing(self) -> bool:
+        """Whether a request arriving now behind a non-empty queue should be shed (QueueGuard.pressing)."""
+        return self.guard is not None and self.guard.pressing()
+
+    def shed_on_arrival(self, keep_alive: bool) -> bytes:
+        """The raw HTTP/1.1 503 for a request shed on arrival, counted."""
+        self._shed_on_arrival.inc()
+        return self._raw_shed[keep_alive]
 
     def decide(self, wait_s: float | None) -> str:
         """admitted, shed or expired for a request that waited `wait_s` (None: unknown, admitted)."""

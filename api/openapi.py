@@ -63,7 +63,8 @@ def openapi_document() -> dict[str, Any]:
                         "414": _problem_response("Request target too long"),
                         "431": _problem_response("Request headers too large"),
                         "503": _problem_response(
-                            "Neither the projection nor MySQL can answer",
+                            "Neither the projection nor MySQL can answer, or the API shed the request: over its"
+                            " capacity (type .../overloaded) or waited past its deadline (.../deadline-exceeded)",
                             {"Retry-After": {"schema": {"type": "string"}}},
                         ),
                     },

@@ -7,7 +7,10 @@ is far over a 5 ms target. No assertion is on a duration.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
+import socket
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -94,3 +97,60 @@ def test_the_queue_wait_histogram_counts_every_request(api, name_tag):
     assert after[("ums_api_queue_wait_seconds_count", None)] == before + 6
     assert after[("ums_api_queue_wait_seconds_bucket", "+Inf")] == before + 6
     assert 'ums_api_queue_wait_seconds_count{stamp="proxy"} 0.0' in text  # no proxy stamp was sent
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length from `sock`: status, headers (lower-case), body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(start_api, name_tag):
+    # One worker with one thread: a request whose headers are not finished holds the thread, so
+    # the requests sent after it wait in the worker's queue for as long as the test likes.
+    api = start_api(
+        UMS_API_WORKERS="1",
+        UMS_API_THREADS="1",
+        UMS_API_QUEUE_TARGET_MS="5",
+        UMS_API_QUEUE_INTERVAL_MS="1",
+        UMS_API_REQUEST_DEADLINE_MS="10000",
+    )
+    path = f"/user/Nobody%20{name_tag}"
+    wait_until(lambda: api.get(path, headers=stamped(1)).status_code == 503, 10, "a request to be shed")
+    host, port = api.base.removeprefix("http://").split(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with contextlib.ExitStack() as stack:
+        holder = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
+        holder.sendall(request[:-2])  # the blank line that ends the headers is held back
+        waiting = [stack.enter_context(socket.create_connection((host, int(port)), timeout=10)) for _ in range(3)]
+        for sock in waiting:
+            sock.sendall(request)
+        # The only thread is held: whatever answers now was answered on arrival, by the main thread.
+        readable, _, _ = select.select(waiting, [], [], 10)
+        assert readable, "no request was shed on arrival"
+        status, headers, body = read_response(readable[0])
+        assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "keep-alive")
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["type"].endswith("/overloaded")
+        holder.sendall(b"\r\n")
+        assert read_response(holder)[0] == 404
+        for sock in waiting:
+            if sock is not readable[0]:
+                assert read_response(sock)[0] in (404, 503)
+        # Once the queue is short again, the API serves, on the kept-alive connection too.
+        wait_until(lambda: api.get(path).status_code == 404, 10, "the API to serve again")
+        readable[0].sendall(request)
+        assert read_response(readable[0])[0] == 404
+    assert metric(api, "ums_api_admission_total", outcome="shed", stage="arrival") >= 1
+    assert api.log.read_text().count("Booting worker") == 1

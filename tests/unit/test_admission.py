@@ -51,6 +51,16 @@ def test_codel_sheds_only_after_an_interval_without_a_short_wait():
     assert not guard.shed(0.030, now=0.2)
 
 
+def test_arrivals_are_shed_while_overloaded_and_the_last_request_waited_long():
+    guard = QueueGuard(target_s=0.005, interval_s=0.1)
+    guard.shed(0.050, now=0.0)
+    assert not guard.pressing()  # no interval has ended yet
+    guard.shed(0.050, now=0.1)
+    assert guard.pressing()
+    guard.shed(0.002, now=0.12)  # the queue in front of a new arrival is short again
+    assert not guard.pressing()
+
+
 def test_codel_stays_calm_when_some_request_waits_under_the_target():
     guard = QueueGuard(target_s=0.005, interval_s=0.1)
     for step in range(30):
@@ -93,6 +103,10 @@ def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def outcome(seen, label: str) -> float:
+    return seen[("ums_api_admission_total", (("outcome", label), ("stage", "dequeue")))]
+
+
 def assert_rejected(response, slug: str) -> None:
     assert response.status_code == 503
     assert response.mimetype == "application/problem+json"
@@ -114,8 +128,7 @@ def test_the_excess_is_shed_with_503_and_the_api_serves_again(shedding, store, m
     clock.now += 0.2
     assert get("/user/KrishnaMohan", waited=0.050).status_code == 200  # the 1 ms wait ended the overload
     seen = samples(client)
-    outcome = {label: seen[("ums_api_admission_total", (("outcome", label),))] for label in ("admitted", "shed")}
-    assert outcome == {"admitted": 3, "shed": 1}
+    assert outcome(seen, "admitted") == 3 and outcome(seen, "shed") == 1
     # Rejected requests never reached Flask: only the three served ones are counted as answered.
     served = (
         "ums_api_requests_total",
@@ -134,8 +147,7 @@ def test_a_request_past_its_deadline_is_not_served(shedding, mysql):
     )
     assert get("/user/NobodyAtAll", waited=0.0).status_code == 404
     seen = samples(client)
-    assert seen[("ums_api_admission_total", (("outcome", "expired"),))] == 2
-    assert seen[("ums_api_admission_total", (("outcome", "admitted"),))] == 1
+    assert outcome(seen, "expired") == 2 and outcome(seen, "admitted") == 1
 
 
 def test_the_queue_wait_is_observed_from_each_stamp(shedding):
