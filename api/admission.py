@@ -60,8 +60,10 @@ def parse_request_start(value: str, now: float) -> float | None:
 class QueueGuard:
     """CoDel's test on a server queue: overloaded when no request of the last interval waited under the target.
 
-    While overloaded, a request that waited more than twice the target is shed; otherwise only
-    the deadline bounds the wait (Facebook's variant of CoDel for server queues).
+    While overloaded, a request that waited more than twice the target is shed, when a thread
+    takes it or already on arrival; otherwise only the deadline bounds the wait (Facebook's
+    variant of CoDel for server queues). Shedding keeps the queue short by itself, so the
+    overload ends only after an interval that needed no shedding and had a short wait.
     """
 
     target_s: float
@@ -69,30 +71,35 @@ class QueueGuard:
     _overloaded: bool = False
     _interval_end: float | None = None
     _min_wait: float = math.inf
-    _last_wait: float = 0.0
+    _shed_in_interval: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def shed(self, wait_s: float, now: float) -> bool:
-        """Record one request's wait; whether to shed it."""
+        """Record the wait of a request a thread took; whether to shed it."""
         with self._lock:
-            self._last_wait = wait_s
             if self._interval_end is None or now >= self._interval_end:
                 if self._interval_end is not None:
-                    self._overloaded = self._min_wait > self.target_s
+                    standing = self._min_wait > self.target_s
+                    self._overloaded = standing or (self._overloaded and self._shed_in_interval)
                 self._interval_end = now + self.interval_s
                 self._min_wait = wait_s
+                self._shed_in_interval = False
             elif wait_s < self._min_wait:
                 self._min_wait = wait_s
-            overloaded = self._overloaded
-        return overloaded and wait_s > 2 * self.target_s
+            shed = self._overloaded and wait_s > 2 * self.target_s
+            self._shed_in_interval |= shed
+        return shed
 
-    def pressing(self) -> bool:
-        """Overloaded, and the last request a thread took had waited over twice the target.
+    def shed_arrival(self, head_wait_s: float) -> bool:
+        """Whether to shed a request arriving behind a queue whose oldest request has waited `head_wait_s`.
 
-        A request arriving now behind a non-empty queue would wait about as long: it can be shed
-        on arrival, before it costs a thread anything.
+        In a FIFO queue the newcomer waits about as long as the head has: shed it before it costs
+        a thread anything.
         """
-        return self._overloaded and self._last_wait > 2 * self.target_s
+        shed = self._overloaded and head_wait_s > 2 * self.target_s
+        if shed:
+            self._shed_in_interval = True
+        return shed
 
 
 @dataclass(frozen=True)
@@ -208,9 +215,9 @@ class Admission:
                 waits.append(proxy_wait)
         return max(waits) if waits else None
 
-    def pressing(self) -> bool:
-        """Whether a request arriving now behind a non-empty queue should be shed (QueueGuard.pressing)."""
-        return self.guard is not None and self.guard.pressing()
+    def pressing(self, head_wait_s: float) -> bool:
+        """Whether to shed a request arriving behind a queue whose oldest request has waited `head_wait_s`."""
+        return self.guard is not None and self.guard.shed_arrival(head_wait_s)
 
     def shed_on_arrival(self, keep_alive: bool) -> bytes:
         """The raw HTTP/1.1 503 for a request shed on arrival, counted."""

@@ -5,17 +5,20 @@ it to a thread pool whose queue has no bound; how long a request waits there is 
 the app. This worker stamps the hand-off and the thread's start and gives both to the app in
 the WSGI environ (api.admission.QUEUED_AT / STARTED_AT), which measures and sheds on them.
 
-While admission control says the queue is too slow (api.admission.QueueGuard.pressing) and
-requests are waiting for a thread, a plain GET arriving is answered 503 on the main thread:
+While admission control says the queue is too slow (api.admission.QueueGuard.shed_arrival: the
+oldest request waiting for a thread has waited too long), a plain GET arriving is answered 503
+on the main thread:
 no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of an answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
 import time
+from collections import deque
 from functools import partial
 from typing import Any
 
@@ -34,17 +37,22 @@ class QueueStampingWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._stamps = threading.local()
         self._admission: Admission | None = None
+        # When each request still waiting for a thread was handed over, oldest first.
+        self._waiting: deque[float] = deque()
 
     def enqueue_req(self, conn: Any) -> None:
         """Shed on arrival when pressed; else stamp the connection and submit it."""
-        admission = self._admission
-        if admission is not None and admission.pressing() and self._queue_ahead() and self._shed(conn, admission):
+        admission, now = self._admission, time.monotonic()
+        if admission is not None and admission.pressing(self._head_wait(now)) and self._shed(conn, admission):
             return
-        conn.ums_queued_at = time.monotonic()
+        conn.ums_queued_at = now
+        self._waiting.append(now)
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
         """Runs in a pool thread: remember this hand-off's stamps for the request it serves."""
+        with contextlib.suppress(IndexError):
+            self._waiting.popleft()  # the pool is FIFO: the oldest stamp is this request's
         self._stamps.queued_at = getattr(conn, "ums_queued_at", None)
         self._stamps.started_at = time.monotonic()
         return super().handle(conn)
@@ -66,9 +74,12 @@ class QueueStampingWorker(ThreadWorker):
 
         self.wsgi = stamped
 
-    def _queue_ahead(self) -> bool:
-        queue = getattr(self.tpool, "_work_queue", None)
-        return queue is not None and queue.qsize() > 0
+    def _head_wait(self, now: float) -> float:
+        """How long the oldest request waiting for a thread has waited (0: none waits)."""
+        try:
+            return now - self._waiting[0]
+        except IndexError:
+            return 0.0
 
     def _shed(self, conn: Any, admission: Admission) -> bool:
         """Answer 503 to the request waiting on `conn` here; False: it goes to the pool as usual."""

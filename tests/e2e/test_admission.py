@@ -133,12 +133,17 @@ def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(star
     with contextlib.ExitStack() as stack:
         holder = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
         holder.sendall(request[:-2])  # the blank line that ends the headers is held back
-        waiting = [stack.enter_context(socket.create_connection((host, int(port)), timeout=10)) for _ in range(3)]
-        for sock in waiting:
+        waiting: list[socket.socket] = []
+
+        def one_more_is_shed_on_arrival() -> list[socket.socket]:
+            # The only thread is held: whatever answers now was answered on arrival, by the main
+            # thread, once the oldest request in the queue has waited over twice the target.
+            sock = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
             sock.sendall(request)
-        # The only thread is held: whatever answers now was answered on arrival, by the main thread.
-        readable, _, _ = select.select(waiting, [], [], 10)
-        assert readable, "no request was shed on arrival"
+            waiting.append(sock)
+            return select.select(waiting, [], [], 0.05)[0]
+
+        readable = wait_until(one_more_is_shed_on_arrival, 10, "a request to be shed on arrival")
         status, headers, body = read_response(readable[0])
         assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "keep-alive")
         assert headers["content-type"] == "application/problem+json"

@@ -47,18 +47,24 @@ def test_codel_sheds_only_after_an_interval_without_a_short_wait():
     # Overloaded, a request that waited at most twice the target is still served.
     assert not guard.shed(0.009, now=0.12)
     assert not guard.shed(0.001, now=0.15)
-    # The interval that ended had a wait under the target (1 ms): no longer overloaded.
-    assert not guard.shed(0.030, now=0.2)
+    # That interval had a short wait, but it shed a request: shedding kept the queue short, still overloaded.
+    assert guard.shed(0.030, now=0.2)
+    assert not guard.shed(0.001, now=0.25)
+    # The same again, then an interval with a short wait and nothing shed: the overload is over.
+    assert not guard.shed(0.001, now=0.31)
+    assert not guard.shed(0.030, now=0.42)
 
 
-def test_arrivals_are_shed_while_overloaded_and_the_last_request_waited_long():
+def test_arrivals_are_shed_while_overloaded_behind_a_queue_that_waited_long():
     guard = QueueGuard(target_s=0.005, interval_s=0.1)
     guard.shed(0.050, now=0.0)
-    assert not guard.pressing()  # no interval has ended yet
-    guard.shed(0.050, now=0.1)
-    assert guard.pressing()
-    guard.shed(0.002, now=0.12)  # the queue in front of a new arrival is short again
-    assert not guard.pressing()
+    assert not guard.shed_arrival(0.050)  # no interval has ended yet
+    guard.shed(0.002, now=0.1)
+    assert guard.shed_arrival(0.050)
+    assert not guard.shed_arrival(0.008)  # the queue in front of it is short
+    # The arrival shed counts: the next interval stays overloaded despite its short waits.
+    assert not guard.shed(0.001, now=0.2)
+    assert guard.shed_arrival(0.050)
 
 
 def test_codel_stays_calm_when_some_request_waits_under_the_target():
@@ -126,15 +132,18 @@ def test_the_excess_is_shed_with_503_and_the_api_serves_again(shedding, store, m
     assert get("/user/KrishnaMohan", waited=0.001).status_code == 200
     assert get("/readyz", waited=0.050, base_url=OPS).status_code == 200
     clock.now += 0.2
-    assert get("/user/KrishnaMohan", waited=0.050).status_code == 200  # the 1 ms wait ended the overload
+    # An interval that shed stays overloaded; the next, with a short wait and nothing shed, ends it.
+    assert get("/user/KrishnaMohan", waited=0.001).status_code == 200
+    clock.now += 0.2
+    assert get("/user/KrishnaMohan", waited=0.050).status_code == 200
     seen = samples(client)
-    assert outcome(seen, "admitted") == 3 and outcome(seen, "shed") == 1
-    # Rejected requests never reached Flask: only the three served ones are counted as answered.
+    assert outcome(seen, "admitted") == 4 and outcome(seen, "shed") == 1
+    # Rejected requests never reached Flask: only the four served ones are counted as answered.
     served = (
         "ums_api_requests_total",
         (("method", "GET"), ("route", "/user/<name:name>"), ("source", "projection"), ("status", "200")),
     )
-    assert seen[served] == 3
+    assert seen[served] == 4
 
 
 def test_a_request_past_its_deadline_is_not_served(shedding, mysql):
