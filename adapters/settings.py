@@ -102,8 +102,8 @@ class Settings:
     api_access_log: str = "-"
     # Admission control before the app (api/admission.py, docs/decisions.md "Admission control").
     # CoDel-style: when no request of an interval waited under the target, requests that waited
-    # over twice the target are shed (503). 0 turns shedding off.
-    api_queue_target_ms: float = 5.0
+    # over twice the target are shed (503). 0 turns shedding off. The default: measured (same section).
+    api_queue_target_ms: float = 10.0
     api_queue_interval_ms: float = 100.0
     # A request that waited longer than this is answered 503 unserved: below a client's usual
     # 1 s timeout, so the answer still finds its client. 0: no deadline.

@@ -100,11 +100,11 @@ class QueueStampingWorker(ThreadWorker):
         first_line = request.split(b"\r\n", 1)[0]
         keep = first_line.endswith(b" HTTP/1.1") and b"connection: close" not in request.lower()
         keep = keep and len(self.keepalived_conns) < self.max_keepalived
-        conn.sock.recv(len(request))  # consumed only now that it is answered here
         response = admission.shed_on_arrival(keep)
         try:
+            conn.sock.recv(len(request))  # consumed only now that it is answered here
             sent = conn.sock.send(response)
-        except OSError:
+        except OSError:  # the client left (reset): an exception here would end the worker's loop
             sent = 0
         if not keep or sent != len(response):
             self.nr_conns -= 1

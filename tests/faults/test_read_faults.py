@@ -25,7 +25,7 @@ READERS = 16
 # Two workers of eight threads: one request slot per reader, so what is measured is the
 # service's waiting, not the readers queueing behind each other.
 # Admission control off: these tests count every answer but 404/200 (and the outage's 503) as a
-# failure, and a loaded machine's thread wake-ups could trip the 5 ms queue target.
+# failure, and a loaded machine's thread wake-ups could trip the 10 ms queue target.
 API_ENV = {
     "UMS_API_WORKERS": "2",
     "UMS_API_THREADS": "8",
