@@ -26,6 +26,15 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from api.admission import QUEUED_AT, STARTED_AT, Admission
 
+FAST_PATH_NEEDS = (
+    "pending_conns",
+    "keepalived_conns",
+    "poller",
+    "max_keepalived",
+    "nr_conns",
+    "on_pending_socket_readable",
+    "on_client_socket_readable",
+)
 # Larger than any request the fast path answers (the app refuses more than 16 KB of headers).
 PEEK_BYTES = 32 * 1024
 
@@ -61,7 +70,12 @@ class QueueStampingWorker(ThreadWorker):
         super().load_wsgi()
         app: Any = getattr(self, "wsgi")  # noqa: B009 (gunicorn sets it untyped)
         admission = getattr(app, "wsgi_app", None)
-        self._admission = admission if isinstance(admission, Admission) else None
+        # Shedding on arrival uses gthread's connection bookkeeping (gunicorn 27); elsewhere it is
+        # off and requests are shed when a thread takes them.
+        fast = all(hasattr(self, name) for name in FAST_PATH_NEEDS)
+        if not fast:
+            self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival", ", ".join(FAST_PATH_NEEDS))
+        self._admission = admission if isinstance(admission, Admission) and fast else None
         stamps = self._stamps
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
