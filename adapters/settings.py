@@ -106,6 +106,17 @@ class Settings:
     api_limit_request_fields: int = 100
     api_limit_request_field_size: int = 8190
     api_access_log: str = "-"
+    # Admission control before the app (api/admission.py, docs/decisions.md "Admission control").
+    # CoDel-style: when no request of an interval waited under the target, requests that waited
+    # over twice the target are shed (503). 0 turns shedding off. The default: measured (same section).
+    api_queue_target_ms: float = 10.0
+    api_queue_interval_ms: float = 100.0
+    # A request that waited longer than this is answered 503 unserved: below a client's usual
+    # 1 s timeout, so the answer still finds its client. 0: no deadline.
+    api_request_deadline_ms: float = 500.0
+    api_shed_retry_after_s: int = 1
+    # Count a proxy's X-Request-Start in the wait (its clock must agree with ours).
+    api_trust_request_start: bool = True
 
     def __post_init__(self) -> None:
         for name, top in BOUNDED.items():

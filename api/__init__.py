@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from adapters.clients import Role, mysql_users, projection_store
 from adapters.settings import Settings
 from api import fresh, routes
+from api.admission import Admission, AdmissionMetrics
 from api.finder import Finder
 from api.links import Links
 from api.metrics import ApiMetrics
@@ -36,8 +37,10 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
         settings,
     )
     app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
-    app.extensions["ums_metrics"] = ApiMetrics.create()
+    app.extensions["ums_metrics"] = metrics = ApiMetrics.create()
     fresh.init_app(app, settings.fresh_read_limit, settings.fresh_read_wait_s)
+    # Before Flask: a rejection costs no request context, routing or hooks.
+    app.wsgi_app = Admission(app.wsgi_app, settings, AdmissionMetrics.create(metrics.registry))  # type: ignore[method-assign]
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, _http_problem)
     app.before_request(_limits)

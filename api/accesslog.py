@@ -9,6 +9,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from api.admission import OUTCOME, PROXY_WAIT, QUEUE_WAIT
+
 
 class JsonAccessLogger(Logger):
     """json.dumps escapes whatever a hostile request line holds; a format string would not."""
@@ -29,8 +31,16 @@ class JsonAccessLogger(Logger):
             "source": headers.get("x-ums-source", "none"),
             "generation": headers.get("x-ums-generation"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
+            # Waits before a thread took the request: from gunicorn's hand-off, from the proxy's stamp.
+            "queue_ms": _ms(environ.get(QUEUE_WAIT)),
+            "proxy_queue_ms": _ms(environ.get(PROXY_WAIT)),
+            "admission": environ.get(OUTCOME),
         }
         try:
             self.access_log.info(json.dumps(record))
         except Exception:
             self.error(traceback.format_exc())
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)

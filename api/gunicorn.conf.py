@@ -18,7 +18,11 @@ wsgi_app = "api:create_app()"
 # /readyz), which the public Service does not expose; the app answers each on its own port.
 bind = [_settings.api_bind, _settings.ops_bind]
 workers = _settings.api_workers or multiprocessing.cpu_count() + 1
-worker_class = _settings.api_worker_class
+# gthread with the queue stamps admission control reads (api/worker.py); another class runs as is,
+# its requests measured from X-Request-Start only.
+worker_class = (
+    "api.worker.QueueStampingWorker" if _settings.api_worker_class == "gthread" else _settings.api_worker_class
+)
 threads = _settings.api_threads
 timeout = _settings.api_timeout
 graceful_timeout = _settings.api_graceful_timeout

@@ -101,9 +101,10 @@ def openapi_document() -> dict[str, Any]:
                         "414": _problem_response("Request target too long"),
                         "431": _problem_response("Request headers too large"),
                         "503": _problem_response(
-                            "Neither the projection nor MySQL can answer; or, for a min_since or no-cache read "
-                            "that needs MySQL, this worker already has UMS_FRESH_READ_LIMIT such reads waiting "
-                            "on it (type .../fresh-read-limit)",
+                            "Neither the projection nor MySQL can answer; or the API shed the request: over its"
+                            " capacity (type .../overloaded) or waited past its deadline (.../deadline-exceeded);"
+                            " or, for a min_since or no-cache read that needs MySQL, this worker already has"
+                            " UMS_FRESH_READ_LIMIT such reads waiting on it (type .../fresh-read-limit)",
                             {"Retry-After": {"schema": {"type": "string"}}},
                         ),
                     },

@@ -26,6 +26,10 @@ def test_20k_requests_with_worker_recycling(start_api, store, name_tag):
         UMS_API_MAX_REQUESTS_JITTER="80",
         UMS_API_WORKERS="2",
         UMS_API_ACCESS_LOG="/dev/null",
+        # Admission control off: 16 closed-loop connections on this shared machine queue past the
+        # 10 ms target and would be shed (503), which this test would count as recycling failures.
+        UMS_API_QUEUE_TARGET_MS="0",
+        UMS_API_REQUEST_DEADLINE_MS="0",
     )
     ab = shutil.which("ab")
     assert ab, "ab is missing: services/stack.sh up installs apache2-utils"

@@ -1,0 +1,147 @@
+"""gunicorn's gthread worker, plus queue stamps and shedding on arrival.
+
+gthread accepts a connection (or sees a kept-alive one readable) on its main thread and submits
+it to a thread pool whose queue has no bound; how long a request waits there is invisible to
+the app. This worker stamps the hand-off and the thread's start and gives both to the app in
+the WSGI environ (api.admission.QUEUED_AT / STARTED_AT), which measures and sheds on them.
+
+While admission control says the queue is too slow (api.admission.QueueGuard.shed_arrival: the
+oldest request waiting for a thread has waited too long), a plain GET arriving is answered 503
+on the main thread:
+no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of an answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from api.admission import QUEUED_AT, STARTED_AT, Admission
+
+FAST_PATH_NEEDS = (
+    "pending_conns",
+    "keepalived_conns",
+    "poller",
+    "max_keepalived",
+    "nr_conns",
+    "on_pending_socket_readable",
+    "on_client_socket_readable",
+)
+# Larger than any request the fast path answers (the app refuses more than 16 KB of headers).
+PEEK_BYTES = 32 * 1024
+
+
+class QueueStampingWorker(ThreadWorker):
+    """gthread with a monotonic stamp at the hand-off to the pool and at a thread's start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stamps = threading.local()
+        self._admission: Admission | None = None
+        # When each request still waiting for a thread was handed over, oldest first.
+        self._waiting: deque[float] = deque()
+
+    def enqueue_req(self, conn: Any) -> None:
+        """Shed on arrival when pressed; else stamp the connection and submit it."""
+        admission, now = self._admission, time.monotonic()
+        if admission is not None and admission.pressing(self._head_wait(now)) and self._shed(conn, admission):
+            return
+        conn.ums_queued_at = now
+        self._waiting.append(now)
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        """Runs in a pool thread: remember this hand-off's stamps for the request it serves."""
+        with contextlib.suppress(IndexError):
+            self._waiting.popleft()  # the pool is FIFO: the oldest stamp is this request's
+        self._stamps.queued_at = getattr(conn, "ums_queued_at", None)
+        self._stamps.started_at = time.monotonic()
+        return super().handle(conn)
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = getattr(self, "wsgi")  # noqa: B009 (gunicorn sets it untyped)
+        admission = getattr(app, "wsgi_app", None)
+        # Shedding on arrival uses gthread's connection bookkeeping (gunicorn 27); elsewhere it is
+        # off and requests are shed when a thread takes them.
+        fast = all(hasattr(self, name) for name in FAST_PATH_NEEDS)
+        if not fast:
+            self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival", ", ".join(FAST_PATH_NEEDS))
+        self._admission = admission if isinstance(admission, Admission) and fast else None
+        stamps = self._stamps
+
+        def stamped(environ: dict[str, Any], start_response: Any) -> Any:
+            queued = getattr(stamps, "queued_at", None)
+            if queued is not None:
+                environ[QUEUED_AT], environ[STARTED_AT] = queued, stamps.started_at
+                # Once per hand-off: further HTTP/2 streams on the connection carry no stale stamp.
+                stamps.queued_at = None
+            return app(environ, start_response)
+
+        self.wsgi = stamped
+
+    def _head_wait(self, now: float) -> float:
+        """How long the oldest request waiting for a thread has waited (0: none waits)."""
+        try:
+            return now - self._waiting[0]
+        except IndexError:
+            return 0.0
+
+    def _shed(self, conn: Any, admission: Admission) -> bool:
+        """Answer 503 to the request waiting on `conn` here; False: it goes to the pool as usual."""
+        server = conn.server
+        if not self.alive or self.cfg.is_ssl or conn.is_http2 or not isinstance(server, tuple):
+            return False
+        if str(server[1]) == admission.ops_port:
+            return False  # the operational endpoints are never shed
+        if not conn.initialized and not conn.data_ready:
+            # Just accepted, its request not sent yet: wait for it on the poller, not in a thread.
+            conn.timeout = time.monotonic() + self.cfg.keepalive
+            self.pending_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+            return True
+        request = self._whole_get(conn)
+        if request is None:
+            return False
+        first_line = request.split(b"\r\n", 1)[0]
+        keep = first_line.endswith(b" HTTP/1.1") and b"connection: close" not in request.lower()
+        keep = keep and len(self.keepalived_conns) < self.max_keepalived
+        response = admission.shed_on_arrival(keep)
+        try:
+            conn.sock.recv(len(request))  # consumed only now that it is answered here
+            sent = conn.sock.send(response)
+        except OSError:  # the client left (reset): an exception here would end the worker's loop
+            sent = 0
+        if not keep or sent != len(response):
+            self.nr_conns -= 1
+            conn.close()
+            return True
+        conn.set_timeout()
+        self.keepalived_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        return True
+
+    @staticmethod
+    def _whole_get(conn: Any) -> bytes | None:
+        """The one complete, bodiless GET waiting on the socket (peeked, not consumed); else None."""
+        unreader = getattr(conn.parser, "unreader", None)
+        if unreader is not None and unreader.buf.getvalue():
+            return None  # the parser holds bytes of it already
+        try:
+            data = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+        except OSError:
+            return None
+        if not data.startswith(b"GET ") or not data.endswith(b"\r\n\r\n") or data.count(b"\r\n\r\n") != 1:
+            return None  # another method, incomplete, or pipelined: the parser's job
+        lowered = data.lower()
+        if b"\r\ncontent-length:" in lowered or b"\r\ntransfer-encoding:" in lowered:
+            return None
+        return data

@@ -1,0 +1,161 @@
+"""Admission control through real gunicorn (api/worker.py + api/admission.py): shed, expire, keep serving.
+
+The waits are set with `X-Request-Start` (a proxy's stamp), so the outcome does not depend on how
+fast this machine is: a request stamped a minute ago is past any deadline, one stamped a second ago
+is far over a 5 ms target. No assertion is on a duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Server
+from tests.helpers import wait_until
+
+
+def metric(api: Server, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (0 when absent)."""
+    text = api.ops_get("/metrics").text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def stamped(seconds_ago: float) -> dict[str, str]:
+    return {"X-Request-Start": f"t={int((time.time() - seconds_ago) * 1e6)}"}
+
+
+def assert_rejected(response, slug: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["type"].endswith("/" + slug)
+    assert "X-Ums-Source" not in response.headers  # the route never ran
+
+
+def test_overload_is_shed_expired_requests_are_not_served_and_the_worker_carries_on(start_api, name_tag):
+    # One worker, so that one CoDel state sees every request; an interval of 1 ms so that the test
+    # need not wait for one to end.
+    api = start_api(
+        UMS_API_WORKERS="1",
+        UMS_API_QUEUE_TARGET_MS="5",
+        UMS_API_QUEUE_INTERVAL_MS="1",
+        UMS_API_REQUEST_DEADLINE_MS="10000",
+    )
+    path = f"/user/Nobody%20{name_tag}"
+    assert api.get(path).status_code == 404  # served
+    served = metric(api, "ums_api_requests_total", route="/user/<name:name>")
+
+    # Past its deadline: answered 503 without reaching the route.
+    assert_rejected(api.get(path, headers=stamped(60)), "deadline-exceeded")
+    assert metric(api, "ums_api_requests_total", route="/user/<name:name>") == served
+    assert metric(api, "ums_api_admission_total", outcome="expired") == 1
+
+    # Waits far over the target: once an interval has passed without a short one, they are shed.
+    def shed() -> bool:
+        response = api.get(path, headers=stamped(1))
+        assert response.status_code in (404, 503), response.text
+        return response.status_code == 503 and (assert_rejected(response, "overloaded") is None)
+
+    wait_until(shed, 10, "a request to be shed")
+    assert metric(api, "ums_api_admission_total", outcome="shed") >= 1
+
+    # Requests that did not wait are served again, by the same worker.
+    wait_until(lambda: api.get(path).status_code == 404, 10, "the API to serve again")
+    assert metric(api, "ums_api_admission_total", outcome="admitted") >= 2
+    assert api.log.read_text().count("Booting worker") == 1
+    assert api.ops_get("/readyz").status_code == 200  # overload does not make the API unready
+
+    records = [json.loads(line) for line in api.log.read_text().splitlines() if line.startswith("{")]
+    outcomes = {r["admission"] for r in records if r["path"] == path}
+    assert outcomes == {"admitted", "shed", "expired"}
+    assert all(isinstance(r["queue_ms"], float) for r in records)
+    assert all(r["proxy_queue_ms"] >= 1000 for r in records if r["admission"] in ("shed", "expired"))
+
+
+def test_the_queue_wait_histogram_counts_every_request(api, name_tag):
+    before = metric(api, "ums_api_queue_wait_seconds_count", stamp="accept")
+    for _ in range(5):
+        assert api.get(f"/user/Nobody%20{name_tag}").status_code == 404
+    text = api.ops_get("/metrics").text
+    after = {
+        (s.name, s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("ums_api_queue_wait_seconds") and s.labels.get("stamp") == "accept"
+    }
+    # Five public requests and the scrape that reads the figure (measured before it answers).
+    assert after[("ums_api_queue_wait_seconds_count", None)] == before + 6
+    assert after[("ums_api_queue_wait_seconds_bucket", "+Inf")] == before + 6
+    assert 'ums_api_queue_wait_seconds_count{stamp="proxy"} 0.0' in text  # no proxy stamp was sent
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length from `sock`: status, headers (lower-case), body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(start_api, name_tag):
+    # One worker with one thread: a request whose headers are not finished holds the thread, so
+    # the requests sent after it wait in the worker's queue for as long as the test likes.
+    api = start_api(
+        UMS_API_WORKERS="1",
+        UMS_API_THREADS="1",
+        UMS_API_QUEUE_TARGET_MS="5",
+        UMS_API_QUEUE_INTERVAL_MS="1",
+        UMS_API_REQUEST_DEADLINE_MS="10000",
+    )
+    path = f"/user/Nobody%20{name_tag}"
+    wait_until(lambda: api.get(path, headers=stamped(1)).status_code == 503, 10, "a request to be shed")
+    host, port = api.base.removeprefix("http://").split(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with contextlib.ExitStack() as stack:
+        holder = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
+        holder.sendall(request[:-2])  # the blank line that ends the headers is held back
+        waiting: list[socket.socket] = []
+
+        def one_more_is_shed_on_arrival() -> list[socket.socket]:
+            # The only thread is held: whatever answers now was answered on arrival, by the main
+            # thread, once the oldest request in the queue has waited over twice the target.
+            sock = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
+            sock.sendall(request)
+            waiting.append(sock)
+            return select.select(waiting, [], [], 0.05)[0]
+
+        readable = wait_until(one_more_is_shed_on_arrival, 10, "a request to be shed on arrival")
+        status, headers, body = read_response(readable[0])
+        assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "keep-alive")
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["type"].endswith("/overloaded")
+        holder.sendall(b"\r\n")
+        assert read_response(holder)[0] == 404
+        for sock in waiting:
+            if sock is not readable[0]:
+                assert read_response(sock)[0] in (404, 503)
+        # Once the queue is short again, the API serves, on the kept-alive connection too.
+        wait_until(lambda: api.get(path).status_code == 404, 10, "the API to serve again")
+        readable[0].sendall(request)
+        assert read_response(readable[0])[0] == 404
+    assert metric(api, "ums_api_admission_total", outcome="shed", stage="arrival") >= 1
+    assert api.log.read_text().count("Booting worker") == 1
