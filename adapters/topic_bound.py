@@ -11,6 +11,8 @@ reads it at start and warns when it is missing or looser, without changing what 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -76,13 +78,22 @@ def tighten_bound(admin: AdminClient, topic: str, skew_ms: int, timeout: float =
 GUARDED, UNGUARDED, UNKNOWN = 1, 0, -1
 
 
-def check_bound(admin: AdminClient, topic: str, skew_ms: int, timeout: float = 5.0) -> int:
-    """Warn when the broker would let a far-future timestamp through; return GUARDED, UNGUARDED or UNKNOWN."""
+def check_bound(admin: AdminClient, topic: str, skew_ms: int, timeout: float = 5.0, quiet: bool = False) -> int:
+    """Warn when the broker would let a far-future timestamp through; return GUARDED, UNGUARDED or UNKNOWN.
+
+    `quiet`: an unreadable bound is logged at DEBUG only (the caller asks again).
+    """
     try:
         problem = read_bound(admin, topic, timeout).problem(skew_ms)
     except (KafkaException, TimeoutError) as exc:
         # Authorizer without DESCRIBE_CONFIGS, broker unreachable: say so, consume anyway.
-        log.warning("topic %s: could not read %s (%s); far-future timestamps may not be refused", topic, AFTER_MAX, exc)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "topic %s: could not read %s (%s); far-future timestamps may not be refused",
+            topic,
+            AFTER_MAX,
+            exc,
+        )
         return UNKNOWN
     if problem is None:
         return GUARDED
@@ -94,3 +105,34 @@ def check_bound(admin: AdminClient, topic: str, skew_ms: int, timeout: float = 5
         problem,
     )
     return UNGUARDED
+
+
+def watch_bound(
+    admin: AdminClient,
+    topic: str,
+    skew_ms: int,
+    report: Callable[[int], None],
+    stop: threading.Event,
+    retry_s: float = 5.0,
+    patience: int = 6,
+) -> threading.Thread:
+    """Check the bound in the background, asking again until the broker answers; each result goes to `report`.
+
+    In the background so that an unreachable broker never delays consuming; asked again because a
+    topic created a moment ago (`make run`, a fresh cluster) is briefly unknown to describe_configs.
+    The "could not read" warning comes once, after `patience` tries.
+    """
+
+    def run() -> None:
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            state = check_bound(admin, topic, skew_ms, quiet=attempt != patience)
+            report(state)
+            if state != UNKNOWN or stop.wait(retry_s if attempt < patience else 12 * retry_s):
+                return
+
+    report(UNKNOWN)  # until the broker answers
+    thread = threading.Thread(target=run, name="timestamp-bound", daemon=True)
+    thread.start()
+    return thread

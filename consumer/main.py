@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from adapters.clients import Role, kafka_admin, kafka_consumer, kafka_producer, projection_store
 from adapters.settings import Settings
-from adapters.topic_bound import check_bound
+from adapters.topic_bound import watch_bound
 from consumer.dlq import DeadLetters
 from consumer.loop import ConsumeLoop
 from consumer.metrics import ConsumerMetrics
@@ -45,7 +45,7 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
 
     # Advisory: a missing bound is logged and exposed, never a reason to project differently.
-    metrics.timestamp_guard.set(check_bound(kafka_admin(settings), settings.topic, settings.max_skew_ms))
+    watch_bound(kafka_admin(settings), settings.topic, settings.max_skew_ms, metrics.timestamp_guard.set, stop)
     store = projection_store(settings, Role.CONSUMER)
     producer = kafka_producer(settings)
     loop = ConsumeLoop(

@@ -101,7 +101,14 @@ def test_the_consumer_warns_about_a_missing_bound_and_consumes_anyway(settings, 
     with caplog.at_level(logging.WARNING, logger="adapters.topic_bound"):
         run_consumer(Settings(**{**loose.__dict__, "metrics_port": port}))
         wait_until(lambda: store.get("krishna mohan", 1), 30, "the event 10 minutes ahead in the projection")
+        # The check runs beside consuming (consumer/main.py): poll for its report, logged before it.
+        wait_until(
+            lambda: (
+                "\nums_consumer_timestamp_guard 0.0\n"
+                in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            ),
+            30,
+            "the consumer's timestamp_guard gauge at 0",
+        )
     assert store.get("krishna mohan", 1).version.time_ms == ahead
-    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    assert "\nums_consumer_timestamp_guard 0.0\n" in metrics
     assert [r.levelname for r in caplog.records if loose.topic in r.getMessage()] == ["WARNING"]
