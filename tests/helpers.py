@@ -16,6 +16,9 @@ from adapters.settings import Settings
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Admission control off (api/admission.py), for tests that count every 503 as a failure and
+# drive the API past its 10 ms queue target on purpose or by a loaded machine.
+ADMISSION_OFF = {"UMS_API_QUEUE_TARGET_MS": "0", "UMS_API_REQUEST_DEADLINE_MS": "0"}
 
 
 def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:

@@ -18,6 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Server
 from tests.helpers import wait_until
 
+# Bounds small enough to trip on purpose: a 5 ms target, a 1 ms interval (no need to wait for
+# one to end), and a deadline far beyond any wait the test makes.
+TINY_BOUNDS = {"UMS_API_QUEUE_TARGET_MS": "5", "UMS_API_QUEUE_INTERVAL_MS": "1", "UMS_API_REQUEST_DEADLINE_MS": "10000"}
+
 
 def metric(api: Server, name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels` (0 when absent)."""
@@ -47,9 +51,7 @@ def test_overload_is_shed_expired_requests_are_not_served_and_the_worker_carries
     # need not wait for one to end.
     api = start_api(
         UMS_API_WORKERS="1",
-        UMS_API_QUEUE_TARGET_MS="5",
-        UMS_API_QUEUE_INTERVAL_MS="1",
-        UMS_API_REQUEST_DEADLINE_MS="10000",
+        **TINY_BOUNDS,
     )
     path = f"/user/Nobody%20{name_tag}"
     assert api.get(path).status_code == 404  # served
@@ -122,9 +124,7 @@ def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(star
     api = start_api(
         UMS_API_WORKERS="1",
         UMS_API_THREADS="1",
-        UMS_API_QUEUE_TARGET_MS="5",
-        UMS_API_QUEUE_INTERVAL_MS="1",
-        UMS_API_REQUEST_DEADLINE_MS="10000",
+        **TINY_BOUNDS,
     )
     path = f"/user/Nobody%20{name_tag}"
     wait_until(lambda: api.get(path, headers=stamped(1)).status_code == 503, 10, "a request to be shed")

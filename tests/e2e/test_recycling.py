@@ -9,6 +9,7 @@ import subprocess
 from adapters.generations import Generations
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.e2e.test_api_contract import SINCE
+from tests.helpers import ADMISSION_OFF
 
 
 def ab_figure(output: str, label: str) -> int:
@@ -28,8 +29,7 @@ def test_20k_requests_with_worker_recycling(start_api, store, name_tag):
         UMS_API_ACCESS_LOG="/dev/null",
         # Admission control off: 16 closed-loop connections on this shared machine queue past the
         # 10 ms target and would be shed (503), which this test would count as recycling failures.
-        UMS_API_QUEUE_TARGET_MS="0",
-        UMS_API_REQUEST_DEADLINE_MS="0",
+        **ADMISSION_OFF,
     )
     ab = shutil.which("ab")
     assert ab, "ab is missing: services/stack.sh up installs apache2-utils"

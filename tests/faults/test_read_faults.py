@@ -19,7 +19,7 @@ from adapters.clients import Role, projection_store
 from adapters.generations import Generations
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.faults.rig import ROOT
-from tests.helpers import wait_until
+from tests.helpers import ADMISSION_OFF, wait_until
 
 READERS = 16
 # Two workers of eight threads: one request slot per reader, so what is measured is the
@@ -29,8 +29,7 @@ READERS = 16
 API_ENV = {
     "UMS_API_WORKERS": "2",
     "UMS_API_THREADS": "8",
-    "UMS_API_QUEUE_TARGET_MS": "0",
-    "UMS_API_REQUEST_DEADLINE_MS": "0",
+    **ADMISSION_OFF,
 }
 
 
