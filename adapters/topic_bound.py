@@ -5,7 +5,8 @@ stamped far ahead would be a valid event whose version beats every later one of 
 The one place that knows "now" legitimately is the broker at append time: with this topic
 setting (Kafka >= 3.6, KIP-937) it refuses a CreateTime more than the bound ahead of its own
 clock (INVALID_TIMESTAMP). `ums-find topics` sets it to UMS_MAX_CLOCK_SKEW_S; the consumer
-reads it at start and warns when it is missing or looser, without changing what it writes.
+reads it beside consuming (asking again until the broker answers) and warns when it is missing
+or looser, without changing what it writes.
 """
 
 from __future__ import annotations

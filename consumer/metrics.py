@@ -60,7 +60,8 @@ class ConsumerMetrics:
             timestamp_guard=Gauge(
                 "ums_consumer_timestamp_guard",
                 "1: the broker refuses timestamps further ahead than UMS_MAX_CLOCK_SKEW_S on the event topic;"
-                " 0: it does not (missing or looser message.timestamp.after.max.ms); -1: unknown (read at start)",
+                " 0: it does not (missing or looser message.timestamp.after.max.ms);"
+                " -1: not known yet (asked again until the broker answers)",
                 registry=registry,
             ),
         )
