@@ -9,7 +9,7 @@ STACK_ENV := set -a && . .run/stack/env && set +a
 API_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick soak clean \
+.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick bench-cluster soak clean \
 	image compose-up compose-down k8s-up k8s-down deploy-test ci-deploy
 
 help:
@@ -75,6 +75,10 @@ bench: venv
 
 bench-quick: venv
 	BENCH_QUICK=1 $(STACK) with -- $(BIN)/python -m bench.run
+
+# 1, 2 and 3 consumers into the 3-master Redis Cluster (bench/cluster_scaling.py); ~10 minutes
+bench-cluster: venv
+	$(STACK) with -- $(BIN)/python -m bench.cluster_scaling
 
 soak: venv
 	$(STACK) with -- $(BIN)/pytest -m soak tests/faults $(PYTEST_ARGS)
