@@ -83,15 +83,16 @@ def overload_chart(results: dict[str, Any], path: Path) -> None:
     by_peer = results["overload_by_peer"]
     capacity = results["overload_settings"]["capacity_rps"]
     top = 0
-    for name in [p for p in PEERS if p in by_peer]:
-        steps = by_peer[name]["steps"]
+    for i, name in enumerate(p for p in PEERS if p in by_peer):
+        steps, color = by_peer[name]["steps"], f"C{i}"
         offered = [s["offered_rps"] for s in steps]
         top = max(top, *offered)
-        left.plot(offered, [s["goodput_rps"] for s in steps], marker="o", label=name)
-        right.plot(offered, [s["admitted_p99_ms"] for s in steps], marker="o", label=f"{name} 2xx p99")
+        left.plot(offered, [s["goodput_rps"] for s in steps], marker="o", color=color, label=name)
+        right.plot(offered, [s["admitted_p99_ms"] for s in steps], marker="o", color=color, label=f"{name} 2xx p99")
         rejected = [(s["offered_rps"], s["reject_p99_ms"]) for s in steps if s["rejected"]]
         if rejected:
-            right.plot(*zip(*rejected, strict=True), marker="x", linestyle="--", label=f"{name} 503 p99")
+            xs, ys = zip(*rejected, strict=True)
+            right.plot(xs, ys, marker="x", linestyle="--", color=color, label=f"{name} 503 p99")
     left.plot([0, top], [0, top], color="grey", linestyle=":", label="goodput = offered")
     left.axhline(capacity, color="black", linestyle="--", label=f"our capacity at the SLO ({capacity:,}/s)")
     left.set_xlabel("offered load (req/s, open loop)")

@@ -33,17 +33,18 @@ log = logging.getLogger("bench")
 USERS = 2000
 
 
-def users(tag: str) -> list[User]:
+def users(run: str) -> list[User]:
     since = datetime(2023, 1, 1, tzinfo=UTC)
-    return [User(Name(f"Overload User {tag} {i:05d}"), PhoneNumber(9_000_000_000 + i), since) for i in range(USERS)]
+    return [User(Name(f"Overload {run} {i:05d}"), PhoneNumber(9_000_000_000 + i), since) for i in range(USERS)]
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_at_start = os.getloadavg()
-    tag = f"bench-ovl-{uuid.uuid4().hex[:6]}"
+    run = uuid.uuid4().hex[:6]
+    tag = f"bench-ovl-{run}"
     settings = bench_settings(key_prefix=tag)
-    people = users(tag)
+    people = users(run)
     store = ProjectionStore(make_redis(settings, timeout_s=10), tag)
     pointer, _ = Generations(store).ensure()
     store.apply([UserAdded(u, Version(u.since_ms, 0, i)) for i, u in enumerate(people)], pointer.live)
@@ -72,7 +73,7 @@ def main() -> None:
         for server in servers:
             server.stop()
         with mysql.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM ums_users WHERE name LIKE %s", (f"Overload User {tag} %",))
+            cur.execute("DELETE FROM ums_users WHERE name LIKE %s", (f"Overload {run} %",))
         client = make_redis(settings, timeout_s=10)
         for pattern in (f"{tag}:*", f"{{{tag}}}:*"):
             for key in client.scan_iter(match=pattern):
