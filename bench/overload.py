@@ -11,6 +11,7 @@ within the peer's own 0.5x p99 plus MARGIN_MS and stays there. Between steps eac
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import logging
@@ -51,6 +52,11 @@ class Step:
     rejected: int
     reject_p50_ms: float
     reject_p99_ms: float
+    # Ours only: 503s answered by gunicorn's main thread on arrival (api/worker.py) and their p99;
+    # the rest were shed when a pool thread took them (they waited in the queue first).
+    rejected_on_arrival: int
+    reject_arrival_p99_ms: float
+    reject_dequeue_p99_ms: float
     timeouts: int
     other_errors: int
     codes: dict[str, int] = field(default_factory=dict)
@@ -65,6 +71,7 @@ class Result:
     code: str
     latency_ms: float
     timed_out: bool
+    on_arrival: bool = False  # a 503 without a Server header: api/worker.py's raw answer on the main thread
 
 
 def parse(csv_text: str) -> list[Result]:
@@ -74,15 +81,22 @@ def parse(csv_text: str) -> list[Result]:
         return []
     first = min(int(r[0]) for r in rows)
     return [
-        Result((int(r[0]) - first) / 1e9, r[1], int(r[2]) / 1e6, r[1] == "0" and "timeout" in r[5].lower())
+        Result((int(r[0]) - first) / 1e9, r[1], int(r[2]) / 1e6, r[1] == "0" and "timeout" in r[5].lower(), raw(r))
         for r in rows
     ]
+
+
+def raw(row: list[str]) -> bool:
+    """Whether a 503 came without gunicorn's Server header (the last column: the headers, base64)."""
+    return row[1] == "503" and len(row) > 11 and b"\nserver:" not in b"\n" + base64.b64decode(row[11]).lower()
 
 
 def summarise(results: list[Result], multiple: float, rate: int, duration_s: float) -> Step:
     """Goodput, admitted and rejection percentiles, timeouts and other errors of one step."""
     ok = sorted(r.latency_ms for r in results if r.code.startswith("2"))
     rejected = sorted(r.latency_ms for r in results if r.code == "503")
+    arrival = sorted(r.latency_ms for r in results if r.on_arrival)
+    dequeue = sorted(r.latency_ms for r in results if r.code == "503" and not r.on_arrival)
     timeouts = sum(r.timed_out for r in results)
     codes: dict[str, int] = {}
     for r in results:
@@ -99,6 +113,9 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
         rejected=len(rejected),
         reject_p50_ms=round(percentile(rejected, 50), 2),
         reject_p99_ms=round(percentile(rejected, 99), 2),
+        rejected_on_arrival=len(arrival),
+        reject_arrival_p99_ms=round(percentile(arrival, 99), 2),
+        reject_dequeue_p99_ms=round(percentile(dequeue, 99), 2),
         timeouts=timeouts,
         other_errors=len(results) - len(ok) - len(rejected) - timeouts,
         codes=codes,
@@ -164,9 +181,11 @@ def run_peer(series: Series, capacity: int, workdir: Path) -> dict[str, Any]:
             step.drain_s = drain(url)
         steps.append(step)
         log.info(
-            "  overload %s %.1fx (%d/s): goodput %.0f/s, 2xx p99 %.1f ms, 503 %d (p99 %.1f ms), timeouts %d, other %d",
-            series.name, multiple, rate, step.goodput_rps, step.admitted_p99_ms,
-            step.rejected, step.reject_p99_ms, step.timeouts, step.other_errors,
+            "  overload %s %.1fx (%d/s): goodput %.0f/s, 2xx p99 %.1f ms, 503 %d (p99 %.1f ms; "
+            "on arrival %d, p99 %.1f ms; after queueing p99 %.1f ms), timeouts %d, other %d",
+            series.name, multiple, rate, step.goodput_rps, step.admitted_p99_ms, step.rejected, step.reject_p99_ms,
+            step.rejected_on_arrival, step.reject_arrival_p99_ms, step.reject_dequeue_p99_ms, step.timeouts,
+            step.other_errors,
         )  # fmt: skip
     low = round(MULTIPLES[0] * capacity)
     results = parse(attack_csv(series.targets, low, RECOVERY_S, workdir, CLIENT_TIMEOUT_S))  # at once, no drain

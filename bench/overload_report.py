@@ -50,17 +50,20 @@ def overload_table(results: dict[str, Any]) -> str:
         f"Overload (vegeta open loop, {settings['step_s']:.0f} s per step, client timeout "
         f"{settings['client_timeout_s']:.0f} s; offered load in multiples of our capacity, "
         f"{settings['capacity_rps']:,} req/s from {settings['capacity_source']}; goodput = 2xx within "
-        f"{settings['good_ms']:.0f} ms): goodput/s, 2xx p99 ms, 503s (p99 ms), client timeouts, other errors:",
+        f"{settings['good_ms']:.0f} ms): goodput/s, 2xx p99 ms, 503s (p99 ms), those answered on arrival by gunicorn's "
+        "main thread (the rest waited in the queue first), client timeouts, other errors:",
         "",
-        "| peer | load | offered/s | goodput/s | 2xx p99 | 503 (p99) | timeouts | other |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| peer | load | offered/s | goodput/s | 2xx p99 | 503 (p99) | of which on arrival (p99) | timeouts | other |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in [p for p in PEERS if p in by_peer]:
         for s in by_peer[name]["steps"]:
             rejected = f"{s['rejected']:,} ({cell(s['reject_p99_ms'])})" if s["rejected"] else "0"
+            early = s["rejected_on_arrival"]
+            arrival = f"{early:,} ({cell(s['reject_arrival_p99_ms'])})" if early else "0"
             lines.append(
                 f"| {name} | {s['multiple']:g}x | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
-                f"{cell(s['admitted_p99_ms'])} | {rejected} | {s['timeouts']:,} | {s['other_errors']:,} |"
+                f"{cell(s['admitted_p99_ms'])} | {rejected} | {arrival} | {s['timeouts']:,} | {s['other_errors']:,} |"
             )
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
