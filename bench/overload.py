@@ -59,6 +59,9 @@ class Step:
     reject_dequeue_p99_ms: float
     timeouts: int
     other_errors: int
+    # vegeta fell behind (sent under 95 % of the offered requests, or a latency far past its own
+    # timeout): its core was starved and the step measured the client as much as the server.
+    generator_behind: bool
     codes: dict[str, int] = field(default_factory=dict)
     drain_s: float | None = None
 
@@ -118,8 +121,15 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
         reject_dequeue_p99_ms=round(percentile(dequeue, 99), 2),
         timeouts=timeouts,
         other_errors=len(results) - len(ok) - len(rejected) - timeouts,
+        generator_behind=behind(results, rate * duration_s),
         codes=codes,
     )
+
+
+def behind(results: list[Result], offered: float) -> bool:
+    """Whether vegeta failed to send what was offered or saw latencies well past its own timeout."""
+    slowest = max((r.latency_ms for r in results), default=0.0)
+    return len(results) < 0.95 * offered or slowest > 2000 * CLIENT_TIMEOUT_S
 
 
 def per_second_p99(results: list[Result], seconds: int) -> list[float]:
@@ -187,6 +197,9 @@ def run_peer(series: Series, capacity: int, workdir: Path) -> dict[str, Any]:
             step.rejected_on_arrival, step.reject_arrival_p99_ms, step.reject_dequeue_p99_ms, step.timeouts,
             step.other_errors,
         )  # fmt: skip
+        if step.generator_behind:
+            log.warning("  overload %s %.1fx: vegeta fell behind (sent %d of %d)", series.name, multiple, step.sent,
+                        round(rate * STEP_S))  # fmt: skip
     low = round(MULTIPLES[0] * capacity)
     results = parse(attack_csv(series.targets, low, RECOVERY_S, workdir, CLIENT_TIMEOUT_S))  # at once, no drain
     threshold = steps[0].admitted_p99_ms + MARGIN_MS

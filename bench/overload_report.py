@@ -61,8 +61,9 @@ def overload_table(results: dict[str, Any]) -> str:
             rejected = f"{s['rejected']:,} ({cell(s['reject_p99_ms'])})" if s["rejected"] else "0"
             early = s["rejected_on_arrival"]
             arrival = f"{early:,} ({cell(s['reject_arrival_p99_ms'])})" if early else "0"
+            flag = " (vegeta fell behind)" if s.get("generator_behind") else ""
             lines.append(
-                f"| {name} | {s['multiple']:g}x | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
+                f"| {name} | {s['multiple']:g}x{flag} | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
                 f"{cell(s['admitted_p99_ms'])} | {rejected} | {arrival} | {s['timeouts']:,} | {s['other_errors']:,} |"
             )
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)

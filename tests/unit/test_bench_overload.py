@@ -24,12 +24,16 @@ def test_goodput_counts_only_2xx_within_50_ms_and_errors_are_split_by_kind() -> 
     csv += row(3, 503, 1.0, "503 Service Unavailable", RAW) + row(4, 503, 40.0, "503 Service Unavailable")
     csv += row(5, 0, 1000.0, "Get: context deadline exceeded (Client.Timeout exceeded)")
     csv += row(6, 0, 2.0, "connection reset by peer") + row(7, 404, 2.0, "404 Not Found")
-    step = summarise(parse(csv), multiple=2.0, rate=8, duration_s=2.0)
+    step = summarise(parse(csv), multiple=2.0, rate=4, duration_s=2.0)
     assert step.goodput_rps == 1.0  # 2 good answers in 2 s
     assert (step.ok, step.rejected, step.timeouts, step.other_errors) == (3, 2, 1, 2)
     assert step.rejected_on_arrival == 1  # the 503 without gunicorn's Server header
     assert (step.reject_arrival_p99_ms, step.reject_dequeue_p99_ms, step.reject_p99_ms) == (1.0, 40.0, 40.0)
     assert step.admitted_p99_ms == 51.0
+    assert not step.generator_behind  # 8 of 8 offered, nothing far past the 1 s timeout
+    assert summarise(parse(csv), multiple=2.0, rate=10, duration_s=1.0).generator_behind  # 8 of 10 sent
+    late = summarise(parse(row(0, 200, 2.0) + row(1, 503, 35_000.0, "503")), 2.0, rate=2, duration_s=1.0)
+    assert late.generator_behind  # a 35 s latency under a 1 s timeout: vegeta itself stalled
 
 
 def test_recovery_is_the_second_from_which_every_later_second_is_within_the_threshold() -> None:
