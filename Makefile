@@ -18,7 +18,7 @@ help:
 	@echo "make test   the same set-up, then the whole test suite (stack stopped afterwards)"
 	@echo "make unit   unit tests only (no servers)"
 	@echo "make lint   ruff and mypy"
-	@echo "make bench  benchmarks (bench/, README there), long: under 45 minutes"
+	@echo "make bench  benchmarks (bench/, README there), long: about an hour"
 	@echo "make bench-quick  the same harness, small and short (figures not for quoting)"
 	@echo "make soak   long fault tests, long"
 	@echo "make image         the production image (docker build; local base, no registry needed)"

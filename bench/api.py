@@ -12,6 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import requests
 
@@ -33,6 +34,7 @@ from bench.common import (
 )
 from bench.loadgen import write_targets
 from bench.openloop import Series, open_loop_suite
+from bench.overload import overload_suite
 from bench.projection import bench_name
 from bench.servers import Server, gunicorn, seed_server
 from domain import Name, PhoneNumber, User
@@ -120,25 +122,30 @@ def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) ->
     hits = write_names(workdir / "hits.txt", hit_names)
     in_sql = write_names(workdir / "mysql.txt", sql_names)
     unknown = write_names(workdir / "unknown.txt", unknown_names)
-    ours = gunicorn(settings, PORT_BASE)
-    fallback = gunicorn(replace(settings, key_prefix="bench-empty"), PORT_BASE + 1)  # no projection: MySQL answers
+    ours = gunicorn(settings, PORT_BASE)  # as shipped, admission control on: open loop, overload
+    # Closed loop (wrk -c32 on one core is a standing queue) measures serving cost, not shedding:
+    # admission control off, like the ceiling, which has none (bench/README.md).
+    unshed = replace(settings, api_queue_target_ms=0.0, api_request_deadline_ms=0.0)
+    closed = gunicorn(unshed, PORT_BASE + 5)
+    fallback = gunicorn(replace(unshed, key_prefix="bench-empty"), PORT_BASE + 1)  # no projection: MySQL answers
     ceiling = gunicorn(settings, PORT_BASE + 2, "bench.peers.ceiling_app:create_app()")
     seed = seed_server(settings, PORT_BASE + 3)
     runs: dict[str, list[Wrk]] = {"ours": [], "ceiling": [], "seed": [], "fallback": [], "not_found": []}
     balance: list[list[float]] = []
     try:
         assert requests.get(f"{ours.base}/user/{bench_name(1)}", timeout=5).status_code == 200
+        assert requests.get(f"{closed.base}/user/{bench_name(1)}", timeout=5).status_code == 200
         assert requests.get(f"{seed.base}/user/{bench_name(1)}", timeout=5).status_code == 200
         for r in range(rounds):
             log.info("closed-loop (wrk) round %d of %d", r + 1, rounds)
-            result, shares = worker_balance(ours, lambda: wrk(ours.base, hits))
+            result, shares = worker_balance(closed, lambda: wrk(closed.base, hits))
             runs["ours"].append(result)
             balance.append(shares)
             runs["ceiling"].append(wrk(ceiling.base, hits))
             runs["seed"].append(wrk(seed.base, in_sql))
             seed.settle()
             runs["fallback"].append(wrk(fallback.base, in_sql))
-            runs["not_found"].append(wrk(ours.base, unknown))
+            runs["not_found"].append(wrk(closed.base, unknown))
             log.info("round %d: %s", r + 1, {k: round(v[-1].rps) for k, v in runs.items()})
         series = [
             Series("ours", ours, write_targets(workdir / "t-hits", ours.base, hit_names), 200, capacity=True),
@@ -148,12 +155,15 @@ def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) ->
             Series("unknown", ours, write_targets(workdir / "t-unk", ours.base, unknown_names), 404, False),
         ]
         open_loop = open_loop_suite(series, rounds, workdir)
-        rebuild = rebuild_under_reads(settings, ours, hits)
+        capacities = cast(dict[str, dict[str, float]], open_loop["capacity"])
+        overload = overload_suite(series[:3], capacities["ours"]["median"], workdir)
+        # wrk counts every 503 as a failed read: the rebuild is read through the unshed server.
+        rebuild = rebuild_under_reads(settings, closed, hits)
     finally:
-        for server in (ours, fallback, ceiling, seed):
+        for server in (ours, closed, fallback, ceiling, seed):
             server.stop()
         clean_mysql(writer)
-    return {"runs": runs, "balance": balance, "rebuild": rebuild, "open_loop": open_loop}
+    return {"runs": runs, "balance": balance, "rebuild": rebuild, "open_loop": open_loop, "overload": overload}
 
 
 def rebuild_under_reads(settings: Settings, ours: Server, hits: Path) -> dict[str, float]:

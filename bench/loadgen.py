@@ -64,7 +64,8 @@ def write_targets(path: Path, base: str, names: list[str]) -> Path:
     return path
 
 
-def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Path) -> Point:
+def attack_csv(targets: Path, rate: int, duration_s: float, workdir: Path, timeout_s: float = TIMEOUT_S) -> str:
+    """One constant-rate vegeta attack; its per-request results as vegeta's CSV."""
     out = workdir / "attack.bin"
     subprocess.run(
         pinned(
@@ -74,7 +75,7 @@ def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Pa
                 f"-rate={rate}/1s",
                 f"-duration={duration_s}s",
                 f"-targets={targets}",
-                f"-timeout={TIMEOUT_S}s",
+                f"-timeout={timeout_s}s",
                 "-keepalive=true",
                 f"-output={out}",
             ],
@@ -84,7 +85,11 @@ def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Pa
         capture_output=True,
     )
     text = subprocess.run([vegeta(), "encode", "-to=csv", str(out)], capture_output=True, text=True, check=True)
-    return summarise(text.stdout, rate, duration_s, expect)
+    return text.stdout
+
+
+def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Path) -> Point:
+    return summarise(attack_csv(targets, rate, duration_s, workdir), rate, duration_s, expect)
 
 
 def summarise(csv_text: str, rate: int, duration_s: float, expect: int) -> Point:

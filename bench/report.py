@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT
+from bench.common import QUICK, ROOT
 
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -33,6 +33,12 @@ ROWS: list[tuple[str, str, str, Any]] = [
     ("api_capacity_at_p99_10ms_rps", "API capacity at p99 <= 10 ms, open loop (req/s)", "", None),
     ("seed_capacity_at_p99_10ms_rps", "seed capacity at p99 <= 10 ms, open loop (req/s)", "", None),
     ("ceiling_capacity_at_p99_10ms_rps", "ceiling capacity at p99 <= 10 ms, open loop (req/s)", "", None),
+    ("overload_goodput_ratio_2x", "overload: goodput at 2x capacity / capacity", ">= 0.9", lambda v: v >= 0.9),
+    ("overload_goodput_ratio_4x", "overload: goodput at 4x capacity / capacity", ">= 0.8", lambda v: v >= 0.8),
+    ("overload_admitted_p99_ms_2x", "overload: 2xx p99 at 2x (ms)", "<= 50", lambda v: v <= 50),
+    ("overload_client_timeouts_2x", "overload: client timeouts (1 s) at 2x", "0", lambda v: v == 0),
+    ("overload_reject_p99_ms", "overload: 503 p99, worst step at >= 2x (ms)", "<= 5", lambda v: v <= 5),
+    ("overload_recovery_s", "overload: 4x -> 0.5x, seconds until p99 is back", "<= 5", lambda v: v <= 5),
     ("freshness_p50_ms", "freshness p50 at 20 events/s (ms)", "", None),
     ("freshness_p99_ms", "freshness p99 at 20 events/s (ms)", "<= 10", lambda v: v <= 10),
     ("freshness_before_p50_ms", "... p50 before the fetch change (ms)", "", None),
@@ -77,14 +83,14 @@ def number(value: float) -> str:
     return f"{value:,.2f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
 
 
-def figure(size: tuple[float, float]) -> tuple[Any, Any]:
-    """A figure and its axes, drawn without a display (matplotlib imported only when plotting)."""
+def figure(size: tuple[float, float], panels: int = 1) -> tuple[Any, Any]:
+    """A figure and its axes (side by side), drawn without a display (matplotlib imported only when plotting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=size)
+    return plt.subplots(1, panels, figsize=size)
 
 
 def save(fig: Any, path: Path) -> None:
@@ -168,20 +174,31 @@ def freshness_chart(results: dict[str, Any], path: Path) -> None:
 
 
 def write(results: dict[str, Any], directory: Path) -> str:
+    """Results, table and plots into `directory` and the README; a quick run into `quick/`, README untouched."""
+    # Imported here: bench.overload_report draws with this module's helpers.
+    from bench.overload_report import overload_chart, overload_table
+
+    if QUICK:  # harness checks never replace the published figures
+        directory = directory / "quick"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "latest.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    text = table(results) + open_loop_table(results)
+    text = table(results) + open_loop_table(results) + overload_table(results)
     (directory / "latest.md").write_text(text)
-    chart(results, directory / "latest.png")
+    if "projection_vs_ceiling" in results:
+        chart(results, directory / "latest.png")
     if results.get("api_open_loop"):
         latency_chart(results, directory / "latency.png")
     if results.get("freshness_samples_ms"):
         freshness_chart(results, directory / "freshness.png")
+    if results.get("overload_by_peer"):
+        overload_chart(results, directory / "overload.png")
     readme = README.read_text()
-    if START in readme and END in readme:
+    if START in readme and END in readme and not QUICK:
         head, rest = readme.split(START, 1)
         _, tail = rest.split(END, 1)
         plots = "![ratios](bench/results/latest.png)\n![latency against rate](bench/results/latency.png)\n"
         plots += "![freshness](bench/results/freshness.png)\n"
+        if results.get("overload_by_peer"):
+            plots += "![goodput and p99 against offered load](bench/results/overload.png)\n"
         README.write_text(f"{head}{START}\n{text}\n{plots}{END}{tail}")
     return text

@@ -16,6 +16,7 @@ from typing import Any
 from bench.api import api_suite
 from bench.common import LOAD_CPUS, PINNING, RESULTS, ROUNDS, SCALE, SUT_CPUS, machine, median, spread
 from bench.freshness import freshness_suite
+from bench.overload_report import overload_keys
 from bench.projection import projection_suite
 from bench.report import write
 from bench.servers import seed_versions
@@ -105,6 +106,7 @@ def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]
         "api_seed_rps_spread": spread([r.rps for r in runs["seed"]]),
         "api_ceiling_rps_spread": spread([r.rps for r in runs["ceiling"]]),
         **open_loop_keys(api["open_loop"]),
+        **overload_keys(api["overload"]),
     }
 
 

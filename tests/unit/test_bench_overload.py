@@ -1,0 +1,76 @@
+"""The overload curve's arithmetic: goodput, timeouts, where a 503 came from, recovery, the headline keys."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+from bench.openloop import LADDER
+from bench.overload import overload_capacity, parse, per_second_p99, recovery_seconds, summarise
+from bench.overload_report import overload_keys, overload_table
+
+GUNICORN = base64.b64encode(b"Content-Type: application/json\r\nServer: gunicorn\r\n\r\n").decode()
+RAW = base64.b64encode(b"Content-Type: application/problem+json\r\nConnection: keep-alive\r\n\r\n").decode()
+
+
+def row(at_ms: float, code: int, latency_ms: float, error: str = "", headers: str = GUNICORN) -> str:
+    """One line of `vegeta encode -to=csv` (v12.13: ..., method, url, headers as base64)."""
+    at_ns = 1_764_000_000_000_000_000 + int(at_ms * 1e6)
+    return f"{at_ns},{code},{int(latency_ms * 1e6)},0,17,{error},e30=,,0,GET,http://x/user/a,{headers}\n"
+
+
+def test_goodput_counts_only_2xx_within_50_ms_and_errors_are_split_by_kind() -> None:
+    csv = row(0, 200, 3.0) + row(1, 200, 49.0) + row(2, 200, 51.0)  # the last one is too slow to be goodput
+    csv += row(3, 503, 1.0, "503 Service Unavailable", RAW) + row(4, 503, 40.0, "503 Service Unavailable")
+    csv += row(5, 0, 1000.0, "Get: context deadline exceeded (Client.Timeout exceeded)")
+    csv += row(6, 0, 2.0, "connection reset by peer") + row(7, 404, 2.0, "404 Not Found")
+    step = summarise(parse(csv), multiple=2.0, rate=4, duration_s=2.0)
+    assert step.goodput_rps == 1.0  # 2 good answers in 2 s
+    assert (step.ok, step.rejected, step.timeouts, step.other_errors) == (3, 2, 1, 2)
+    assert step.rejected_on_arrival == 1  # the 503 without gunicorn's Server header
+    assert (step.reject_arrival_p99_ms, step.reject_dequeue_p99_ms, step.reject_p99_ms) == (1.0, 40.0, 40.0)
+    assert step.admitted_p99_ms == 51.0
+    assert not step.generator_behind  # 8 of 8 offered, nothing far past the 1 s timeout
+    assert summarise(parse(csv), multiple=2.0, rate=10, duration_s=1.0).generator_behind  # 8 of 10 sent
+    late = summarise(parse(row(0, 200, 2.0) + row(1, 503, 35_000.0, "503")), 2.0, rate=2, duration_s=1.0)
+    assert late.generator_behind  # a 35 s latency under a 1 s timeout: vegeta itself stalled
+
+
+def test_recovery_is_the_second_from_which_every_later_second_is_within_the_threshold() -> None:
+    assert recovery_seconds([900.0, 12.0, 4.0, 5.0], threshold_ms=10.0) == 2.0
+    assert recovery_seconds([4.0, 30.0, 4.0], threshold_ms=10.0) == 2.0  # a relapse restarts the count
+    assert recovery_seconds([4.0, 4.0, math.nan], threshold_ms=10.0) is None  # a second without any 2xx
+    assert recovery_seconds([4.0, 4.0], threshold_ms=10.0) == 0.0
+    results = parse(row(0, 200, 900.0) + row(1500, 200, 3.0) + row(1600, 503, 1.0, "503", RAW))
+    p99s = per_second_p99(results, 3)
+    assert p99s[:2] == [900.0, 3.0] and math.isnan(p99s[2])  # 503s are not answers; second 3 had none
+
+
+def test_capacity_falls_back_to_the_lowest_ladder_rate_and_says_so() -> None:
+    assert overload_capacity(1200.0) == (1200, "api_capacity_at_p99_10ms_rps")
+    rate, source = overload_capacity(0.0)
+    assert rate == LADDER[0] and "no rate held" in source
+    assert overload_capacity(math.nan)[0] == LADDER[0]
+
+
+def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_above() -> None:
+    def step(multiple: float, goodput: float, reject_p99: float, rejected: int = 10) -> dict[str, object]:
+        return {
+            "multiple": multiple, "offered_rps": int(multiple * 1000), "goodput_rps": goodput,
+            "admitted_p99_ms": 20.0 * multiple, "rejected": rejected, "reject_p99_ms": reject_p99,
+            "rejected_on_arrival": rejected, "reject_arrival_p99_ms": reject_p99, "timeouts": int(multiple),
+            "other_errors": 0,
+        }  # fmt: skip
+
+    steps = [step(1.5, 1000, 500.0), step(2.0, 950, 4.0), step(3.0, 900, 9.0), step(4.0, 850, 0.0, rejected=0)]
+    peer = {"steps": steps, "recovery_s": 3.0}
+    settings = {"capacity_rps": 1000, "capacity_source": "x", "step_s": 60.0, "client_timeout_s": 1.0}
+    settings |= {"good_ms": 50.0, "recovery_margin_ms": 5.0, "recovery_window_s": 30.0}
+    keys = overload_keys({**settings, "by_peer": {"ours": peer, "seed": peer}})
+    assert (keys["overload_goodput_ratio_2x"], keys["overload_goodput_ratio_4x"]) == (0.95, 0.85)
+    assert keys["overload_reject_p99_ms"] == 9.0  # not the 1.5x step's 500 ms, not the 4x step without 503s
+    assert (keys["overload_admitted_p99_ms_2x"], keys["overload_client_timeouts_2x"]) == (40.0, 2)
+    assert keys["overload_recovery_s"] == 3.0 and set(keys["overload_by_peer"]) == {"ours", "seed"}
+    text = overload_table({**keys, "date": "d"})
+    assert "| ours | 2x | 2,000 | 950 | 40.0 | 10 (4.0) | 10 (4.0) | 2 | 0 |" in text
+    assert "ours 3 s; seed 3 s" in text
