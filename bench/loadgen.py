@@ -64,7 +64,8 @@ def write_targets(path: Path, base: str, names: list[str]) -> Path:
     return path
 
 
-def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Path) -> Point:
+def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Path, keepalive: bool = True) -> Point:
+    """vegeta at `rate`/s for `duration_s`; keepalive False opens a connection per request."""
     out = workdir / "attack.bin"
     subprocess.run(
         pinned(
@@ -75,7 +76,7 @@ def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Pa
                 f"-duration={duration_s}s",
                 f"-targets={targets}",
                 f"-timeout={TIMEOUT_S}s",
-                "-keepalive=true",
+                f"-keepalive={str(keepalive).lower()}",
                 f"-output={out}",
             ],
             LOAD_CPUS,
