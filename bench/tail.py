@@ -31,12 +31,12 @@ from adapters.settings import Settings
 from adapters.store import make_redis
 from bench.common import BIN, PORT_BASE, QUICK, RESULTS, ROOT, children, cpu_seconds, env_for, machine, spread
 from bench.loadgen import Point, attack, write_targets
+from bench.openloop import SLO_MS, capacity
 from bench.projection import bench_name
 from bench.request_costs import project
 from bench.servers import Server
 
 log = logging.getLogger("bench")
-SLO_MS = 10.0
 RATES = [750, 1500] if QUICK else [750, 1000, 1250, 1500]
 ABOVE = [] if QUICK else [1750, 2000, 2500]  # the capacity ladder goes on while the SLO holds
 BELOW = 500  # measured only when the first rate misses, so a capacity under it still reads
@@ -177,16 +177,6 @@ def run_config(config: Config, settings: Settings, names: list[str], workdir: Pa
         "capacity": capacity(points),
         "worker_shares": shares,
     }
-
-
-def capacity(points: dict[int, Point]) -> int:
-    """The highest rate held within the SLO with every lower measured rate held too (0: none)."""
-    held = 0
-    for rate in sorted(points):
-        if not points[rate].meets(SLO_MS):
-            break
-        held = rate
-    return held
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
