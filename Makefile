@@ -9,7 +9,8 @@ STACK_ENV := set -a && . .run/stack/env && set +a
 API_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick bench-cluster soak clean \
+.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick bench-cluster bench-tail bench-tail-quick \
+	soak clean \
 	image compose-up compose-down k8s-up k8s-down deploy-test ci-deploy
 
 help:
@@ -20,6 +21,7 @@ help:
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (bench/, README there), long: about an hour"
 	@echo "make bench-quick  the same harness, small and short (figures not for quoting)"
+	@echo "make bench-tail  tail latency below saturation by configuration (issue 22), under 15 minutes"
 	@echo "make soak   long fault tests, long"
 	@echo "make image         the production image (docker build; local base, no registry needed)"
 	@echo "make compose-up    the whole system in docker compose (stand-in images); API on 127.0.0.1:8080"
@@ -79,6 +81,14 @@ bench-quick: venv
 # 1, 2 and 3 consumers into the 3-master Redis Cluster (bench/cluster_scaling.py); ~10 minutes
 bench-cluster: venv
 	$(STACK) with -- $(BIN)/python -m bench.cluster_scaling
+
+# Tail latency below saturation (issue 22): configurations side by side, open loop, <= 15 min.
+# The py313 configuration needs `bench/py313.sh up` (root) first; it is skipped otherwise.
+bench-tail: venv
+	$(STACK) with -- $(BIN)/python -m bench.tail
+
+bench-tail-quick: venv
+	BENCH_QUICK=1 $(STACK) with -- $(BIN)/python -m bench.tail
 
 soak: venv
 	$(STACK) with -- $(BIN)/pytest -m soak tests/faults $(PYTEST_ARGS)

@@ -97,6 +97,8 @@ class Settings:
     api_timeout: int = 30
     api_graceful_timeout: int = 20
     api_keepalive: int = 5
+    # sys.setswitchinterval in each worker (ms); 0 keeps Python's 5 ms. issue 22 measures it (bench/tail.py).
+    api_switch_interval_ms: float = 0.0
     # Recycle workers now and then (leaks, fragmentation); the jitter keeps them from restarting together.
     api_max_requests: int = 20_000
     api_max_requests_jitter: int = 2000
@@ -123,6 +125,8 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value <= top:
                 raise ValueError(f"{_env_name(name)}={value} must be between 1 and {top} (0 means unlimited)")
+        if self.api_switch_interval_ms < 0:
+            raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 
     def __repr__(self) -> str:
         """Every setting, secrets masked: a password set shows as '***', a URL without its password."""

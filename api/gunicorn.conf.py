@@ -56,6 +56,13 @@ def on_starting(server):  # type: ignore[no-untyped-def]
             os.remove(os.path.join(directory, name))
 
 
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    # Per process: the interval is the interpreter's, and each worker is its own interpreter.
+    from api.runtime import apply_switch_interval
+
+    apply_switch_interval(_settings)
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

@@ -64,8 +64,10 @@ def write_targets(path: Path, base: str, names: list[str]) -> Path:
     return path
 
 
-def attack_csv(targets: Path, rate: int, duration_s: float, workdir: Path, timeout_s: float = TIMEOUT_S) -> str:
-    """One constant-rate vegeta attack; its per-request results as vegeta's CSV."""
+def attack_csv(
+    targets: Path, rate: int, duration_s: float, workdir: Path, timeout_s: float = TIMEOUT_S, keepalive: bool = True
+) -> str:
+    """One constant-rate vegeta attack as vegeta's CSV; keepalive False opens a connection per request."""
     out = workdir / "attack.bin"
     subprocess.run(
         pinned(
@@ -76,7 +78,7 @@ def attack_csv(targets: Path, rate: int, duration_s: float, workdir: Path, timeo
                 f"-duration={duration_s}s",
                 f"-targets={targets}",
                 f"-timeout={timeout_s}s",
-                "-keepalive=true",
+                f"-keepalive={str(keepalive).lower()}",
                 f"-output={out}",
             ],
             LOAD_CPUS,
@@ -88,8 +90,9 @@ def attack_csv(targets: Path, rate: int, duration_s: float, workdir: Path, timeo
     return text.stdout
 
 
-def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Path) -> Point:
-    return summarise(attack_csv(targets, rate, duration_s, workdir), rate, duration_s, expect)
+def attack(targets: Path, rate: int, duration_s: float, expect: int, workdir: Path, keepalive: bool = True) -> Point:
+    csv_text = attack_csv(targets, rate, duration_s, workdir, keepalive=keepalive)
+    return summarise(csv_text, rate, duration_s, expect)
 
 
 def summarise(csv_text: str, rate: int, duration_s: float, expect: int) -> Point:
