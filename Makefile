@@ -9,7 +9,7 @@ STACK_ENV := set -a && . .run/stack/env && set +a
 API_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick soak clean \
+.PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick bench-growth soak clean \
 	image compose-up compose-down k8s-up k8s-down deploy-test ci-deploy
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (bench/, README there), long: under 45 minutes"
 	@echo "make bench-quick  the same harness, small and short (figures not for quoting)"
+	@echo "make bench-growth  1M, 3M and 10M users: rebuild, gc, backfill, reconcile, memory (GROWTH_SIZES), long"
 	@echo "make soak   long fault tests, long"
 	@echo "make image         the production image (docker build; local base, no registry needed)"
 	@echo "make compose-up    the whole system in docker compose (stand-in images); API on 127.0.0.1:8080"
@@ -75,6 +76,9 @@ bench: venv
 
 bench-quick: venv
 	BENCH_QUICK=1 $(STACK) with -- $(BIN)/python -m bench.run
+
+bench-growth: venv
+	$(STACK) with -- $(BIN)/python -m bench.growth
 
 soak: venv
 	$(STACK) with -- $(BIN)/pytest -m soak tests/faults $(PYTEST_ARGS)

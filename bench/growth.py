@@ -1,0 +1,254 @@
+"""`make bench-growth`: how every cost grows with the number of users (issue 25), one fresh state per size.
+
+GROWTH_SIZES (default 1000000,3000000,10000000) lists the sizes. Only the default set writes
+bench/results/growth.json, growth.png and the README's growth block; any other set (a smoke
+run, GROWTH_SIZES=20000) writes to GROWTH_OUT (default .run/bench-growth/). README "Growth"
+section of bench/README.md says what each figure means and what "fresh" is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from adapters.settings import Settings
+from adapters.store import make_redis
+from bench import growth_data as data
+from bench import growth_phases as phases
+from bench.common import LOAD_CPUS, PINNING, PORT_BASE, RESULTS, ROOT, SUT_CPUS, machine
+from bench.growth_report import write
+from bench.projection import bench_name
+from bench.readers import RATE, Reader, quiet
+from bench.servers import gunicorn
+from domain import Name
+
+log = logging.getLogger("bench")
+DEFAULT_SIZES = "1000000,3000000,10000000"
+SIZES = [int(s) for s in os.environ.get("GROWTH_SIZES", DEFAULT_SIZES).split(",") if s.strip()]
+FULL = os.environ.get("GROWTH_SIZES", DEFAULT_SIZES).replace(" ", "") == DEFAULT_SIZES
+OUT = RESULTS if FULL else Path(os.environ.get("GROWTH_OUT", str(ROOT / ".run" / "bench-growth")))
+SEED = int(os.environ.get("GROWTH_SEED", "25"))
+# The baseline (readers alone) lasts as long as the rebuild did, up to this many seconds.
+BASELINE_MAX_S = float(os.environ.get("GROWTH_BASELINE_MAX_S", "60"))
+REDIS_DB = 3  # the growth run's own Redis database (bench: 1, memory_layout: 2), flushed per size
+DATABASE = "ums_growth"  # its own MariaDB database, same table as the AddService's
+# Redis's latency monitor is off by default (0). 2 ms: any single command that could take a good
+# part of the readers' 5 ms budget on its own is recorded.
+LATENCY_THRESHOLD_MS = 2
+# Two generations live during a rebuild, at ~170 B per user each (README), with headroom.
+REDIS_BYTES_PER_USER_BOUND = 500
+
+
+def settings_for(users: int, workdir: Path) -> Settings:
+    base = Settings.from_env()
+    tag = uuid.uuid4().hex[:6]
+    return replace(
+        base,
+        redis_url=base.redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
+        topic=f"growth-{users}-{tag}",
+        group_id=f"growth-{tag}",
+        key_prefix="bench",  # the key length `make bench` measures memory with
+        mysql_database=DATABASE,
+        metrics_port=0,
+        heartbeat_file=str(workdir / "consumer.health"),
+    )
+
+
+class RedisRun:
+    """The Redis settings a run changes (and restores), memory and latency events."""
+
+    def __init__(self, client: redis.Redis, users: int) -> None:
+        self.client = client
+        self.saved = {k: client.config_get(k)[k] for k in ("latency-monitor-threshold", "maxmemory")}
+        client.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
+        wanted = users * REDIS_BYTES_PER_USER_BOUND + 512 * 2**20
+        current = int(self.saved["maxmemory"])
+        if current and current < wanted:  # a 2 GB cap cannot hold two 10M generations
+            client.config_set("maxmemory", wanted)
+            log.info("Redis maxmemory %d -> %d for this run", current, wanted)
+
+    def restore(self) -> None:
+        for key, value in self.saved.items():
+            self.client.config_set(key, value)
+
+    def used(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def reset_latency(self) -> None:
+        self.client.execute_command("LATENCY", "RESET")
+
+    def latency(self) -> dict[str, dict[str, float]]:
+        """Per event since the last reset: samples (one per second with a spike, 160 kept) and max ms."""
+        events: dict[str, dict[str, float]] = {}
+        for row in self.client.execute_command("LATENCY", "LATEST"):
+            name = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+            history = self.client.execute_command("LATENCY", "HISTORY", name)
+            events[name] = {"samples": len(history), "max_ms": int(row[3])}
+        return events
+
+
+def check_projection(settings: Settings, users: int) -> None:
+    """A sample of users holds the end state the history leads to (growth_data's docstring)."""
+    store = phases.store_for(settings)
+    live = store.live_generation()
+    assert live is not None
+    for u in random.Random(SEED).sample(range(users), min(users, 200)):
+        held = store.get(Name(bench_name(u)).canonical, live)
+        if held is None or held.user is None or held.user.phone.value != 9_100_000_000 + u:
+            raise AssertionError(f"user {u}: the projection holds {held}, not its last update")
+
+
+def run_size(users: int, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every measurement at one size, on a fresh state; the growth.json row and the details."""
+    settings = settings_for(users, workdir)
+    client = make_redis(settings, timeout_s=60)
+    client.flushdb()  # our own database only
+    redis_run = RedisRun(client, users)
+    pool = data.buffer_pool_for(users)
+    consumer: phases.Command | None = None
+    try:
+        details: dict[str, Any] = {}
+        started = time.monotonic()
+        data.fresh_database(settings, users)
+        details["mysql_load_s"] = round(time.monotonic() - started, 1)
+        before = redis_run.used()
+        started = time.monotonic()
+        events = data.produce(settings, users, SEED)
+        details["produce_s"] = round(time.monotonic() - started, 1)
+        log.info("%d users: %d events produced in %.1f s, MySQL loaded in %.1f s", users, events,
+                 details["produce_s"], details["mysql_load_s"])  # fmt: skip
+        latency: dict[str, Any] = {}
+        redis_run.reset_latency()
+        consumer, consumed = phases.consume(settings, events, workdir)
+        latency["consume"] = redis_run.latency()
+        used = redis_run.used() - before
+        check_projection(settings, users)
+        details["consume"] = consumed
+        row, more = measure_under_reads(settings, users, events, workdir, redis_run, latency)
+        details.update(more)
+        row.update(
+            users=users,
+            events=events,
+            consumer_eps_from_start=round(consumed["eps_from_start"]),
+            consumer_eps_steady=round(consumed["eps_steady"]),
+            redis_used_bytes=used,
+            redis_bytes_per_user=round(used / users, 1),
+            redis_latency_events=latency,
+        )
+        return row, details
+    finally:
+        if consumer is not None:
+            consumer.stop()
+        redis_run.restore()
+        data.restore_buffer_pool(pool)
+        client.flushdb()
+        data.delete_topics(settings)
+        data.drop_database(settings)
+
+
+def measure_under_reads(
+    settings: Settings, users: int, events: int, workdir: Path, redis_run: RedisRun, latency: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """replay, baseline, backfill, gc and reconcile, with the API read at 500 req/s throughout."""
+    api = gunicorn(settings, PORT_BASE + 5)
+    names = [bench_name(u) for u in random.Random(SEED).sample(range(users), min(users, 20_000))]
+    reader = Reader(api.base, names, workdir)
+    try:
+        time.sleep(2.0)  # connections and workers warm before the first measured stretch
+        redis_run.reset_latency()
+        rebuild = phases.replay(settings, workdir)
+        latency["rebuild"] = redis_run.latency()
+        baseline = quiet(min(rebuild.seconds, BASELINE_MAX_S))
+        redis_run.reset_latency()
+        backfill = phases.backfill_to_flip(settings, workdir)
+        latency["backfill"] = redis_run.latency()
+        redis_run.reset_latency()
+        collected, deleted = phases.gc(settings, workdir)
+        latency["gc"] = redis_run.latency()
+        redis_run.reset_latency()
+        reconciled = phases.reconcile(settings, workdir)
+        latency["reconcile"] = redis_run.latency()
+    finally:
+        reader.stop()
+        api.stop()
+    windows = {
+        "rebuild": reader.window(rebuild.started, rebuild.ended),
+        "rebuild_deleting": reader.window(rebuild.marks["flip"], rebuild.ended),
+        "baseline": reader.window(*baseline),
+        "backfill": reader.window(backfill.started, backfill.ended),
+        "gc": reader.window(collected.started, collected.ended),
+        "reconcile": reader.window(reconciled.started, reconciled.ended),
+    }
+    if deleted < users:
+        log.warning("gc deleted %d keys, fewer than the %d of a whole generation", deleted, users)
+    row = {
+        "rebuild_to_flip_s": round(rebuild.since_start("flip"), 2),
+        "rebuild_total_s": round(rebuild.seconds, 2),
+        "rebuild_events_per_s": round(events / rebuild.since_start("flip")),
+        "readers_p99_ms_during_rebuild": windows["rebuild"].p99_ms,
+        "readers_max_ms_during_rebuild": windows["rebuild"].max_ms,
+        "readers_p99_ms_baseline": windows["baseline"].p99_ms,
+        "failed_reads": sum(w.failed for w in windows.values()),
+        "reconcile_s": round(reconciled.seconds, 2),
+        "reconcile_peak_rss_mib": reconciled.peak_rss_mib,
+        "backfill_s": round(backfill.seconds, 2),
+        "backfill_peak_rss_mib": backfill.peak_rss_mib,
+        "gc_s": round(collected.seconds, 2),
+        "readers_p99_ms_during_gc": windows["gc"].p99_ms,
+    }
+    details = {
+        "readers": {name: w.as_dict() for name, w in windows.items()},
+        "readers_rate": RATE,
+        "replay_peak_rss_mib": rebuild.peak_rss_mib,
+        "gc_deleted_keys": deleted,
+        "reconcile_exit": reconciled.returncode,
+        "reconcile_output": reconciled.output[-1500:],
+    }
+    return row, details
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_at_start = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    for users in sorted(SIZES):
+        with tempfile.TemporaryDirectory() as workdir:
+            started = time.monotonic()
+            row, more = run_size(users, Path(workdir))
+            more["size_total_s"] = round(time.monotonic() - started, 1)
+            log.info("%d users done in %.0f s: %s", users, more["size_total_s"], row)
+        rows.append(row)
+        details[str(users)] = more
+    by_users = {r["users"]: r for r in rows}
+    ratio = (
+        by_users[10_000_000]["rebuild_events_per_s"] / by_users[1_000_000]["rebuild_events_per_s"]
+        if 1_000_000 in by_users and 10_000_000 in by_users
+        else None
+    )
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "sizes": rows,
+        "rebuild_rate_ratio_10m_vs_1m": ratio,
+        "seed": SEED,
+        "details": details,
+        "load_average_start": load_at_start,
+        "load_average_end": os.getloadavg(),
+        "pinning": {"enabled": PINNING, "system_under_test_cpus": SUT_CPUS, "load_generator_cpus": LOAD_CPUS},
+    }
+    print(write(results, OUT, readme=FULL))
+
+
+if __name__ == "__main__":
+    main()
