@@ -14,7 +14,7 @@ import logging
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common import LOAD_CPUS, percentile, pinned
@@ -33,10 +33,10 @@ class Window:
     p99_ms: float
     max_ms: float
     failed: int  # transport errors, timeouts, and every status but the expected one (503 shed included)
+    codes: dict[str, int]  # status -> requests (0: no answer within the timeout, or a transport error)
 
-    def as_dict(self) -> dict[str, float]:
-        return {"requests": self.requests, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms,
-                "failed": self.failed}  # fmt: skip
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
 
 class Reader:
@@ -67,12 +67,16 @@ class Reader:
         """Requests sent in [start, end) (time.time() seconds)."""
         picked = [(code, ms) for sent, code, ms in self.rows if start <= sent < end]
         latencies = sorted(ms for _, ms in picked)
+        codes: dict[str, int] = {}
+        for code, _ in picked:
+            codes[str(code)] = codes.get(str(code), 0) + 1
         return Window(
             requests=len(picked),
             p50_ms=round(percentile(latencies, 50), 3),
             p99_ms=round(percentile(latencies, 99), 3),
             max_ms=round(latencies[-1], 3) if latencies else float("nan"),
-            failed=sum(1 for code, _ in picked if code != self.expect),
+            failed=sum(n for code, n in codes.items() if code != str(self.expect)),
+            codes=codes,
         )
 
 
