@@ -1,7 +1,10 @@
 """The commands a growth run times: `consume`, `replay`, `backfill --from-mysql`, `gc`, `reconcile`.
 
-Each runs as its own `ums-find` process; its peak resident memory comes from os.wait4()'s
-rusage (ru_maxrss, KiB on Linux), which the kernel keeps for the whole life of the process.
+Each runs as its own `ums-find` process. Its peak resident memory is the kernel's high-water
+mark of the process's own address space (VmHWM in /proc/<pid>/status), read every 20 ms until
+it exits (the mark only rises). Not os.wait4()'s ru_maxrss: Linux folds the *parent's* peak
+RSS into a child's ru_maxrss when the child execs (the address space it leaves behind is the
+parent's copy), so every child of this harness showed the harness's own 60-140 MiB.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,15 +61,32 @@ class Command:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        self.peak_kib = 0
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        status = Path(f"/proc/{self.proc.pid}/status")
+        while True:
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                return  # reaped
+            hwm = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]
+            if not hwm:
+                return  # a zombie: its memory is gone, the last reading stands
+            self.peak_kib = max(self.peak_kib, hwm[0])
+            time.sleep(POLL_S)
 
     def finish(self, kill: bool = False) -> Run:
         """Wait for the process (SIGKILL it first if `kill`) and record its exit and peak RSS."""
         if kill:
             self.proc.send_signal(signal.SIGKILL)
-        _, status, usage = os.wait4(self.proc.pid, 0)
+        _, status, _ = os.wait4(self.proc.pid, 0)
         self.run.ended = time.time()
         self.proc.returncode = self.run.returncode = os.waitstatus_to_exitcode(status)
-        self.run.peak_rss_mib = round(usage.ru_maxrss / 1024, 1)
+        self.watcher.join()
+        self.run.peak_rss_mib = round(self.peak_kib / 1024, 1)
         self.run.output = self.log.read_text()
         return self.run
 
@@ -125,20 +146,14 @@ def until_flip(command: Command, store: ProjectionStore, before: int | None) -> 
     command.run.marks["flip"] = time.time()
 
 
-def replay(settings: Settings, workdir: Path) -> Run:
-    """`ums-find replay` to its end (new generation live, old one deleted); marks: flip."""
+def to_flip(settings: Settings, args: list[str], workdir: Path) -> Run:
+    """`ums-find <args>` (a replay or a backfill), SIGKILLed right after its flip: the generation
+    it replaced is left whole for `gc` to delete. After flipping, a rebuild waits
+    2 x UMS_GENERATION_CACHE_S + 0.5 s (readers move to the new generation) before it deletes
+    anything; polling every 20 ms lands well inside that, and its deletion is the very call
+    `gc` makes (Generations.sweep), so it is measured once, as `gc`."""
     store = store_for(settings)
-    command = Command(settings, ["replay"], workdir)
-    until_flip(command, store, store.live_generation())
-    return command.check(command.finish())
-
-
-def backfill_to_flip(settings: Settings, workdir: Path) -> Run:
-    """`ums-find backfill --from-mysql`, SIGKILLed right after its flip: the generation it
-    replaced is left whole for `gc` (the backfill waits 2 x UMS_GENERATION_CACHE_S + 0.5 s
-    after flipping before it deletes anything; polling every 20 ms lands well inside that)."""
-    store = store_for(settings)
-    command = Command(settings, ["backfill", "--from-mysql"], workdir)
+    command = Command(settings, args, workdir)
     until_flip(command, store, store.live_generation())
     run = command.finish(kill=True)
     run.ended = run.marks["flip"]
