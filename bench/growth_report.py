@@ -81,11 +81,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (key, label) in enumerate(TIMES):
         _series(left, users, [float(r[key]) for r in rows], label, colors[i % len(colors)])
+    consume = [r["events"] / r["consumer_eps_from_start"] for r in rows]
+    _series(left, users, consume, "consume (from start)", colors[len(TIMES) % len(colors)])
     left.set_ylabel("seconds")
     left.set_title("time (dashed: linear from the smallest size)")
     for i, (key, label) in enumerate(MEMORY):
         scale = 2**20 if key.endswith("_bytes") else 1
         _series(right, users, [float(r[key]) / scale for r in rows], label, colors[i % len(colors)])
+    replay = [results.get("details", {}).get(str(u), {}).get("replay_peak_rss_mib") for u in users]
+    if all(replay):
+        _series(right, users, [float(v) for v in replay], "replay peak RSS", colors[len(MEMORY) % len(colors)])
     right.set_ylabel("MiB")
     right.set_title("memory (dashed: linear from the smallest size)")
     for ax in (left, right):
