@@ -8,6 +8,7 @@ section of bench/README.md says what each figure means and what "fresh" is.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -19,18 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from adapters.settings import Settings
 from adapters.store import make_redis
 from bench import growth_data as data
 from bench import growth_phases as phases
 from bench.common import LOAD_CPUS, PINNING, PORT_BASE, RESULTS, ROOT, SUT_CPUS, machine
+from bench.growth_redis import RedisRun, check_projection, sampled_bytes_per_user
 from bench.growth_report import write
 from bench.projection import bench_name
 from bench.readers import RATE, Reader, quiet
 from bench.servers import gunicorn
-from domain import Name
 
 log = logging.getLogger("bench")
 DEFAULT_SIZES = "1000000,3000000,10000000"
@@ -45,11 +44,6 @@ SEED = int(os.environ.get("GROWTH_SEED", "25"))
 BASELINE_MAX_S = float(os.environ.get("GROWTH_BASELINE_MAX_S", "30"))
 REDIS_DB = 3  # the growth run's own Redis database (bench: 1, memory_layout: 2), flushed per size
 DATABASE = "ums_growth"  # its own MariaDB database, same table as the AddService's
-# Redis's latency monitor is off by default (0). 2 ms: any single command that could take a good
-# part of the readers' 5 ms budget on its own is recorded.
-LATENCY_THRESHOLD_MS = 2
-# Two generations live during a rebuild, at ~170 B per user each (README), with headroom.
-REDIS_BYTES_PER_USER_BOUND = 500
 
 
 def settings_for(users: int, workdir: Path) -> Settings:
@@ -65,63 +59,6 @@ def settings_for(users: int, workdir: Path) -> Settings:
         metrics_port=0,
         heartbeat_file=str(workdir / "consumer.health"),
     )
-
-
-class RedisRun:
-    """The Redis settings a run changes (and restores), memory and latency events."""
-
-    def __init__(self, client: redis.Redis, users: int) -> None:
-        self.client = client
-        self.saved = {k: client.config_get(k)[k] for k in ("latency-monitor-threshold", "maxmemory")}
-        client.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
-        wanted = users * REDIS_BYTES_PER_USER_BOUND + 512 * 2**20
-        current = int(self.saved["maxmemory"])
-        if current and current < wanted:  # a 2 GB cap cannot hold two 10M generations
-            client.config_set("maxmemory", wanted)
-            log.info("Redis maxmemory %d -> %d for this run", current, wanted)
-
-    def restore(self) -> None:
-        for key, value in self.saved.items():
-            self.client.config_set(key, value)
-
-    def used(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
-
-    def reset_latency(self) -> None:
-        self.client.execute_command("LATENCY", "RESET")
-
-    def latency(self) -> dict[str, dict[str, float]]:
-        """Per event since the last reset: samples (one per second with a spike, 160 kept) and max ms."""
-        events: dict[str, dict[str, float]] = {}
-        for row in self.client.execute_command("LATENCY", "LATEST"):
-            name = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
-            history = self.client.execute_command("LATENCY", "HISTORY", name)
-            events[name] = {"samples": len(history), "max_ms": int(row[3])}
-        return events
-
-
-def check_projection(settings: Settings, users: int) -> None:
-    """A sample of users holds the end state the history leads to (growth_data's docstring)."""
-    store = phases.store_for(settings)
-    live = store.live_generation()
-    assert live is not None
-    for u in random.Random(SEED).sample(range(users), min(users, 200)):
-        held = store.get(Name(bench_name(u)).canonical, live)
-        if held is None or held.user is None or held.user.phone.value != 9_100_000_000 + u:
-            raise AssertionError(f"user {u}: the projection holds {held}, not its last update")
-
-
-def sampled_bytes_per_user(settings: Settings, users: int) -> float:
-    """MEMORY USAGE of 1,000 users' keys, averaged: a cross-check of the used_memory delta that
-    other databases on a shared Redis cannot move (it leaves out the keyspace's hash table)."""
-    store = phases.store_for(settings)
-    live = store.live_generation()
-    pipe = store.client.pipeline(transaction=False)
-    picked = random.Random(SEED + 1).sample(range(users), min(users, 1000))
-    for u in picked:
-        pipe.memory_usage(store.key(live or 0, Name(bench_name(u)).canonical), samples=0)
-    sizes = [int(s or 0) for s in pipe.execute()]
-    return round(sum(sizes) / len(sizes), 1)
 
 
 def run_size(users: int, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -148,8 +85,8 @@ def run_size(users: int, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]
         consumer, consumed = phases.consume(settings, events, workdir)
         latency["consume"] = redis_run.latency()
         used = redis_run.used() - before
-        details["sampled_bytes_per_user"] = sampled_bytes_per_user(settings, users)
-        check_projection(settings, users)
+        details["sampled_bytes_per_user"] = sampled_bytes_per_user(settings, users, SEED)
+        check_projection(settings, users, SEED)
         details["consume"] = consumed
         row, more = measure_under_reads(settings, users, events, workdir, redis_run, latency)
         details.update(more)
@@ -247,6 +184,9 @@ def main() -> None:
             log.info("%d users done in %.0f s: %s", users, more["size_total_s"], row)
         rows.append(row)
         details[str(users)] = more
+        # A long run that fails at 10M keeps what the smaller sizes measured.
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "growth-partial.json").write_text(json.dumps({"sizes": rows, "details": details}, indent=2) + "\n")
     by_users = {r["users"]: r for r in rows}
     ratio = (
         by_users[10_000_000]["rebuild_events_per_s"] / by_users[1_000_000]["rebuild_events_per_s"]
@@ -265,6 +205,7 @@ def main() -> None:
         "pinning": {"enabled": PINNING, "system_under_test_cpus": SUT_CPUS, "load_generator_cpus": LOAD_CPUS},
     }
     print(write(results, OUT, readme=FULL))
+    (OUT / "growth-partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
