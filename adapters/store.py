@@ -211,14 +211,21 @@ class ProjectionStore:
 
         `events` are (canonical key, event) pairs: the key is computed once per event by the caller.
         """
-        groups: dict[int, tuple[list[str], list[str]]] = {}
-        cluster = isinstance(self.client, redis.RedisCluster)
         head = f"{self.prefix}:{generation}:"
+        if not isinstance(self.client, redis.RedisCluster):
+            # One slot: plain slices (this runs for every event the consumer writes).
+            pairs = list(events)
+            for start in range(0, len(pairs), KEYS_PER_CALL):
+                part = pairs[start : start + KEYS_PER_CALL]
+                yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
+            return
+        groups: dict[int, tuple[list[str], list[str]]] = {}
         for canonical, event in events:
             key = head + canonical
-            keys, values = groups.setdefault(key_slot(key.encode()) if cluster else 0, ([], []))
+            slot = key_slot(key.encode())
+            keys, values = groups.setdefault(slot, ([], []))
             keys.append(key)
             values.append(format_value(event))
             if len(keys) >= KEYS_PER_CALL:
-                yield groups.pop(key_slot(key.encode()) if cluster else 0)
+                yield groups.pop(slot)
         yield from groups.values()
