@@ -152,6 +152,7 @@ class ConsumeLoop:
         self, messages: Sequence[Message], done: list[Message], poison: list[tuple[Message, PoisonEvent]]
     ) -> list[Event]:
         events: list[Event] = []
+        max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -159,7 +160,7 @@ class ConsumeLoop:
                 continue
             done.append(msg)
             try:
-                events.append(decode(envelope(msg), self.settings.max_event_bytes, self.settings.max_skew_ms))
+                events.append(decode(envelope(msg), max_bytes, max_skew_ms))
             except PoisonEvent as bad:
                 poison.append((msg, bad))
         return events
