@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from adapters.settings import Settings
 from adapters.store import make_redis
 from bench.common import BIN, cpu_seconds, env_for, wait_for
-from bench.projection import produce
+from bench.projection import decoded_events, produce, run_ceiling
 
 log = logging.getLogger("bench")
 DB = int(os.environ.get("UMS_BENCH_WRITE_DB", "9"))
@@ -90,7 +90,13 @@ def run_tree(settings: Settings, tree: Path, count: int) -> dict[str, float]:
 def ab(topic: str, count: int, rounds: int, trees: dict[str, Path]) -> dict[str, Any]:
     settings = settings_for(topic)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    ceiling = os.environ.get("WP_CEILING", "") not in ("", "0")
+    events = decoded_events(settings, count) if ceiling else []
+    if ceiling:
+        runs["ceiling"] = []
     for r in range(rounds):
+        if ceiling:  # the fenced script from pre-decoded events, no Kafka (bench/projection.py)
+            runs["ceiling"].append(run_ceiling(settings, events))
         order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
         for name, tree in order:
             result = run_tree(settings, tree, count)
@@ -102,8 +108,14 @@ def ab(topic: str, count: int, rounds: int, trees: dict[str, Path]) -> dict[str,
 
 def ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
     """Each tree against the first, round by round (the machine's load drifts between rounds)."""
-    names = list(runs)
+    names = [name for name in runs if name != "ceiling"]
     out: dict[str, dict[str, list[float]]] = {}
+    for name in names if "ceiling" in runs else []:
+        out[f"{name}/ceiling"] = {
+            "eps_steady": sorted(
+                round(b["eps_steady"] / a["eps"], 3) for a, b in zip(runs["ceiling"], runs[name], strict=True)
+            )
+        }
     for name in names[1:]:
         out[f"{name}/{names[0]}"] = {
             k: sorted(round(b[k] / a[k], 3) for a, b in zip(runs[names[0]], runs[name], strict=True))
