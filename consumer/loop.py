@@ -30,7 +30,9 @@ from domain.projection import Event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Messages decoded per pipelined send: Redis applies one chunk while the next is decoded.
+# Messages decoded per pipelined send: Redis applies one chunk while the next is decoded. Measured
+# (bench/write_path.py ab, 300k events): chunks of 200, 1,000 and 2,000 (no overlap) ran at a median
+# 0.93, 0.88 and 0.89 of 400's steady rate.
 CHUNK = 400
 
 
