@@ -13,6 +13,7 @@ sits at the front so the fence script reads it without decoding JSON.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,8 @@ class ProjectionStore:
         self.control_prefix = f"{{{prefix}}}"
         self.pointer_key = f"{self.control_prefix}:live"
         self._fenced_set = client.register_script(FENCED_SET)
+        # What EVALSHA names the fence by (adapters/pipelined.py sends it without redis-py's Script).
+        self.fenced_set_sha = hashlib.sha1(FENCED_SET.encode()).hexdigest()
         self._replace_if = client.register_script(REPLACE_IF)
 
     def key(self, generation: int, canonical: str) -> str:
@@ -173,7 +176,7 @@ class ProjectionStore:
         if isinstance(self.client, redis.RedisCluster):
             return self._apply_on_cluster(events, generation)
         pipe = self.client.pipeline(transaction=False)
-        for keys, values in self._calls(events, generation):
+        for keys, values in self.calls(((e.key, e) for e in events), generation):
             self._fenced_set(keys=keys, args=values, client=pipe)
         return sum(int(r) for r in pipe.execute())
 
@@ -185,7 +188,7 @@ class ProjectionStore:
         # fence makes sending a call twice harmless.
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
         by_node: dict[str, tuple[Any, list[tuple[list[str], list[str]]]]] = {}
-        for keys, values in self._calls(events, generation):
+        for keys, values in self.calls(((e.key, e) for e in events), generation):
             node = cluster.get_node_from_key(keys[0])
             if node is None:
                 raise redis.exceptions.ClusterDownError(f"no node owns {keys[0]!r}")
@@ -203,15 +206,26 @@ class ProjectionStore:
                 applied += int(result)
         return applied
 
-    def _calls(self, events: Sequence[Event], generation: int) -> Iterable[tuple[list[str], list[str]]]:
-        """Script calls of at most KEYS_PER_CALL users, each within one Cluster hash slot."""
+    def calls(self, events: Iterable[tuple[str, Event]], generation: int) -> Iterable[tuple[list[str], list[str]]]:
+        """Script calls (keys, values) of at most KEYS_PER_CALL users, each within one Cluster hash slot.
+
+        `events` are (canonical key, event) pairs: the key is computed once per event by the caller.
+        """
+        head = f"{self.prefix}:{generation}:"
+        if not isinstance(self.client, redis.RedisCluster):
+            # One slot: plain slices (this runs for every event the consumer writes).
+            pairs = list(events)
+            for start in range(0, len(pairs), KEYS_PER_CALL):
+                part = pairs[start : start + KEYS_PER_CALL]
+                yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
+            return
         groups: dict[int, tuple[list[str], list[str]]] = {}
-        cluster = isinstance(self.client, redis.RedisCluster)
-        for event in events:
-            key = self.key(generation, event.key)
-            keys, values = groups.setdefault(key_slot(key.encode()) if cluster else 0, ([], []))
+        for canonical, event in events:
+            key = head + canonical
+            slot = key_slot(key.encode())
+            keys, values = groups.setdefault(slot, ([], []))
             keys.append(key)
             values.append(format_value(event))
             if len(keys) >= KEYS_PER_CALL:
-                yield groups.pop(key_slot(key.encode()) if cluster else 0)
+                yield groups.pop(slot)
         yield from groups.values()

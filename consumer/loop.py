@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from adapters.diagnose import HINTS, redis_cause
 from adapters.generations import Generations, Pointer
+from adapters.pipelined import PipelinedWrite
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
@@ -24,10 +25,15 @@ from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions, next_offsets
 from consumer.projector import Projector
 from consumer.retry import Stopping, retry_until_done
+from domain import newest_per_user
 from domain.projection import Event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Messages decoded per pipelined send: Redis applies one chunk while the next is decoded. Measured
+# (bench/write_path.py ab, 300k events): chunks of 200, 1,000 and 2,000 (no overlap) ran at a median
+# 0.93, 0.88 and 0.89 of 400's steady rate.
+CHUNK = 400
 
 
 def envelope(msg: Message) -> Envelope:
@@ -115,20 +121,25 @@ class ConsumeLoop:
         events: list[Event] = []
         poison: list[tuple[Message, PoisonEvent]] = []
         done: list[Message] = []
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                self._log_error(msg, err)
-                continue
-            done.append(msg)
-            try:
-                events.append(decode(envelope(msg), self.settings.max_event_bytes, self.settings.max_skew_ms))
-            except PoisonEvent as bad:
-                poison.append((msg, bad))
+        started = time.perf_counter()
+        write = PipelinedWrite(self.projector.store, pointer.targets)
+        try:
+            # Redis runs a chunk's fenced script on its core while this one decodes the next.
+            for start in range(0, len(messages), CHUNK):
+                chunk = self._decode(messages[start : start + CHUNK], done, poison)
+                write.send(newest_per_user(chunk))
+                events += chunk
+            applied: int | None = write.wait()
+        except redis.RedisError as failed:
+            write.abandon()
+            # NOSCRIPT after a Redis restart is expected once; the ordinary write loads the script.
+            level = logging.INFO if isinstance(failed, redis.exceptions.NoScriptError) else logging.WARNING
+            log.log(level, "pipelined write failed (%r): writing the batch again", failed)
+            applied = None
         self.metrics.batch_size.observe(len(done))
         self.totals.messages += len(done)
         if events:
-            self._write(events, pointer)
+            self._write(events, pointer, applied, started)
         if poison:
             waiting = self._waiting("dead-letter topic")
             self.dead_letters.send(poison, on_wait=lambda: waiting(TimeoutError()))
@@ -139,9 +150,27 @@ class ConsumeLoop:
             # After Redis and the DLQ acknowledged everything: at-least-once.
             self._redis(lambda: self.positions.save(pointer, next_offsets(done)), "position save")
 
-    def _write(self, events: list[Event], pointer: Pointer) -> None:
-        started = time.perf_counter()
-        applied = self._redis(lambda: self.projector.apply(events, pointer.targets), "redis write")
+    def _decode(
+        self, messages: Sequence[Message], done: list[Message], poison: list[tuple[Message, PoisonEvent]]
+    ) -> list[Event]:
+        events: list[Event] = []
+        max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._log_error(msg, err)
+                continue
+            done.append(msg)
+            try:
+                events.append(decode(envelope(msg), max_bytes, max_skew_ms))
+            except PoisonEvent as bad:
+                poison.append((msg, bad))
+        return events
+
+    def _write(self, events: list[Event], pointer: Pointer, applied: int | None, started: float) -> None:
+        """Count the write; `applied` None (the pipelined write failed): write the batch again until Redis answers."""
+        if applied is None:
+            applied = self._redis(lambda: self.projector.apply(events, pointer.targets), "redis write")
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.metrics.applied.inc(applied)
         self.metrics.stale.inc(len(events) - applied)

@@ -42,7 +42,7 @@ class ConsumerMetrics:
             ),
             apply_seconds=Histogram(
                 "ums_consumer_apply_seconds",
-                "Time to write one batch to Redis",
+                "Time to decode and write one batch to Redis (they overlap: adapters/pipelined.py)",
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                 registry=registry,
             ),

@@ -272,3 +272,39 @@ def test_a_backlog_still_comes_in_full_batches(store, tmp_path):
     loop.step()
     loop.step()
     assert Generations(store).all_positions(1) == {0: 5000}
+
+
+def test_a_batch_goes_out_pipelined_once_the_script_is_loaded(store, logs, tmp_path, monkeypatch):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()  # the first write loads the script the ordinary way
+    monkeypatch.setattr(loop.projector, "apply", lambda *a: pytest.fail("the ordinary write was used"))
+    logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    loop.step()
+    assert store.get("ganesh rao", 1) is not None
+    assert Generations(store).all_positions(1) == {0: 3, 1: 2}
+
+
+def test_a_failed_pipelined_write_is_written_again_before_positions_move(store, logs, tmp_path, monkeypatch):
+    from adapters.pipelined import PipelinedWrite
+
+    loop, _ = make_loop(store, logs, tmp_path)
+
+    def broken(self):
+        self.abandon()
+        raise redis.ConnectionError("reset while reading replies")
+
+    monkeypatch.setattr(PipelinedWrite, "wait", broken)
+    real_apply, calls = loop.projector.apply, []
+
+    def flaky_apply(events, targets):
+        calls.append(len(events))
+        assert Generations(store).all_positions(1) == {}  # no position moves before the data is written
+        if len(calls) == 1:
+            raise redis.ConnectionError("still down")
+        return real_apply(events, targets)
+
+    monkeypatch.setattr(loop.projector, "apply", flaky_apply)
+    loop.step()
+    assert calls == [4, 4]  # the whole batch, retried until Redis answered
+    assert len(phones(store)) == 3
+    assert Generations(store).all_positions(1) == {0: 2, 1: 2}

@@ -1,0 +1,89 @@
+"""Fenced writes sent without waiting for Redis: the consumer decodes the next chunk while Redis runs this one.
+
+The same script calls `ProjectionStore.apply` makes (adapters/store.py), on one connection
+taken from the client's pool for the whole batch, in order; replies are read only at the
+end. Redis runs a script on its own core while this process decodes, so the wait for the
+reply overlaps work instead of adding to it (docs/decisions.md, "Throughput").
+
+Nothing is acknowledged before every reply has been read: the caller saves positions only
+after `wait`. Any error (connection, timeout, NOSCRIPT after a Redis restart) drops the
+connection and raises; the caller then writes the whole batch again the ordinary way
+(`ProjectionStore.apply`, retried until Redis answers), which the fence makes harmless.
+On Redis Cluster the calls are made the ordinary way at `wait`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+
+from adapters.store import ProjectionStore
+from domain.projection import Event
+
+
+class PipelinedWrite:
+    """One batch's fenced script calls, streamed to Redis chunk by chunk; `wait` reads every reply."""
+
+    def __init__(self, store: ProjectionStore, targets: Sequence[int]) -> None:
+        self.store = store
+        self.targets = tuple(targets)
+        self.cluster = isinstance(store.client, redis.RedisCluster)
+        self._conn: Any = None
+        self._replies: list[bool] = []  # per call sent: does it count (the first, live target)?
+        self._held: list[Mapping[str, Event]] = []  # Cluster: written at `wait`
+
+    def send(self, newest: Mapping[str, Event]) -> None:
+        """Send the script calls for these users (canonical key -> newest event) without reading replies."""
+        if not newest:
+            return
+        if self.cluster:
+            self._held.append(newest)
+            return
+        commands = []
+        for n, generation in enumerate(self.targets):
+            for keys, values in self.store.calls(newest.items(), generation):
+                commands.append(("EVALSHA", self.store.fenced_set_sha, len(keys), *keys, *values))
+                self._replies.append(n == 0)
+        try:
+            if self._conn is None:
+                self._conn = self.store.client.connection_pool.get_connection()
+            self._conn.send_packed_command(self._conn.pack_commands(commands))
+        except BaseException:
+            self.abandon()
+            raise
+
+    def wait(self) -> int:
+        """Read every reply; return how many users changed in the live target. Raises on any error."""
+        if self.cluster:
+            return sum(self._apply_held(n, g) for n, g in enumerate(self.targets))
+        applied = 0
+        try:
+            for counts in self._replies:
+                reply = self._conn.read_response()
+                if isinstance(reply, redis.ResponseError):
+                    raise reply
+                if counts:
+                    applied += int(reply)
+        except BaseException:
+            self.abandon()
+            raise
+        self._release()
+        return applied
+
+    def abandon(self) -> None:
+        """Drop the connection (replies may be unread), so the pool never hands out a dirty one."""
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._release()
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self.store.client.connection_pool.release(self._conn)
+            self._conn = None
+        self._replies = []
+
+    def _apply_held(self, n: int, generation: int) -> int:
+        changed = sum(self.store.apply(list(newest.values()), generation) for newest in self._held)
+        return changed if n == 0 else 0
