@@ -90,7 +90,7 @@ class Settings:
     api_bind: str = "0.0.0.0:8080"
     # /metrics, /livez and /readyz answer here only, never on api_bind. Empty: api_bind's port + 1000.
     api_ops_bind: str = ""
-    api_workers: int = 0  # 0: one per CPU plus one; set it in a container (CPUs of the node, not the limit)
+    api_workers: int = 0  # 0: one per usable core (CPU affinity, capped by the cgroup's CPU quota)
     api_worker_class: str = "gthread"
     api_threads: int = 4
     # A request needs at most the Redis and MySQL timeouts (under a second); 30 s means a hang.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
+from pathlib import Path
 
 from adapters.settings import Settings
 
@@ -17,3 +20,15 @@ def apply_switch_interval(settings: Settings) -> float:
         sys.setswitchinterval(milliseconds / 1000)
         log.debug("GIL switch interval set to %s ms", milliseconds)
     return sys.getswitchinterval()
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's limit)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return max(1, cores)
+    if quota != "max" and int(period) > 0:
+        cores = min(cores, math.ceil(int(quota) / int(period)))
+    return max(1, cores)
