@@ -189,6 +189,10 @@ def run_peer(series: Series, capacity: int, workdir: Path) -> dict[str, Any]:
         )
         if multiple != MULTIPLES[-1]:
             step.drain_s = drain(url)
+            # Answering fast is not idle: a server may still work through requests whose clients left.
+            idle_s = series.server.quiesce()
+            if step.drain_s is not None:
+                step.drain_s += idle_s
         steps.append(step)
         log.info(
             "  overload %s %.1fx (%d/s): goodput %.0f/s, 2xx p99 %.1f ms, 503 %d (p99 %.1f ms; "
@@ -207,6 +211,9 @@ def run_peer(series: Series, capacity: int, workdir: Path) -> dict[str, Any]:
     recovered = recovery_seconds(p99s, threshold)
     after = summarise(results, MULTIPLES[0], low, RECOVERY_S)
     after.drain_s = drain(url)
+    idle_s = series.server.quiesce()
+    if after.drain_s is not None:
+        after.drain_s += idle_s
     log.info("  overload %s recovery: %s s (threshold %.1f ms; p99 per second %s)", series.name, recovered, threshold,
              [round(p, 1) for p in p99s])  # fmt: skip
     return {

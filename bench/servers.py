@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import requests
 
 from adapters.settings import Settings
-from bench.common import BIN, ROOT, SUT_CPUS, env_for, pinned, wait_for
+from bench.common import BIN, ROOT, SUT_CPUS, children, cpu_seconds, env_for, pinned, wait_for
+
+log = logging.getLogger("bench")
 
 
 class Server:
@@ -44,6 +49,30 @@ class Server:
                 return False
 
         wait_for(quick, timeout, f"{self.base} to drain its queue", interval=0.2)
+
+    def cpu(self) -> float:
+        """CPU seconds the server's processes (the master or the only process, and its workers) have used."""
+        total = 0.0
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            # A worker may exit between the listing and the read.
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += cpu_seconds(pid)
+        return total
+
+    def quiesce(self, timeout: float = 120, window: float = 0.5, busy: float = 0.03) -> float:
+        """Wait until the server uses under `busy` of a core over `window` s; the seconds waited.
+
+        A server past its capacity keeps working on requests whose clients left (waitress and
+        gunicorn's thread pool serve them all): the next series, on the same core, would pay for it.
+        """
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            before = self.cpu()
+            time.sleep(window)
+            if self.cpu() - before < busy * window:
+                return time.monotonic() - started
+        log.warning("%s still busy after %.0f s", self.base, timeout)
+        return time.monotonic() - started
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
