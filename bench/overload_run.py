@@ -9,6 +9,7 @@ Everything it wrote is deleted at the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -20,12 +21,11 @@ from pathlib import Path
 from adapters.generations import Generations
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.store import ProjectionStore, make_redis
-from bench.common import PORT_BASE, RESULTS, bench_settings, machine
+from bench.common import PORT_BASE, QUICK, RESULTS, bench_settings, machine
 from bench.loadgen import write_targets
 from bench.openloop import Series, capacity, run_series
 from bench.overload import overload_suite
-from bench.overload_report import overload_keys
-from bench.report import write
+from bench.overload_report import overload_chart, overload_keys, overload_table
 from bench.servers import gunicorn, seed_server
 from domain import Name, PhoneNumber, User, UserAdded, Version
 
@@ -89,7 +89,13 @@ def main() -> None:
         "api_capacity_at_p99_10ms_rps": ours_capacity,
         **overload_keys(overload),
     }
-    print(write(results, RESULTS))
+    # A run of one part: its own directory, never latest.* nor the README (those are make bench's).
+    target = RESULTS / ("quick" if QUICK else "") / "overload-run"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "overload.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (target / "overload.md").write_text(overload_table(results))
+    overload_chart(results, target / "overload.png")
+    print(overload_table(results))
 
 
 if __name__ == "__main__":
