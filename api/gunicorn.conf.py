@@ -9,7 +9,14 @@ import shutil
 import tempfile
 
 from adapters.settings import Settings
-from api.runtime import usable_cpus
+
+# prometheus_client multiprocess mode: every worker writes its samples into this
+# directory and /metrics merges them, so a scrape sees all workers.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ums-find-metrics-")
+    _owned_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+else:
+    _owned_metrics_dir = ""
 
 # An entry point: the one settings object, built from the environment (UMS_API_* and the rest).
 _settings = Settings.from_env()
@@ -17,6 +24,10 @@ wsgi_app = "api:create_app()"
 # The public port (the API, its OpenAPI document) and the operational one (/metrics, /livez,
 # /readyz), which the public Service does not expose; the app answers each on its own port.
 bind = [_settings.api_bind, _settings.ops_bind]
+# Imported only now: `api` imports prometheus_client, which picks its multiprocess mode at import
+# from PROMETHEUS_MULTIPROC_DIR (set above).
+from api.runtime import usable_cpus  # noqa: E402
+
 # Two processes on one core queue each other's requests behind the scheduler's time slices:
 # p99 at 1,000 req/s went from 4.5 ms (one worker) to 70 ms (three) on one core.
 workers = _settings.api_workers or usable_cpus()
@@ -39,14 +50,6 @@ accesslog = _settings.api_access_log
 logger_class = "api.accesslog.JsonAccessLogger"
 errorlog = "-"
 loglevel = _settings.log_level.lower()
-
-# prometheus_client multiprocess mode: every worker writes its samples into this
-# directory and /metrics merges them, so a scrape sees all workers.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ums-find-metrics-")
-    _owned_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-else:
-    _owned_metrics_dir = ""
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
