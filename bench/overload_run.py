@@ -3,7 +3,8 @@
 Projects USERS users under a key prefix of its own (Redis bench database), writes them to MySQL
 for the seed, starts ours, the ceiling and the seed as `make bench` does, measures our capacity
 with one open-loop ladder (or takes BENCH_OVERLOAD_CAPACITY), runs bench.overload and writes the
-results with bench.report (BENCH_QUICK=1: into bench/results/quick/, the README untouched).
+results into bench/results/overload-run/ (BENCH_QUICK=1: results/quick/overload-run/); never
+latest.* nor the README, which only a full `make bench` rewrites.
 Everything it wrote is deleted at the end.
 """
 
