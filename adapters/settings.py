@@ -99,8 +99,10 @@ class Settings:
     api_keepalive: int = 5
     # sys.setswitchinterval in each worker (ms); 0 keeps Python's 5 ms. issue 22 measures it (bench/tail.py).
     api_switch_interval_ms: float = 0.0
-    # Recycle workers now and then (leaks, fragmentation); the jitter keeps them from restarting together.
-    api_max_requests: int = 20_000
+    # Recycle a worker after this many requests (0: never). Off by default: with one worker per core a
+    # recycle leaves the core without a worker for ~170 ms (p99 2.6 -> 144 ms in that 6 s at 1,000 req/s,
+    # docs/decisions.md "Worker recycling"); the jitter keeps several workers from restarting together.
+    api_max_requests: int = 0
     api_max_requests_jitter: int = 2000
     # The app answers 414/431 (problem+json) past 4 KB of path / 16 KB of headers; gunicorn's
     # own limits sit above that. Never 0 (unlimited): from_env refuses it.

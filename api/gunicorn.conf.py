@@ -68,6 +68,13 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     apply_switch_interval(_settings)
 
 
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    # After the app is loaded: what boot built is never garbage; keep full collections off it.
+    from api.runtime import freeze_boot_objects
+
+    freeze_boot_objects()
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

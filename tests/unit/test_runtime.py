@@ -1,7 +1,8 @@
-"""UMS_API_SWITCH_INTERVAL_MS reaches sys.setswitchinterval in each gunicorn worker (the post_fork hook)."""
+"""api/runtime.py in each gunicorn worker: GIL switch interval (post_fork), boot objects frozen (post_worker_init)."""
 
 from __future__ import annotations
 
+import gc
 import runpy
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.settings import Settings
+from api.runtime import freeze_boot_objects
 
 CONF = Path(__file__).resolve().parents[2] / "api" / "gunicorn.conf.py"
 
@@ -50,3 +52,12 @@ def test_unset_keeps_the_interpreters_interval(
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="UMS_API_SWITCH_INTERVAL_MS"):
         Settings.from_env({"UMS_API_SWITCH_INTERVAL_MS": "-1"})
+
+
+def test_boot_objects_are_frozen_out_of_full_collections():
+    try:
+        frozen = freeze_boot_objects()
+        assert frozen == gc.get_freeze_count() > 1000  # this interpreter's modules, at least
+        assert len(gc.get_objects(generation=2)) < frozen
+    finally:
+        gc.unfreeze()
