@@ -6,8 +6,9 @@ the app. This worker stamps the hand-off and the thread's start and gives both t
 the WSGI environ (api.admission.QUEUED_AT / STARTED_AT), which measures and sheds on them.
 
 While admission control says the queue is too slow (api.admission.QueueGuard.shed_arrival: the
-oldest request waiting for a thread has waited too long), a plain GET arriving is answered 503
-on the main thread:
+oldest request waiting for a thread has waited too long, or the requests ahead of a newcomer
+would take too long by api.drain's measure), a plain GET arriving is answered 503 on the main
+thread:
 no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of an answer.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker
 
 from api.admission import QUEUED_AT, STARTED_AT, Admission
+from api.drain import DrainRate
 
 FAST_PATH_NEEDS = (
     "pending_conns",
@@ -48,11 +50,19 @@ class QueueStampingWorker(ThreadWorker):
         self._admission: Admission | None = None
         # When each request still waiting for a thread was handed over, oldest first.
         self._waiting: deque[float] = deque()
+        self._drain = DrainRate()
+        self._busy_threads = 0  # pool threads inside handle(), whatever holds them
+        self._busy_lock = threading.Lock()
 
     def enqueue_req(self, conn: Any) -> None:
         """Shed on arrival when pressed; else stamp the connection and submit it."""
         admission, now = self._admission, time.monotonic()
-        if admission is not None and admission.pressing(self._head_wait(now)) and self._shed(conn, admission):
+        predicted = self._drain.predicted_wait(len(self._waiting), self._busy_threads, self.cfg.threads)
+        if (
+            admission is not None
+            and admission.pressing(self._head_wait(now), predicted)
+            and self._shed(conn, admission)
+        ):
             return
         conn.ums_queued_at = now
         self._waiting.append(now)
@@ -64,7 +74,18 @@ class QueueStampingWorker(ThreadWorker):
             self._waiting.popleft()  # the pool is FIFO: the oldest stamp is this request's
         self._stamps.queued_at = getattr(conn, "ums_queued_at", None)
         self._stamps.started_at = time.monotonic()
-        return super().handle(conn)
+        # Counted from the app's start (below), not from here: a connection whose client has not
+        # sent its request yet holds the thread without the worker being busy.
+        self._stamps.counted = False
+        with self._busy_lock:
+            self._busy_threads += 1
+        try:
+            return super().handle(conn)
+        finally:
+            with self._busy_lock:
+                self._busy_threads -= 1
+            if self._stamps.counted:
+                self._drain.finished(time.monotonic())
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -76,9 +97,12 @@ class QueueStampingWorker(ThreadWorker):
         if not fast:
             self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival", ", ".join(FAST_PATH_NEEDS))
         self._admission = admission if isinstance(admission, Admission) and fast else None
-        stamps = self._stamps
+        stamps, drain = self._stamps, self._drain
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
+            if not getattr(stamps, "counted", True):
+                drain.started(time.monotonic())
+                stamps.counted = True
             queued = getattr(stamps, "queued_at", None)
             if queued is not None:
                 environ[QUEUED_AT], environ[STARTED_AT] = queued, stamps.started_at

@@ -134,28 +134,43 @@ def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(star
         holder = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
         holder.sendall(request[:-2])  # the blank line that ends the headers is held back
         waiting: list[socket.socket] = []
+        shed: list[tuple[socket.socket, dict[str, str], bytes]] = []
 
-        def one_more_is_shed_on_arrival() -> list[socket.socket]:
-            # The only thread is held: whatever answers now was answered on arrival, by the main
-            # thread, once the oldest request in the queue has waited over twice the target.
+        def one_more_is_shed_on_arrival() -> bool:
+            # Once the only thread is held, whatever answers was answered on arrival by the main
+            # thread: the queue in front of it has waited, or would take, too long.
             sock = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
             sock.sendall(request)
             waiting.append(sock)
-            return select.select(waiting, [], [], 0.05)[0]
+            for ready in select.select(waiting, [], [], 0.05)[0]:
+                status, headers, body = read_response(ready)
+                if status == 503:
+                    shed.append((ready, headers, body))
+                    return True
+                # Served: the holder's connection was not on the thread yet (a connection accepted
+                # under pressure waits on the poller for its first bytes, api/worker.py).
+                assert status == 404
+                waiting.remove(ready)
+            return False
 
-        readable = wait_until(one_more_is_shed_on_arrival, 10, "a request to be shed on arrival")
-        status, headers, body = read_response(readable[0])
-        assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "keep-alive")
+        wait_until(one_more_is_shed_on_arrival, 10, "a request to be shed on arrival")
+        answered, headers, body = shed[0]
+        assert (headers["retry-after"], headers["connection"]) == ("1", "keep-alive")
         assert headers["content-type"] == "application/problem+json"
         assert json.loads(body)["type"].endswith("/overloaded")
         holder.sendall(b"\r\n")
-        assert read_response(holder)[0] == 404
+        # 503 if it waited on the poller first (above), then in the queue past twice the target.
+        assert read_response(holder)[0] in (404, 503)
         for sock in waiting:
-            if sock is not readable[0]:
+            if sock is not answered:
                 assert read_response(sock)[0] in (404, 503)
         # Once the queue is short again, the API serves, on the kept-alive connection too.
         wait_until(lambda: api.get(path).status_code == 404, 10, "the API to serve again")
-        readable[0].sendall(request)
-        assert read_response(readable[0])[0] == 404
+
+        def served_on_the_kept_alive_connection() -> bool:
+            answered.sendall(request)
+            return read_response(answered)[0] == 404  # a 503 keeps the connection alive too
+
+        wait_until(served_on_the_kept_alive_connection, 10, "the kept-alive connection to be served")
     assert metric(api, "ums_api_admission_total", outcome="shed", stage="arrival") >= 1
     assert api.log.read_text().count("Booting worker") == 1

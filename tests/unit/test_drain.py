@@ -1,0 +1,69 @@
+"""The drain-rate estimate (api/drain.py) and the arrival bound it feeds (QueueGuard.shed_arrival)."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.admission import QueueGuard
+from api.drain import DrainRate
+
+
+def test_nothing_finished_predicts_no_wait():
+    assert DrainRate().predicted_wait(50, busy_threads=4, threads=4) == 0.0
+
+
+def test_a_request_waits_only_for_as_many_finishes_as_free_a_thread():
+    drain = DrainRate(alpha=1.0)
+    drain.started(0.0)
+    drain.finished(0.002)
+    assert drain.predicted_wait(0, busy_threads=3, threads=4) == 0.0  # a thread is free
+    assert drain.predicted_wait(1, busy_threads=3, threads=4) == pytest.approx(0.002)  # the waiting one takes it
+    assert drain.predicted_wait(0, busy_threads=4, threads=4) == pytest.approx(0.002)
+    assert drain.predicted_wait(5, busy_threads=4, threads=4) == pytest.approx(0.012)
+
+
+def test_busy_time_per_request_while_requests_overlap():
+    drain = DrainRate(alpha=1.0)  # the newest sample only: each step is exact
+    drain.started(0.0)
+    drain.started(0.0)
+    drain.finished(0.002)  # two in service from t=0: the first finished after 2 ms of busy time
+    assert drain.per_request_s == pytest.approx(0.002)
+    drain.finished(0.003)  # the second 1 ms later: 1 ms of busy time per request
+    assert drain.per_request_s == pytest.approx(0.001)
+    assert drain.predicted_wait(9, busy_threads=1, threads=1) == pytest.approx(0.010)
+
+
+def test_idle_time_between_requests_is_not_counted():
+    drain = DrainRate(alpha=1.0)
+    drain.started(0.0)
+    drain.finished(0.001)
+    drain.started(5.0)  # a quiet spell: the next busy period starts here, not at the last finish
+    drain.finished(5.001)
+    assert drain.per_request_s == pytest.approx(0.001)
+
+
+def test_the_mean_moves_by_alpha():
+    drain = DrainRate(alpha=0.5)
+    for start, end in ((0.0, 0.002), (1.0, 1.004)):
+        drain.started(start)
+        drain.finished(end)
+    assert drain.per_request_s == pytest.approx(0.003)
+
+
+def test_a_finish_without_a_start_is_ignored():
+    drain = DrainRate()
+    drain.finished(1.0)
+    assert drain.per_request_s == 0.0
+
+
+def test_a_predicted_wait_sheds_over_the_target_while_overloaded_over_an_interval_otherwise():
+    guard = QueueGuard(target_s=0.005, interval_s=0.1)  # not overloaded: no interval has ended
+    assert not guard.shed_arrival(head_wait_s=0.0, predicted_wait_s=0.050)  # a burst: let through
+    assert guard.shed_arrival(head_wait_s=0.0, predicted_wait_s=0.101)  # an overload starting
+    guard.shed(0.050, now=0.0)
+    guard.shed(0.002, now=0.1)  # overloaded: the first interval's shortest wait was 50 ms
+    assert not guard.shed_arrival(head_wait_s=0.0, predicted_wait_s=0.005)
+    assert guard.shed_arrival(head_wait_s=0.0, predicted_wait_s=0.006)
+    # The shed counts for CoDel: the interval it happened in keeps the overload going.
+    assert not guard.shed(0.001, now=0.2)  # a short wait, but that interval shed: still overloaded
+    assert guard.shed_arrival(head_wait_s=0.050)
