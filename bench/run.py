@@ -33,6 +33,10 @@ def open_loop_keys(open_loop: dict[str, Any]) -> dict[str, Any]:
         "api_open_loop_p99_ms_by_peer": p99,
         "api_open_loop": table,
         "api_capacity_at_p99_10ms_rps": capacity["ours"]["median"],
+        # The same run's medians; None when the ceiling held not even the lowest rate.
+        "api_capacity_vs_ceiling": (
+            capacity["ours"]["median"] / capacity["ceiling"]["median"] if capacity["ceiling"]["median"] else None
+        ),
         "seed_capacity_at_p99_10ms_rps": capacity["seed"]["median"],
         "ceiling_capacity_at_p99_10ms_rps": capacity["ceiling"]["median"],
         "api_capacity_at_p99_10ms_rps_spread": capacity["ours"],
