@@ -24,7 +24,8 @@ from bench.servers import Server
 log = logging.getLogger("bench")
 SLO_MS = 10.0
 RATES = [250, 500, 1000, 2000]
-LADDER = [250, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000]
+# 1,250: the capacity target (1,200) lies between 1,000 and 1,500 and would go unseen without it.
+LADDER = [250, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 4000]
 DURATION_S = 2.0 if QUICK else 6.0
 
 
