@@ -51,13 +51,11 @@ class QueueStampingWorker(ThreadWorker):
         # When each request still waiting for a thread was handed over, oldest first.
         self._waiting: deque[float] = deque()
         self._drain = DrainRate()
-        self._busy_threads = 0  # pool threads inside handle(), whatever holds them
-        self._busy_lock = threading.Lock()
 
     def enqueue_req(self, conn: Any) -> None:
         """Shed on arrival when pressed; else stamp the connection and submit it."""
         admission, now = self._admission, time.monotonic()
-        predicted = self._drain.predicted_wait(len(self._waiting), self._busy_threads, self.cfg.threads)
+        predicted = self._drain.predicted_wait(len(self._waiting), self.cfg.threads)
         if (
             admission is not None
             and admission.pressing(self._head_wait(now), predicted)
@@ -77,15 +75,11 @@ class QueueStampingWorker(ThreadWorker):
         # Counted from the app's start (below), not from here: a connection whose client has not
         # sent its request yet holds the thread without the worker being busy.
         self._stamps.counted = False
-        with self._busy_lock:
-            self._busy_threads += 1
+        self._drain.entered()
         try:
             return super().handle(conn)
         finally:
-            with self._busy_lock:
-                self._busy_threads -= 1
-            if self._stamps.counted:
-                self._drain.finished(time.monotonic())
+            self._drain.left(time.monotonic(), self._stamps.counted)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

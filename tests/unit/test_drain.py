@@ -8,52 +8,78 @@ from api.admission import QueueGuard
 from api.drain import DrainRate
 
 
+def busy(threads: int, alpha: float = 1.0, per_request_s: float = 0.0) -> DrainRate:
+    """A drain estimate with `threads` pool threads holding a hand-off."""
+    drain = DrainRate(alpha=alpha)
+    drain.per_request_s = per_request_s
+    for _ in range(threads):
+        drain.entered()
+    return drain
+
+
+def serve(drain: DrainRate, start: float, end: float) -> None:
+    """One request from a thread's hand-off to its end, the app started at `start`."""
+    drain.entered()
+    drain.started(start)
+    drain.left(end, served=True)
+
+
 def test_nothing_finished_predicts_no_wait():
-    assert DrainRate().predicted_wait(50, busy_threads=4, threads=4) == 0.0
+    assert busy(4).predicted_wait(50, threads=4) == 0.0
 
 
 def test_a_request_waits_only_for_as_many_finishes_as_free_a_thread():
     drain = DrainRate(alpha=1.0)
-    drain.started(0.0)
-    drain.finished(0.002)
-    assert drain.predicted_wait(0, busy_threads=3, threads=4) == 0.0  # a thread is free
-    assert drain.predicted_wait(1, busy_threads=3, threads=4) == pytest.approx(0.002)  # the waiting one takes it
-    assert drain.predicted_wait(0, busy_threads=4, threads=4) == pytest.approx(0.002)
-    assert drain.predicted_wait(5, busy_threads=4, threads=4) == pytest.approx(0.012)
+    serve(drain, 0.0, 0.002)
+    for _ in range(3):
+        drain.entered()
+    assert drain.predicted_wait(0, threads=4) == 0.0  # a thread is free
+    assert drain.predicted_wait(1, threads=4) == pytest.approx(0.002)  # the waiting one takes it
+    drain.entered()
+    assert drain.predicted_wait(0, threads=4) == pytest.approx(0.002)
+    assert drain.predicted_wait(5, threads=4) == pytest.approx(0.012)
 
 
 def test_busy_time_per_request_while_requests_overlap():
     drain = DrainRate(alpha=1.0)  # the newest sample only: each step is exact
+    drain.entered()
+    drain.entered()
     drain.started(0.0)
     drain.started(0.0)
-    drain.finished(0.002)  # two in service from t=0: the first finished after 2 ms of busy time
+    drain.left(0.002, served=True)  # two in service from t=0: the first finished after 2 ms of busy time
     assert drain.per_request_s == pytest.approx(0.002)
-    drain.finished(0.003)  # the second 1 ms later: 1 ms of busy time per request
+    drain.left(0.003, served=True)  # the second 1 ms later: 1 ms of busy time per request
     assert drain.per_request_s == pytest.approx(0.001)
-    assert drain.predicted_wait(9, busy_threads=1, threads=1) == pytest.approx(0.010)
+    drain.entered()
+    assert drain.predicted_wait(9, threads=1) == pytest.approx(0.010)
 
 
 def test_idle_time_between_requests_is_not_counted():
     drain = DrainRate(alpha=1.0)
-    drain.started(0.0)
-    drain.finished(0.001)
-    drain.started(5.0)  # a quiet spell: the next busy period starts here, not at the last finish
-    drain.finished(5.001)
+    serve(drain, 0.0, 0.001)
+    serve(drain, 5.0, 5.001)  # a quiet spell: the next busy period starts here, not at the last finish
     assert drain.per_request_s == pytest.approx(0.001)
 
 
 def test_the_mean_moves_by_alpha():
     drain = DrainRate(alpha=0.5)
     for start, end in ((0.0, 0.002), (1.0, 1.004)):
-        drain.started(start)
-        drain.finished(end)
+        serve(drain, start, end)
     assert drain.per_request_s == pytest.approx(0.003)
 
 
 def test_a_finish_without_a_start_is_ignored():
     drain = DrainRate()
-    drain.finished(1.0)
+    drain.entered()
+    drain.left(1.0, served=True)
     assert drain.per_request_s == 0.0
+
+
+def test_a_thread_held_by_a_silent_client_is_busy_but_not_work():
+    drain = busy(1, per_request_s=0.001)
+    assert drain.predicted_wait(0, threads=1) == pytest.approx(0.001)  # the held thread must finish first
+    drain.left(5.0, served=False)  # the client never sent its request
+    assert (drain.busy_threads, drain.per_request_s) == (0, 0.001)
 
 
 def test_a_predicted_wait_sheds_over_the_target_while_overloaded_over_an_interval_otherwise():
