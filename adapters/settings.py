@@ -75,6 +75,10 @@ class Settings:
     # A rebuild renews its claim every third of this; past it, consumers stop writing to
     # its generation and the sweep may delete it.
     rebuild_lease_s: float = 30.0
+    # replay, backfill, gc and reconcile lower their CPU priority by this much (os.nice) so the
+    # API and the consumer on the same host come first; 0 keeps it. Measured: docs/decisions.md
+    # "Readers first". Between containers the cgroup's CPU weight decides, not niceness.
+    maintenance_nice: int = 10
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
@@ -127,6 +131,8 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value <= top:
                 raise ValueError(f"{_env_name(name)}={value} must be between 1 and {top} (0 means unlimited)")
+        if not 0 <= self.maintenance_nice <= 19:
+            raise ValueError(f"UMS_MAINTENANCE_NICE={self.maintenance_nice} must be between 0 and 19")
         if self.api_switch_interval_ms < 0:
             raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 

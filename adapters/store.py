@@ -31,6 +31,7 @@ from domain.projection import Event
 log = logging.getLogger(__name__)
 
 # Users per script call: big enough to amortise the call, small enough not to block Redis.
+# ~5.5 us per user inside Redis (INFO commandstats, bench/readers_first.py): 200 -> ~1.1 ms.
 KEYS_PER_CALL = 200
 
 
@@ -169,18 +170,18 @@ class ProjectionStore:
         key = self.key(generation, event.key)
         return bool(self._replace_if(keys=[key], args=[expected, format_value(event)]))
 
-    def apply(self, events: Sequence[Event], generation: int) -> int:
-        """Write events through the fence, many users per script call; return how many changed a user."""
+    def apply(self, events: Sequence[Event], generation: int, per_call: int = KEYS_PER_CALL) -> int:
+        """Write events through the fence, `per_call` users per script call; return how many changed a user."""
         if not events:
             return 0
         if isinstance(self.client, redis.RedisCluster):
-            return self._apply_on_cluster(events, generation)
+            return self._apply_on_cluster(events, generation, per_call)
         pipe = self.client.pipeline(transaction=False)
-        for keys, values in self.calls(((e.key, e) for e in events), generation):
+        for keys, values in self.calls(((e.key, e) for e in events), generation, per_call):
             self._fenced_set(keys=keys, args=values, client=pipe)
         return sum(int(r) for r in pipe.execute())
 
-    def _apply_on_cluster(self, events: Sequence[Event], generation: int) -> int:
+    def _apply_on_cluster(self, events: Sequence[Event], generation: int, per_call: int) -> int:
         # redis-py's cluster pipeline refuses EVALSHA, so each master gets a plain pipeline
         # of its own script calls (every call within one slot). A call whose slot moved or is
         # moving (MOVED, ASK, TRYAGAIN during a reshard) is sent again on its own through the
@@ -188,7 +189,7 @@ class ProjectionStore:
         # fence makes sending a call twice harmless.
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
         by_node: dict[str, tuple[Any, list[tuple[list[str], list[str]]]]] = {}
-        for keys, values in self.calls(((e.key, e) for e in events), generation):
+        for keys, values in self.calls(((e.key, e) for e in events), generation, per_call):
             node = cluster.get_node_from_key(keys[0])
             if node is None:
                 raise redis.exceptions.ClusterDownError(f"no node owns {keys[0]!r}")
@@ -206,8 +207,10 @@ class ProjectionStore:
                 applied += int(result)
         return applied
 
-    def calls(self, events: Iterable[tuple[str, Event]], generation: int) -> Iterable[tuple[list[str], list[str]]]:
-        """Script calls (keys, values) of at most KEYS_PER_CALL users, each within one Cluster hash slot.
+    def calls(
+        self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
+    ) -> Iterable[tuple[list[str], list[str]]]:
+        """Script calls (keys, values) of at most `per_call` users, each within one Cluster hash slot.
 
         `events` are (canonical key, event) pairs: the key is computed once per event by the caller.
         """
@@ -215,8 +218,8 @@ class ProjectionStore:
         if not isinstance(self.client, redis.RedisCluster):
             # One slot: plain slices (this runs for every event the consumer writes).
             pairs = list(events)
-            for start in range(0, len(pairs), KEYS_PER_CALL):
-                part = pairs[start : start + KEYS_PER_CALL]
+            for start in range(0, len(pairs), per_call):
+                part = pairs[start : start + per_call]
                 yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
             return
         groups: dict[int, tuple[list[str], list[str]]] = {}
@@ -226,6 +229,6 @@ class ProjectionStore:
             keys, values = groups.setdefault(slot, ([], []))
             keys.append(key)
             values.append(format_value(event))
-            if len(keys) >= KEYS_PER_CALL:
+            if len(keys) >= per_call:
                 yield groups.pop(slot)
         yield from groups.values()

@@ -49,13 +49,13 @@ class Run:
 class Command:
     """`ums-find <args>` started now, with the run's settings; its output kept in `workdir`."""
 
-    def __init__(self, settings: Settings, args: list[str], workdir: Path) -> None:
+    def __init__(self, settings: Settings, args: list[str], workdir: Path, program: list[str] | None = None) -> None:
         self.args = args
         self.log = workdir / f"{args[0]}.log"
         self.run = Run(time.time())
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                [str(BIN / "ums-find"), "--log-text", *args],
+                [*(program or [str(BIN / "ums-find")]), "--log-text", *args],
                 env=env_for(settings, UMS_LOG_LEVEL="WARNING"),
                 cwd=ROOT,
                 stdout=out,
@@ -146,14 +146,14 @@ def until_flip(command: Command, store: ProjectionStore, before: int | None) -> 
     command.run.marks["flip"] = time.time()
 
 
-def to_flip(settings: Settings, args: list[str], workdir: Path) -> Run:
+def to_flip(settings: Settings, args: list[str], workdir: Path, program: list[str] | None = None) -> Run:
     """`ums-find <args>` (a replay or a backfill), SIGKILLed right after its flip: the generation
     it replaced is left whole for `gc` to delete. After flipping, a rebuild waits
     2 x UMS_GENERATION_CACHE_S + 0.5 s (readers move to the new generation) before it deletes
     anything; polling every 20 ms lands well inside that, and its deletion is the very call
     `gc` makes (Generations.sweep), so it is measured once, as `gc`."""
     store = store_for(settings)
-    command = Command(settings, args, workdir)
+    command = Command(settings, args, workdir, program)
     until_flip(command, store, store.live_generation())
     run = command.finish(kill=True)
     run.ended = run.marks["flip"]

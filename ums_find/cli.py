@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 
 import click
@@ -129,6 +130,13 @@ def _probe_result(problem: str | None) -> None:
     click.echo("ok")
 
 
+def _behind_serving(settings: Settings) -> None:
+    """Maintenance runs at a lower CPU priority than the API and consumer it shares a host with."""
+    if settings.maintenance_nice:
+        os.nice(settings.maintenance_nice)
+        log.info("CPU priority lowered by %d (UMS_MAINTENANCE_NICE)", settings.maintenance_nice)
+
+
 def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-untyped-def]
     from adapters.clients import Role, mysql_users, projection_store
 
@@ -157,6 +165,7 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
             click.echo("  warning: the topic no longer starts at offset 0 (retention); add --source both", err=True)
         return
     tune_gc()
+    _behind_serving(settings)
     try:
         result = rebuild.run()
     except (RebuildRunning, NoProjection) as exc:
@@ -202,6 +211,7 @@ def gc(settings: Settings) -> None:
     """Delete the keys of generations that are neither live nor claimed by a running rebuild."""
     from adapters.generations import Generations
 
+    _behind_serving(settings)
     store, _ = _store_and_mysql(settings, False)
     deleted = Generations(store).sweep()
     click.echo(f"deleted {deleted} keys of abandoned generations")
@@ -216,6 +226,7 @@ def reconcile(settings: Settings, repair: bool) -> None:
 
     from consumer.reconcile import Reconciler
 
+    _behind_serving(settings)
     store, mysql = _store_and_mysql(settings, True)
     generation = store.live_generation()
     if generation is None:

@@ -85,3 +85,17 @@ def test_live_generation_starts_at_one_with_a_new_epoch(store):
     assert (again, created) == (first, False)
     store.client.delete(store.pointer_key)
     assert generations.ensure()[0].epoch != first.epoch
+
+
+def test_script_calls_hold_at_most_per_call_users(store):
+    events = [added(9_000_000_000 + i, 1_000 + i, name=f"User {i:03d}") for i in range(120)]
+    sizes = [len(keys) for keys, _ in store.calls(((e.key, e) for e in events), GEN, per_call=50)]
+    assert sizes == [50, 50, 20]
+
+
+def test_smaller_script_calls_write_the_same_users(store):
+    events = [added(9_000_000_000 + i, 1_000 + i, name=f"User {i:03d}") for i in range(30)]
+    assert store.apply(events, GEN, per_call=7) == 30
+    assert store.apply(events, 2) == 30
+    for e in events:
+        assert store.get(e.key, GEN) == store.get(e.key, 2)

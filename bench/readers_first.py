@@ -1,0 +1,135 @@
+"""`make bench-readers`: what a rebuild costs the readers, by script size and CPU priority (issue 25).
+
+One fresh state (READERS_USERS users, 2.5 events each, as the growth run makes them), the live
+consumer running, the API (pinned as in `make bench`) read at 500 req/s open loop throughout.
+Each variant (users per fenced-script call : niceness of the rebuild process) runs `replay`
+to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
+rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
+Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
+each rebuild) and its latency events (commands >= 2 ms, bench/growth_redis.py).
+Results go to .run/bench-readers/readers-first.json; nothing published is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters.store import make_redis
+from bench import growth_data as data
+from bench import growth_phases as phases
+from bench.common import PORT_BASE, ROOT, machine
+from bench.growth import settings_for
+from bench.growth_redis import RedisRun
+from bench.projection import bench_name
+from bench.readers import Reader, quiet
+from bench.servers import gunicorn
+
+log = logging.getLogger("bench")
+USERS = int(os.environ.get("READERS_USERS", "400000"))
+VARIANTS = [v.split(":") for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")]
+ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
+OUT = Path(os.environ.get("READERS_OUT", str(ROOT / ".run" / "bench-readers")))
+SEED = 25
+
+
+def evalsha_usec_per_call(redis_run: RedisRun) -> float:
+    stats = redis_run.client.info("commandstats").get("cmdstat_evalsha", {})
+    return round(float(stats.get("usec_per_call", 0.0)), 1)
+
+
+def one(settings: Any, keys: str, nice: str, events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice]
+    redis_run.client.config_resetstat()
+    redis_run.reset_latency()
+    rebuild = phases.to_flip(settings, ["replay"], workdir, program)
+    usec = evalsha_usec_per_call(redis_run)
+    latency = redis_run.latency()
+    phases.gc(settings, workdir)
+    baseline = quiet(min(rebuild.seconds, 20))
+    row = {
+        "keys_per_call": int(keys),
+        "nice": int(nice),
+        "to_flip_s": round(rebuild.seconds, 2),
+        "events_per_s": round(events / rebuild.seconds),
+        "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},
+        "evalsha_usec_per_call": usec,
+        "redis_latency_events": latency,
+    }
+    log.info("%s", row)
+    return row
+
+
+def with_reads(row: dict, reader: Reader) -> dict:
+    """The readers' figures for a variant's windows (the reader's requests are read back at its stop)."""
+    during, calm = reader.window(*row["windows"]["rebuild"]), reader.window(*row["windows"]["baseline"])
+    return row | {
+        "readers_p99_ms": during.p99_ms,
+        "readers_max_ms": during.max_ms,
+        "readers_p50_ms": during.p50_ms,
+        "baseline_p99_ms": calm.p99_ms,
+        "failed_reads": during.failed + calm.failed,
+    }
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_at_start = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        settings = settings_for(USERS, workdir)
+        client = make_redis(settings, timeout_s=60)
+        client.flushdb()
+        redis_run = RedisRun(client, USERS)
+        consumer = api = reader = None
+        try:
+            events = data.produce(settings, USERS, SEED)
+            consumer, _ = phases.consume(settings, events, workdir)
+            api = gunicorn(settings, PORT_BASE + 6)
+            names = [bench_name(u) for u in random.Random(SEED).sample(range(USERS), min(USERS, 20_000))]
+            reader = Reader(api.base, names, workdir)
+            time.sleep(2.0)  # connections and workers warm before the first measured stretch
+            for r in range(ROUNDS):
+                for keys, nice in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+                    rows.append({"round": r, **one(settings, keys, nice, events, reader, redis_run, workdir)})
+        finally:
+            for part in (reader, api, consumer):
+                if part is not None:
+                    part.stop()
+            if reader is not None:
+                rows = [with_reads(row, reader) for row in rows]
+            redis_run.restore()
+            client.flushdb()
+            data.delete_topics(settings)
+    summary = {}
+    figures = (
+        "to_flip_s",
+        "events_per_s",
+        "readers_p99_ms",
+        "readers_max_ms",
+        "baseline_p99_ms",
+        "evalsha_usec_per_call",
+    )
+    for keys, nice in VARIANTS:
+        mine = [r for r in rows if r["keys_per_call"] == int(keys) and r["nice"] == int(nice)]
+        summary[f"{keys}:{nice}"] = {k: round(statistics.median(r[k] for r in mine), 2) for k in figures} | {
+            "failed_reads": sum(r["failed_reads"] for r in mine)
+        }
+    OUT.mkdir(parents=True, exist_ok=True)
+    result = {"users": USERS, "events": data.events_for(USERS), "machine": machine(), "rows": rows,
+              "summary": summary, "load_average_start": load_at_start, "load_average_end": os.getloadavg()}  # fmt: skip
+    (OUT / "readers-first.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

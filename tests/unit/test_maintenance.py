@@ -1,0 +1,23 @@
+"""Maintenance commands (replay, backfill, gc, reconcile) step behind the API and consumer for CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.settings import Settings
+from ums_find import cli
+
+
+def test_maintenance_lowers_its_cpu_priority_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(cli.os, "nice", calls.append)
+    cli._behind_serving(Settings.from_env({}))
+    cli._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "3"}))
+    cli._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "0"}))
+    assert calls == [10, 3]
+
+
+@pytest.mark.parametrize("value", ["-1", "20"])
+def test_a_niceness_outside_what_the_kernel_takes_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="UMS_MAINTENANCE_NICE"):
+        Settings.from_env({"UMS_MAINTENANCE_NICE": value})
