@@ -37,8 +37,8 @@ REPLAY_BATCH = 10_000
 # Users per fenced-script call while rebuilding: a replay's pipeline keeps Redis busy for
 # seconds, so its calls are a quarter of the consumer's (~0.3 ms each instead of ~1.1 ms) and a
 # reader's GET waits behind less. Measured (bench/readers_first.py, 1M events, 500 req/s reads,
-# docs/decisions.md "Readers first"): readers' p99 10.7-15.5 ms at 50 against 18-25 ms at 200,
-# the rebuild no slower (35k events/s against 32k).
+# docs/decisions.md "Readers first"), both niced: readers' p99 10.7-15.5 ms at 50 against 18-25 ms
+# at 200 (1M events); 18.9-26.6 against 21.7-26.6 ms and 40 shed reads against 267 (2.5M).
 REPLAY_KEYS_PER_CALL = 50
 
 
