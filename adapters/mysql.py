@@ -17,6 +17,9 @@ from adapters.settings import Settings
 from domain import DomainError, Name, PhoneNumber, User
 
 log = logging.getLogger(__name__)
+# Maintenance reads (backfill's count and pages, reconcile) scan the whole table: a hung server
+# still ends them, a slow scan of 10M rows does not.
+BATCH_READ_TIMEOUT_S = 60.0
 
 # The driver's error for "could not reach or talk to MySQL"; callers catch this.
 MySQLError = pymysql.MySQLError
@@ -177,13 +180,21 @@ class MySQLUsers:
             cur.executemany(sql, rows)
         return len(rows)
 
-    def count(self) -> int:
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM ums_users")
-            row = cur.fetchone()
+    def count(self, read_timeout_s: float = BATCH_READ_TIMEOUT_S) -> int:
+        """Rows in the table, for maintenance commands: a scan of every row (seconds at 10M), so on a
+        connection of its own with a batch read timeout, not the pool's (the API's 0.3 s)."""
+        conn = pymysql.connect(**{**self.pool.connect_args, "read_timeout": read_timeout_s})
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM ums_users")
+                row = cur.fetchone()
+        finally:
+            conn.close()
         return int(row[0]) if row else 0
 
-    def stream(self, chunk: int = 1000, read_timeout_s: float = 60.0) -> Generator[list[User], None, None]:
+    def stream(
+        self, chunk: int = 1000, read_timeout_s: float = BATCH_READ_TIMEOUT_S
+    ) -> Generator[list[User], None, None]:
         """Every user, in chunks in primary-key order, all read from one snapshot: the table never sits in memory.
 
         Pages of the primary key rather than a server-side cursor: a reader that stops early

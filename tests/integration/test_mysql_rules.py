@@ -7,6 +7,7 @@ AddService writes them: as given, with no normalisation on the way.
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -143,3 +144,23 @@ def test_a_stopped_stream_reads_nothing_more_from_the_server(private_db, monkeyp
     pages.close()  # what an interrupted backfill does (consumer/replay.py)
     assert packets[0] < rows / 10, f"{packets[0]} packets read for one page of 500 rows out of {rows}"
     reader.pool.close()
+
+
+def test_a_backfills_count_outlasts_the_apis_read_timeout(private_db):
+    """backfill counts the table before it streams it: a scan of every row, which took longer than
+    the API's 0.3 s read timeout at 3M rows and failed the growth run of 2026-12-03. A table lock
+    held for 1 s stands in for a slow scan here, against a 0.2 s read timeout."""
+    private_db.create_table()
+    private_db.sql(
+        f"INSERT INTO `{private_db.name}`.ums_users SELECT CONCAT('Counted ', LPAD(seq, 3, '0')), "
+        f"9100000000 + seq, '2024-01-01' FROM `{private_db.name}`.seq_1_to_50"
+    )
+    reader = mysql_users(replace(private_db.settings, mysql_read_timeout_s=0.2))
+    private_db.sql(f"LOCK TABLES `{private_db.name}`.ums_users WRITE")
+    unlock = threading.Timer(1.0, private_db.sql, ("UNLOCK TABLES",))  # the slow scan's length
+    unlock.start()
+    try:
+        assert reader.count() == 50
+    finally:
+        unlock.join()
+        reader.pool.close()
