@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -19,7 +20,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config, security_config
-from adapters.mysql import MySQLUsers, make_pool
+from adapters.mysql import BATCH_READ_TIMEOUT_S, MySQLUsers, make_pool
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class Role(enum.Enum):
     API = "api"  # GET /user/<name>: settings.redis_timeout_s (0.25 s), then the fallback
     CONSUMER = "consumer"  # the consume loop: 2 s, and its loop retries with backoff
-    ADMIN = "admin"  # replay, backfill, reconcile, gc, tests, benchmarks: 10 s per call
+    ADMIN = "admin"  # replay, backfill, reconcile, gc, tests, benchmarks: 10 s per Redis call, 60 s MySQL
 
 
 ADMIN_REDIS_TIMEOUT_S = 10.0
@@ -76,8 +77,14 @@ def projection_store(settings: Settings, role: Role) -> ProjectionStore:
     return ProjectionStore(redis_client(settings, role), settings.key_prefix)
 
 
-def mysql_users(settings: Settings, writer: bool = False) -> MySQLUsers:
-    """The AddService's table: read-only user unless `writer` (the AddService stand-in, tests)."""
+def mysql_users(settings: Settings, writer: bool = False, role: Role = Role.API) -> MySQLUsers:
+    """The AddService's table: read-only user unless `writer` (the AddService stand-in, tests).
+
+    ADMIN (reconcile, backfill) reads with BATCH_READ_TIMEOUT_S: its queries ask for a thousand
+    names at once against tables of millions, where the API's 0.3 s is a budget for one.
+    """
+    if role is Role.ADMIN:
+        settings = replace(settings, mysql_read_timeout_s=max(settings.mysql_read_timeout_s, BATCH_READ_TIMEOUT_S))
     return MySQLUsers(make_pool(settings, writer=writer, **mysql_security(settings)))
 
 

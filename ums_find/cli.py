@@ -140,7 +140,7 @@ def _behind_serving(settings: Settings) -> None:
 def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-untyped-def]
     from adapters.clients import Role, mysql_users, projection_store
 
-    return projection_store(settings, Role.ADMIN), (mysql_users(settings) if with_mysql else None)
+    return projection_store(settings, Role.ADMIN), (mysql_users(settings, role=Role.ADMIN) if with_mysql else None)
 
 
 def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:

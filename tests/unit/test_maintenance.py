@@ -21,3 +21,13 @@ def test_maintenance_lowers_its_cpu_priority_by_the_setting(monkeypatch: pytest.
 def test_a_niceness_outside_what_the_kernel_takes_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="UMS_MAINTENANCE_NICE"):
         Settings.from_env({"UMS_MAINTENANCE_NICE": value})
+
+
+def test_maintenance_reads_mysql_with_a_batch_timeout_and_the_api_keeps_its_own() -> None:
+    from adapters.clients import Role, mysql_users
+    from adapters.mysql import BATCH_READ_TIMEOUT_S
+
+    settings = Settings.from_env({})
+    assert mysql_users(settings).pool.connect_args["read_timeout"] == settings.mysql_read_timeout_s == 0.3
+    admin = mysql_users(settings, role=Role.ADMIN).pool.connect_args
+    assert admin["read_timeout"] == admin["write_timeout"] == BATCH_READ_TIMEOUT_S
