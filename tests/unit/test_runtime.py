@@ -57,7 +57,9 @@ def test_a_negative_interval_is_refused() -> None:
 def test_boot_objects_are_frozen_out_of_full_collections():
     try:
         frozen = freeze_boot_objects()
-        assert frozen == gc.get_freeze_count() > 1000  # this interpreter's modules, at least
+        assert frozen > 1000  # this interpreter's modules, at least
+        # Not equal to `frozen`: in the full suite other tests' threads may free a frozen object meanwhile.
+        assert gc.get_freeze_count() > 1000
         assert len(gc.get_objects(generation=2)) < frozen
     finally:
         gc.unfreeze()
