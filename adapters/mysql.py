@@ -180,16 +180,12 @@ class MySQLUsers:
             cur.executemany(sql, rows)
         return len(rows)
 
-    def count(self, read_timeout_s: float = BATCH_READ_TIMEOUT_S) -> int:
-        """Rows in the table, for maintenance commands: a scan of every row (seconds at 10M), so on a
-        connection of its own with a batch read timeout, not the pool's (the API's 0.3 s)."""
-        conn = pymysql.connect(**{**self.pool.connect_args, "read_timeout": read_timeout_s})
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT COUNT(*) FROM ums_users")
-                row = cur.fetchone()
-        finally:
-            conn.close()
+    def count(self) -> int:
+        """Rows in the table: a scan of every row (seconds at 10M), so callers build this object with
+        the batch read timeout (adapters/clients.py, Role.ADMIN), not the API's 0.3 s."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM ums_users")
+            row = cur.fetchone()
         return int(row[0]) if row else 0
 
     def stream(

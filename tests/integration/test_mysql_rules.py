@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pymysql
 
-from adapters.clients import mysql_users
+from adapters.clients import Role, mysql_users
 from adapters.generations import Generations
 from api import create_app
 from consumer.reconcile import Reconciler
@@ -148,14 +148,15 @@ def test_a_stopped_stream_reads_nothing_more_from_the_server(private_db, monkeyp
 
 def test_a_backfills_count_outlasts_the_apis_read_timeout(private_db):
     """backfill counts the table before it streams it: a scan of every row, which took longer than
-    the API's 0.3 s read timeout at 3M rows and failed the growth run of 2026-12-03. A table lock
-    held for 1 s stands in for a slow scan here, against a 0.2 s read timeout."""
+    the API's 0.3 s read timeout at 3M rows and failed the growth run of 2026-12-03. Maintenance
+    reads as Role.ADMIN (the batch timeout) whatever the API's timeout is: a table lock held for
+    1 s stands in for a slow scan here, against an API read timeout of 0.2 s."""
     private_db.create_table()
     private_db.sql(
         f"INSERT INTO `{private_db.name}`.ums_users SELECT CONCAT('Counted ', LPAD(seq, 3, '0')), "
         f"9100000000 + seq, '2024-01-01' FROM `{private_db.name}`.seq_1_to_50"
     )
-    reader = mysql_users(replace(private_db.settings, mysql_read_timeout_s=0.2))
+    reader = mysql_users(replace(private_db.settings, mysql_read_timeout_s=0.2), role=Role.ADMIN)
     private_db.sql(f"LOCK TABLES `{private_db.name}`.ums_users WRITE")
     unlock = threading.Timer(1.0, private_db.sql, ("UNLOCK TABLES",))  # the slow scan's length
     unlock.start()
