@@ -4,8 +4,9 @@ Each peer (ours, the ceiling, the seed) gets the same offered rates, multiples o
 the SLO (api_capacity_at_p99_10ms_rps of the same run), STEP_S seconds each, client timeout 1 s
 (vegeta, open loop). Per step: goodput (2xx answered within 50 ms, per second), admitted p99
 (2xx), rejection p99 (503), client timeouts, other errors. After the 4x step the load drops to
-0.5x at once for RECOVERY_S seconds: recovery is the time until the per-second p99 of 2xx is back
-within the peer's own 0.5x p99 plus MARGIN_MS and stays there. Between steps each peer drains
+0.5x at once for RECOVERY_S seconds: recovery is the time until the p99 of 2xx over a sliding
+WINDOW_S window is back within the peer's own 0.5x p99 plus MARGIN_MS and stays there (the same
+with one-second windows is kept beside it). Between steps each peer drains
 (a single request must answer fast) so one step's backlog does not land in the next.
 """
 
@@ -33,7 +34,10 @@ STEP_S = float(os.environ.get("BENCH_OVERLOAD_STEP_S", "3" if QUICK else "60"))
 RECOVERY_S = float(os.environ.get("BENCH_OVERLOAD_RECOVERY_S", "5" if QUICK else "30"))
 CLIENT_TIMEOUT_S = 1.0
 GOOD_MS = 50.0  # a 2xx slower than this is not goodput: its user has given up or noticed
-MARGIN_MS = 5.0  # recovered: per-second p99 of 2xx <= the 0.5x step's p99 + this, from then on
+MARGIN_MS = 5.0  # recovered: windowed p99 of 2xx <= the 0.5x step's p99 + this, from then on
+# The p99 of one second at 0.5x (250 requests at 500/s) is its 3rd-slowest answer: at steady load it
+# crossed the margin now and then (2026-12-03: 8.7 ms against 8.3). Over 5 s it is the 13th-slowest.
+WINDOW_S = 5
 DRAIN_TIMEOUT_S = 180.0
 
 
@@ -141,6 +145,18 @@ def per_second_p99(results: list[Result], seconds: int) -> list[float]:
     return [percentile(sorted(b), 99) for b in buckets]
 
 
+def window_p99(results: list[Result], seconds: int, window: int) -> list[float]:
+    """p99 of the 2xx latencies sent in [t, t + window) for each whole window start t (NaN: no 2xx)."""
+    per_second: list[list[float]] = [[] for _ in range(seconds)]
+    for r in results:
+        if r.code.startswith("2") and int(r.at_s) < seconds:
+            per_second[int(r.at_s)].append(r.latency_ms)
+    window = max(1, min(window, seconds))
+    return [
+        percentile(sorted(x for b in per_second[t : t + window] for x in b), 99) for t in range(seconds - window + 1)
+    ]
+
+
 def recovery_seconds(p99s: list[float], threshold_ms: float) -> float | None:
     """Seconds until every later second's p99 is within the threshold (None: not within the window)."""
     recovered: float | None = None
@@ -208,18 +224,22 @@ def run_peer(series: Series, capacity: int, workdir: Path) -> dict[str, Any]:
     results = parse(attack_csv(series.targets, low, RECOVERY_S, workdir, CLIENT_TIMEOUT_S))  # at once, no drain
     threshold = steps[0].admitted_p99_ms + MARGIN_MS
     p99s = per_second_p99(results, int(RECOVERY_S))
-    recovered = recovery_seconds(p99s, threshold)
+    windows = window_p99(results, int(RECOVERY_S), WINDOW_S)
+    recovered = recovery_seconds(windows, threshold)
     after = summarise(results, MULTIPLES[0], low, RECOVERY_S)
     after.drain_s = drain(url)
     idle_s = series.server.quiesce()
     if after.drain_s is not None:
         after.drain_s += idle_s
-    log.info("  overload %s recovery: %s s (threshold %.1f ms; p99 per second %s)", series.name, recovered, threshold,
-             [round(p, 1) for p in p99s])  # fmt: skip
+    log.info("  overload %s recovery: %s s over %d s windows, %s s per second (threshold %.1f ms; p99 per window %s)",
+             series.name, recovered, WINDOW_S, recovery_seconds(p99s, threshold), threshold,
+             [round(p, 1) for p in windows])  # fmt: skip
     return {
         "steps": [asdict(s) for s in steps],
         "recovery_s": recovered,
+        "recovery_per_second_s": recovery_seconds(p99s, threshold),
         "recovery_threshold_ms": round(threshold, 2),
+        "recovery_p99_ms_per_window": [round(p, 2) for p in windows],
         "recovery_p99_ms_per_second": [round(p, 2) for p in p99s],
         "recovery": asdict(after),
     }
@@ -245,5 +265,6 @@ def overload_suite(series: list[Series], capacity: float, workdir: Path) -> dict
         "client_timeout_s": CLIENT_TIMEOUT_S,
         "good_ms": GOOD_MS,
         "recovery_margin_ms": MARGIN_MS,
+        "recovery_p99_window_s": WINDOW_S,
         "by_peer": by_peer,
     }

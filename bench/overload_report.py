@@ -29,6 +29,7 @@ def overload_keys(overload: dict[str, Any]) -> dict[str, Any]:
         # The worst over the steps at 2x and above (None: nothing was rejected there).
         "overload_reject_p99_ms": max(rejects) if rejects else None,
         "overload_recovery_s": by_peer["ours"]["recovery_s"],
+        "overload_recovery_per_second_s": by_peer["ours"].get("recovery_per_second_s"),
         "overload": by_peer["ours"],
         "overload_by_peer": by_peer,
         "overload_settings": {k: v for k, v in overload.items() if k != "by_peer"},
@@ -69,16 +70,19 @@ def overload_table(results: dict[str, Any]) -> str:
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
         "",
-        f"Recovery from 4x to 0.5x (per-second p99 of 2xx back within the 0.5x step's p99 + "
-        f"{settings['recovery_margin_ms']:.0f} ms and staying there; {settings['recovery_window_s']:.0f} s "
-        f"window): {peers}.",
+        f"Recovery from 4x to 0.5x (p99 of 2xx over {settings.get('recovery_p99_window_s', 1):.0f} s windows back "
+        f"within the 0.5x step's p99 + {settings['recovery_margin_ms']:.0f} ms and staying there; "
+        f"{settings['recovery_window_s']:.0f} s at 0.5x; in parentheses: with one-second windows): {peers}.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def recovered(name: str, peer: dict[str, Any]) -> str:
-    seconds = peer["recovery_s"]
-    return f"{name} {'not within the window' if seconds is None else f'{seconds:.0f} s'}"
+    def said(seconds: float | None) -> str:
+        return "not within the window" if seconds is None else f"{seconds:.0f} s"
+
+    text = f"{name} {said(peer['recovery_s'])}"
+    return f"{text} ({said(peer['recovery_per_second_s'])})" if "recovery_per_second_s" in peer else text
 
 
 def overload_chart(results: dict[str, Any], path: Path) -> None:

@@ -169,8 +169,9 @@ secure_up() {
   log "secure stack ready in $((SECONDS - t0))s; environment in $SECURE_DIR/env"
 }
 
-secure_down() {
-  stop_one "secure kafka" "$SECURE_DIR/kafka/kafka.pid"
-  stop_one "secure mariadb" "$SECURE_DIR/mariadb/mysqld.pid"
-  stop_one "secure redis" "$SECURE_DIR/redis/redis.pid"
+secure_down() {  # the three at once: nothing depends on another's shutdown
+  stop_one "secure kafka" "$SECURE_DIR/kafka/kafka.pid" &
+  stop_one "secure mariadb" "$SECURE_DIR/mariadb/mysqld.pid" &
+  stop_one "secure redis" "$SECURE_DIR/redis/redis.pid" &
+  wait
 }

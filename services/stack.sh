@@ -142,7 +142,8 @@ cluster_up() {  # three masters on loopback, joined with redis-cli --cluster cre
 }
 
 cluster_down() {
-  for port in $CLUSTER_PORTS; do stop_one "redis-cluster:$port" "$STACK_DIR/redis-cluster/$port/redis.pid"; done
+  for port in $CLUSTER_PORTS; do stop_one "redis-cluster:$port" "$STACK_DIR/redis-cluster/$port/redis.pid" & done
+  wait
 }
 
 # ---------------------------------------------------------------- MariaDB

@@ -277,8 +277,9 @@ def test_a_flip_cut_off_from_redis_never_deletes_the_live_generation(
     wait_whole(store, model, 120)
     generations = Generations(store)
     before = generations.read()
+    # A 3 s lease (the default is 30 s): cut before its flip, the replay's claim stays until it expires.
     with pytest.raises(Exception) as failed:
-        flip_cutter(settings, drop).run()
+        flip_cutter(replace(settings, rebuild_lease_s=3.0), drop).run()
     flip_cutter.heal()
     after = generations.read()
     expected_live = before.live if drop == "before" else after.live

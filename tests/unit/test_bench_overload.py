@@ -6,7 +6,7 @@ import base64
 import math
 
 from bench.openloop import LADDER
-from bench.overload import overload_capacity, parse, per_second_p99, recovery_seconds, summarise
+from bench.overload import overload_capacity, parse, per_second_p99, recovery_seconds, summarise, window_p99
 from bench.overload_report import overload_keys, overload_table
 
 GUNICORN = base64.b64encode(b"Content-Type: application/json\r\nServer: gunicorn\r\n\r\n").decode()
@@ -46,6 +46,18 @@ def test_recovery_is_the_second_from_which_every_later_second_is_within_the_thre
     assert p99s[:2] == [900.0, 3.0] and math.isnan(p99s[2])  # 503s are not answers; second 3 had none
 
 
+def test_window_p99_pools_the_answers_of_each_window_so_one_slow_answer_is_not_a_relapse() -> None:
+    # 100 fast answers a second for 6 s, and two slow ones in second 4.
+    csv = "".join(row(s * 1000 + i, 200, 2.0) for s in range(6) for i in range(100))
+    results = parse(csv + row(4500, 200, 40.0) + row(4600, 200, 40.0))
+    assert per_second_p99(results, 6)[4] == 40.0  # that second's p99 is its 2nd-slowest of 102
+    windows = window_p99(results, 6, 3)
+    assert windows == [2.0, 2.0, 2.0, 2.0]  # starts 0..3: 2 of 302 are within a window's 1 %
+    assert recovery_seconds(windows, threshold_ms=10.0) == 0.0
+    assert recovery_seconds(per_second_p99(results, 6), threshold_ms=10.0) == 5.0
+    assert window_p99(results, 2, 5) == [2.0]  # a window longer than the run: the run itself
+
+
 def test_capacity_falls_back_to_the_lowest_ladder_rate_and_says_so() -> None:
     assert overload_capacity(1200.0) == (1200, "api_capacity_at_p99_10ms_rps")
     rate, source = overload_capacity(0.0)
@@ -63,7 +75,7 @@ def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_abov
         }  # fmt: skip
 
     steps = [step(1.5, 1000, 500.0), step(2.0, 950, 4.0), step(3.0, 900, 9.0), step(4.0, 850, 0.0, rejected=0)]
-    peer = {"steps": steps, "recovery_s": 3.0}
+    peer = {"steps": steps, "recovery_s": 3.0, "recovery_per_second_s": 7.0}
     settings = {"capacity_rps": 1000, "capacity_source": "x", "step_s": 60.0, "client_timeout_s": 1.0}
     settings |= {"good_ms": 50.0, "recovery_margin_ms": 5.0, "recovery_window_s": 30.0}
     keys = overload_keys({**settings, "by_peer": {"ours": peer, "seed": peer}})
@@ -71,6 +83,7 @@ def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_abov
     assert keys["overload_reject_p99_ms"] == 9.0  # not the 1.5x step's 500 ms, not the 4x step without 503s
     assert (keys["overload_admitted_p99_ms_2x"], keys["overload_client_timeouts_2x"]) == (40.0, 2)
     assert keys["overload_recovery_s"] == 3.0 and set(keys["overload_by_peer"]) == {"ours", "seed"}
+    assert keys["overload_recovery_per_second_s"] == 7.0
     text = overload_table({**keys, "date": "d"})
     assert "| ours | 2x | 2,000 | 950 | 40.0 | 10 (4.0) | 10 (4.0) | 2 | 0 |" in text
-    assert "ours 3 s; seed 3 s" in text
+    assert "ours 3 s (7 s); seed 3 s (7 s)" in text
