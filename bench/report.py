@@ -54,6 +54,7 @@ ROWS: list[tuple[str, str, str, Any]] = [
     ("rebuild_1m_s", "replay of the whole topic under reads, until the flip (s)", "<= 15", lambda v: v <= 15),
     ("rebuild_with_cleanup_s", "... and until the old generation is deleted (s)", "", None),
     ("rebuild_failed_reads", "failed reads during the rebuild", "0", lambda v: v == 0),
+    ("rebuild_readers_p99_ms", "readers' p99 during the rebuild (500 req/s open loop, ms)", "", None),
 ]
 
 

@@ -105,6 +105,8 @@ def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]
         "rebuild_with_cleanup_s": api["rebuild"]["with_cleanup_seconds"],
         "rebuild_failed_reads": api["rebuild"]["failed_reads"],
         "rebuild_reads": api["rebuild"]["reads"],
+        "rebuild_readers_p99_ms": api["rebuild"]["p99_ms"],
+        "rebuild_readers_max_ms": api["rebuild"]["max_ms"],
         "projection_eps_spread": spread([r["eps"] for r in ours]),
         "api_rps_spread": spread([r.rps for r in runs["ours"]]),
         "api_seed_rps_spread": spread([r.rps for r in runs["seed"]]),
