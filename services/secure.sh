@@ -9,14 +9,15 @@
 # A test CA (openssl) signs one server certificate (127.0.0.1, localhost) for all three; a
 # second CA signs nothing (a client trusting it must refuse the servers). Passwords are
 # random, in the git-ignored $SECURE_DIR/secrets.env; the clients' environment in $SECURE_DIR/env.
-# Ports default to the plaintext ones + 30000, so each engineer's stack gets its own.
+# Ports default to the plaintext ones + 15000, so each engineer's stack gets its own; below Linux's
+# ephemeral range (32768-60999), where a client socket or a test's free port once held 33306 first.
 
 SECURE_DIR=$STACK_DIR/secure
 TLS_DIR=$SECURE_DIR/tls
-REDIS_TLS_PORT=${REDIS_TLS_PORT:-$((REDIS_PORT + 30000))}
-MYSQL_TLS_PORT=${MYSQL_TLS_PORT:-$((MYSQL_PORT + 30000))}
-KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 30000))}
-KAFKA_SASL_CONTROLLER_PORT=${KAFKA_SASL_CONTROLLER_PORT:-$((KAFKA_CONTROLLER_PORT + 30000))}
+REDIS_TLS_PORT=${REDIS_TLS_PORT:-$((REDIS_PORT + 15000))}
+MYSQL_TLS_PORT=${MYSQL_TLS_PORT:-$((MYSQL_PORT + 15000))}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 15000))}
+KAFKA_SASL_CONTROLLER_PORT=${KAFKA_SASL_CONTROLLER_PORT:-$((KAFKA_CONTROLLER_PORT + 15000))}
 SECURE_KEY_PREFIX=${UMS_SECURE_KEY_PREFIX:-ums}  # the projection's prefix the Redis ACLs allow
 
 secure_secrets() {

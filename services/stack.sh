@@ -12,7 +12,7 @@
 #   services/stack.sh secure-up|secure-down|secure-env   the secure stack beside it: Kafka SASL_SSL,
 #                                Redis TLS + ACL users, MariaDB requiring TLS (services/secure.sh;
 #                                ports REDIS_TLS_PORT, MYSQL_TLS_PORT, KAFKA_SASL_PORT and
-#                                KAFKA_SASL_CONTROLLER_PORT, default: the plaintext ones + 30000)
+#                                KAFKA_SASL_CONTROLLER_PORT, default: the plaintext ones + 15000)
 #   services/stack.sh with -- CMD...   up, run CMD with that environment, stop what this call started
 #
 # Used by `make run`, `make test` and `.ci/run`. Idempotent. Everything lives under

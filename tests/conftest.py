@@ -320,6 +320,8 @@ def secure_stack(stack_settings: Settings) -> Iterator[SecureStack]:
     directory = Path(os.environ.get("UMS_STACK_DIR", ROOT / ".run" / "stack")) / "secure"
     running = [p for p in ("redis/redis.pid", "mariadb/mysqld.pid", "kafka/kafka.pid") if (directory / p).exists()]
     result = subprocess.run([str(stack), "secure-up"], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and len(running) < 3:  # what did start must not outlive the session
+        subprocess.run([str(stack), "secure-down"], capture_output=True, timeout=120)
     assert result.returncode == 0, "services/stack.sh secure-up failed:\n" + result.stderr[-3000:]
     env = dict(
         line.split("=", 1) for line in (directory / "env").read_text().splitlines() if "=" in line and line[0] != "#"
