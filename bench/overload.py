@@ -138,11 +138,7 @@ def behind(results: list[Result], offered: float) -> bool:
 
 def per_second_p99(results: list[Result], seconds: int) -> list[float]:
     """p99 of the 2xx latencies of the requests sent in each second (NaN: no 2xx that second)."""
-    buckets: list[list[float]] = [[] for _ in range(seconds)]
-    for r in results:
-        if r.code.startswith("2") and int(r.at_s) < seconds:
-            buckets[int(r.at_s)].append(r.latency_ms)
-    return [percentile(sorted(b), 99) for b in buckets]
+    return window_p99(results, seconds, 1)
 
 
 def window_p99(results: list[Result], seconds: int, window: int) -> list[float]:
@@ -158,7 +154,7 @@ def window_p99(results: list[Result], seconds: int, window: int) -> list[float]:
 
 
 def recovery_seconds(p99s: list[float], threshold_ms: float) -> float | None:
-    """Seconds until every later second's p99 is within the threshold (None: not within the window)."""
+    """Seconds until every later window's p99 is within the threshold (None: not within the run)."""
     recovered: float | None = None
     for second, p99 in enumerate(p99s):
         within = p99 == p99 and p99 <= threshold_ms  # NaN (no 2xx at all) is not recovered
@@ -225,19 +221,19 @@ def run_peer(series: Series, capacity: int, workdir: Path) -> dict[str, Any]:
     threshold = steps[0].admitted_p99_ms + MARGIN_MS
     p99s = per_second_p99(results, int(RECOVERY_S))
     windows = window_p99(results, int(RECOVERY_S), WINDOW_S)
-    recovered = recovery_seconds(windows, threshold)
+    recovered, per_second = recovery_seconds(windows, threshold), recovery_seconds(p99s, threshold)
     after = summarise(results, MULTIPLES[0], low, RECOVERY_S)
     after.drain_s = drain(url)
     idle_s = series.server.quiesce()
     if after.drain_s is not None:
         after.drain_s += idle_s
     log.info("  overload %s recovery: %s s over %d s windows, %s s per second (threshold %.1f ms; p99 per window %s)",
-             series.name, recovered, WINDOW_S, recovery_seconds(p99s, threshold), threshold,
+             series.name, recovered, WINDOW_S, per_second, threshold,
              [round(p, 1) for p in windows])  # fmt: skip
     return {
         "steps": [asdict(s) for s in steps],
         "recovery_s": recovered,
-        "recovery_per_second_s": recovery_seconds(p99s, threshold),
+        "recovery_per_second_s": per_second,
         "recovery_threshold_ms": round(threshold, 2),
         "recovery_p99_ms_per_window": [round(p, 2) for p in windows],
         "recovery_p99_ms_per_second": [round(p, 2) for p in p99s],

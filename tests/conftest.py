@@ -26,7 +26,8 @@ from adapters.kafka import ensure_topics, security_config
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from tests.helpers import env_of, free_port, unique, wait_until
+from devtools.addservice import AddService
+from tests.helpers import delete_matching, env_of, free_port, unique, wait_until
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -114,28 +115,8 @@ def _delete_topics(settings: Settings) -> None:
 def redis_client(settings: Settings):
     client = clients.redis_client(settings, Role.ADMIN)
     yield client
-    for pattern in (f"{settings.key_prefix}:*", f"{{{settings.key_prefix}}}:*"):  # users, control keys
-        _delete_matching(client, pattern)
+    delete_matching(client, f"{settings.key_prefix}:*", f"{{{settings.key_prefix}}}:*")  # users, control keys
     client.close()
-
-
-def _delete_matching(client, pattern: str, batch: int = 1000) -> None:  # type: ignore[no-untyped-def]
-    """Delete the keys matching `pattern`, a pipeline per batch (one DEL per key took 20 s after 100k users)."""
-    keys: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=batch):
-        keys.append(key)
-        if len(keys) >= batch:
-            _unlink(client, keys)
-            keys = []
-    _unlink(client, keys)
-
-
-def _unlink(client, keys: list[bytes]) -> None:  # type: ignore[no-untyped-def]
-    # One command per key in a non-transactional pipeline: a Cluster client routes each to its slot.
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.unlink(key)
-    pipe.execute()
 
 
 @pytest.fixture
@@ -150,6 +131,14 @@ def mysql_writer(settings: Settings) -> Iterator[MySQLUsers]:
     users = mysql_users(replace(settings, mysql_read_timeout_s=2.0, mysql_connect_timeout_s=2.0), writer=True)
     yield users
     users.pool.close()
+
+
+@pytest.fixture
+def addservice(settings: Settings, mysql_writer: MySQLUsers) -> Iterator[AddService]:
+    """The AddService stand-in: saves to MySQL through `mysql_writer`, then publishes the event."""
+    producer = kafka_producer(settings)
+    yield AddService(mysql_writer, producer, settings.topic)
+    producer.flush(10)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adapters.settings import Settings
 
@@ -31,6 +31,20 @@ def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: floa
         time.sleep(interval)
         last = probe()
     return last
+
+
+def delete_matching(client: Any, *patterns: str, batch: int = 1000) -> None:
+    """Delete the keys matching `patterns`, one UNLINK per `batch` scanned keys (a Cluster client
+    splits it by slot); one DEL per key took 20 s after a test of 100k users."""
+    for pattern in patterns:
+        keys: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                client.unlink(*keys)
+                keys = []
+        if keys:
+            client.unlink(*keys)
 
 
 def free_port() -> int:

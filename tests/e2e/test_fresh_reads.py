@@ -7,7 +7,6 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +14,8 @@ import pymysql
 import pytest
 import requests
 
-from adapters.clients import kafka_producer, mysql_users
 from adapters.generations import Generations
 from api.serialize import iso
-from devtools.addservice import AddService
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.helpers import ADMISSION_OFF, wait_until
 
@@ -28,17 +25,6 @@ SAVES = 1000  # per phase: consumer stopped, then running
 # MySQL read timed out now and then (a 503, not an old answer). These tests are about freshness
 # and the limit, not timeouts (tests/faults has those), so their MySQL reads may take 2 s.
 PATIENT = {"UMS_MYSQL_READ_TIMEOUT_S": "2", "UMS_MYSQL_CONNECT_TIMEOUT_S": "2"}
-
-
-@pytest.fixture
-def addservice(settings):
-    """The stand-in, with 2 s MySQL timeouts: a save is not the API's business, and on this shared
-    machine an fsync'd upsert took over the API's 0.3 s now and then."""
-    writer = mysql_users(replace(settings, mysql_read_timeout_s=2.0, mysql_connect_timeout_s=2.0), writer=True)
-    producer = kafka_producer(settings)
-    yield AddService(writer, producer, settings.topic)
-    producer.flush(10)
-    writer.pool.close()
 
 
 def seed(store, mysql_writer, users: list[User]) -> None:

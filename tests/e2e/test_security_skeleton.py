@@ -16,16 +16,13 @@ from adapters.kafka import ensure_topics
 from devtools.addservice import AddService
 from domain import Name, PhoneNumber, User
 from tests.conftest import BIN, ROOT, SecureStack, _stop
-from tests.helpers import env_of, unique, wait_until
+from tests.helpers import delete_matching, env_of, unique, wait_until
 
 
 @pytest.fixture
 def secure(secure_stack: SecureStack, tmp_path):
     settings = secure_stack.settings(heartbeat_file=str(tmp_path / "heartbeat"), generation_cache_s=0.0)
-    admin = redis_client(settings, Role.ADMIN)
-    for pattern in ("ums:*", "{ums}:*"):
-        for key in admin.scan_iter(match=pattern, count=1000):
-            admin.delete(key)
+    delete_matching(redis_client(settings, Role.ADMIN), "ums:*", "{ums}:*")
     ensure_topics(settings, partitions=3)
     return settings
 

@@ -5,22 +5,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import pytest
-
-from adapters.clients import kafka_producer
-from devtools.addservice import AddService
 from domain import Name, PhoneNumber, User
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import wait_until
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
-
-
-@pytest.fixture
-def addservice(settings, mysql_writer):
-    producer = kafka_producer(settings)
-    yield AddService(mysql_writer, producer, settings.topic)
-    producer.flush(10)
 
 
 def test_published_user_is_visible_within_two_seconds(api, consumer_process, addservice, name_tag):

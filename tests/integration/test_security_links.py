@@ -26,17 +26,14 @@ from consumer.main import main as consume
 from devtools.addservice import AddService
 from domain import Name, PhoneNumber, User
 from tests.conftest import SecureStack
-from tests.helpers import unique, wait_until
+from tests.helpers import delete_matching, unique, wait_until
 
 OPS = "http://localhost:9080"  # create_app's ops port for api_bind's default (8080 + 1000)
 USERS = 12
 
 
 def clean(stack: SecureStack) -> None:
-    admin = redis_client(stack.settings(), Role.ADMIN)
-    for pattern in ("ums:*", "{ums}:*"):
-        for key in admin.scan_iter(match=pattern, count=1000):
-            admin.delete(key)
+    delete_matching(redis_client(stack.settings(), Role.ADMIN), "ums:*", "{ums}:*")
 
 
 @pytest.fixture
