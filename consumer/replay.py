@@ -232,14 +232,16 @@ class Rebuild:
         """The next batch's events below each partition's end offset, and how many messages that was."""
         events: list[Event] = []
         seen = 0
+        max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
         for msg in consumer.consume(REPLAY_BATCH, 0.5):
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if msg.error() or partition not in todo or offset >= todo[partition]:
+            if msg.error():
+                continue
+            message = envelope(msg)
+            if message.partition not in todo or message.offset >= todo[message.partition]:
                 continue
             seen += 1
-            message = envelope(msg)
             try:
-                events.append(decode(message, self.settings.max_event_bytes, self.settings.max_skew_ms))
+                events.append(decode(message, max_bytes, max_skew_ms))
             except PoisonEvent as bad:
                 self.poison += 1  # live consumers dead-lettered it already (decoding is the same)
                 if self.on_poison is not None:

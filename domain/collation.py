@@ -30,6 +30,8 @@ _INVISIBLE = re.compile(
 
 def invisible_character(text: str) -> str | None:
     """The first character of `text` that draws nothing or only steers layout, or None."""
+    if text.isascii() and text.isprintable():
+        return None  # every invisible character above is outside ASCII (this runs for every event)
     if text.isprintable():
         found = _INVISIBLE.search(text)
         return found.group() if found else None
@@ -58,6 +60,10 @@ _BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
 
 def general_ci_key(text: str) -> str:
     """utf8mb4_general_ci: one weight per character, case and accents folded, PAD SPACE."""
+    if text.isascii():
+        # The table spells every ASCII character as its lower case (tests/unit/test_collation.py
+        # checks all 128): 0.1 us instead of 1.1 us, and it runs for every event projected.
+        return text.lower().rstrip(" ")
     if not _GENERAL_CI:
         _GENERAL_CI.update(_general_ci_table())
     # Beyond the BMP every character weighs U+FFFD: all emoji compare equal.
@@ -72,6 +78,8 @@ def uca_0900_ai_ci_key(text: str) -> str:
     NFKD + casefold + dropping combining marks gives that for Latin, Greek and Cyrillic
     names; scripts with contractions or ignorable punctuation may differ (docs/decisions.md).
     """
+    if text.isascii():
+        return text.lower()  # NFKD and casefold leave ASCII as lower() does; no combining marks
     folded = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in folded if not unicodedata.combining(ch))
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import Name, active_collation, canonical_name, use_collation
-from domain.collation import GENERAL_CI, UCA_0900_AI_CI, general_ci_key, uca_0900_ai_ci_key
+from domain.collation import GENERAL_CI, UCA_0900_AI_CI, general_ci_key, invisible_character, uca_0900_ai_ci_key
 
 
 @pytest.fixture
@@ -49,6 +49,21 @@ def test_general_ci_different_names(a, b):
 def test_ascii_names_keep_their_lower_case_keys():
     """Keys of ASCII names are what they were before the collation model (no rebuild needed for them)."""
     assert general_ci_key("KrishnaMohan 42") == "krishnamohan 42"
+
+
+@pytest.mark.parametrize("key", [general_ci_key, uca_0900_ai_ci_key])
+def test_the_ascii_shortcut_spells_every_character_as_the_full_rule_does(key):
+    """Both keys take a shortcut for ASCII names; a non-ASCII letter at the end forces the full rule."""
+    for code in range(128):
+        text = f"x{chr(code)}x"
+        assert key(text) == key(text + "\u00e9")[:-1], repr(chr(code))
+    assert key("Bench User ") == key("Bench User \u00e9")[:-1].rstrip(" " if key is general_ci_key else "")
+
+
+def test_invisible_characters_are_found_in_ascii_and_beyond():
+    assert invisible_character("Bench User 0001") is None
+    assert invisible_character("Bench\tUser") == "\t"
+    assert invisible_character("Bench\u200bUser") == "\u200b"
 
 
 @pytest.mark.parametrize(
