@@ -7,9 +7,13 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+# What the entry point chose, for worker processes that must log the same way (consumer/replay_kafka.py).
+_chosen: dict[str, tuple[str, bool]] = {}
+
 
 def configure(level: str = "INFO", json: bool = True) -> None:
     """Configure the root logger once, from an entry point (never at import)."""
+    _chosen["root"] = (level, json)
     handler = logging.StreamHandler(sys.stderr)
     if json:
         handler.setFormatter(
@@ -25,3 +29,8 @@ def configure(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level.upper())
     # librdkafka and urllib3 chatter is not ours to report at INFO.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def chosen() -> tuple[str, bool]:
+    """The (level, json) the entry point configured; the defaults if none did."""
+    return _chosen.get("root", ("INFO", True))

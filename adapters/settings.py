@@ -79,6 +79,9 @@ class Settings:
     # API and the consumer on the same host come first; 0 keeps it. Measured: docs/decisions.md
     # "Readers first". Between containers the cgroup's CPU weight decides, not niceness.
     maintenance_nice: int = 10
+    # Processes a Kafka replay splits its partitions across (at most one per partition with
+    # work); 1 replays in the CLI's own process. Measured: docs/decisions.md "Replay workers".
+    replay_workers: int = 1
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5

@@ -1,8 +1,9 @@
-"""`make bench-readers`: what a rebuild costs the readers, by script size and CPU priority (issue 25).
+"""`make bench-readers`: what a rebuild costs the readers, by script size, CPU priority and replay workers (issue 25).
 
 One fresh state (READERS_USERS users, 2.5 events each, as the growth run makes them), the live
 consumer running, the API (pinned as in `make bench`) read at 500 req/s open loop throughout.
-Each variant (users per fenced-script call : niceness of the rebuild process) runs `replay`
+Each variant (users per fenced-script call : niceness of the rebuild process [: replay worker
+processes, 1 if not given]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
@@ -35,7 +36,10 @@ from bench.servers import gunicorn
 
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
-VARIANTS = [v.split(":") for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")]
+# keys per call : niceness [: replay workers, 1 if not given]
+VARIANTS = [
+    [*v.split(":"), "1"][:3] for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
+]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
 OUT = Path(os.environ.get("READERS_OUT", str(ROOT / ".run" / "bench-readers")))
 SEED = 25
@@ -46,8 +50,9 @@ def evalsha_usec_per_call(redis_run: RedisRun) -> float:
     return round(float(stats.get("usec_per_call", 0.0)), 1)
 
 
-def one(settings: Any, keys: str, nice: str, events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
-    program = [sys.executable, "-m", "bench.replay_as", keys, nice]
+def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
+    keys, nice, workers = variant
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
     rebuild = phases.to_flip(settings, ["replay"], workdir, program)
@@ -58,6 +63,7 @@ def one(settings: Any, keys: str, nice: str, events: int, reader: Reader, redis_
     row = {
         "keys_per_call": int(keys),
         "nice": int(nice),
+        "workers": int(workers),
         "to_flip_s": round(rebuild.seconds, 2),
         "events_per_s": round(events / rebuild.seconds),
         "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},
@@ -99,8 +105,8 @@ def main() -> None:
             reader = Reader(api.base, names, workdir)
             time.sleep(2.0)  # connections and workers warm before the first measured stretch
             for r in range(ROUNDS):
-                for keys, nice in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-                    rows.append({"round": r, **one(settings, keys, nice, events, reader, redis_run, workdir)})
+                for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+                    rows.append({"round": r, **one(settings, variant, events, reader, redis_run, workdir)})
         finally:
             for part in (reader, api, consumer):
                 if part is not None:
@@ -119,9 +125,11 @@ def main() -> None:
         "baseline_p99_ms",
         "evalsha_usec_per_call",
     )
-    for keys, nice in VARIANTS:
-        mine = [r for r in rows if r["keys_per_call"] == int(keys) and r["nice"] == int(nice)]
-        summary[f"{keys}:{nice}"] = {k: round(statistics.median(r[k] for r in mine), 2) for k in figures} | {
+    for keys, nice, workers in VARIANTS:
+        wanted = (int(keys), int(nice), int(workers))
+        mine = [r for r in rows if (r["keys_per_call"], r["nice"], r["workers"]) == wanted]
+        name = f"{keys}:{nice}" + (f":{workers}" if workers != "1" else "")
+        summary[name] = {k: round(statistics.median(r[k] for r in mine), 2) for k in figures} | {
             "failed_reads": sum(r["failed_reads"] for r in mine)
         }
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
-"""`python -m bench.replay_as KEYS_PER_CALL NICE <ums-find args>`: the CLI with another script size and niceness.
+"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS <ums-find args>`: the CLI with another script size,
+niceness and number of replay workers.
 
-Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay.py,
-set here before the command runs, so a curve can be measured without a setting nobody should
-turn; the niceness is UMS_MAINTENANCE_NICE.
+Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay_kafka.py
+(and consumer/replay.py for MySQL pages), set here before the command runs, so a curve can be
+measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE and the
+workers UMS_REPLAY_WORKERS. A spawned replay worker imports the constant afresh, so another
+script size is refused with more than one worker.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ import os
 import sys
 
 import consumer.replay
+import consumer.replay_kafka
 from ums_find.cli import main as cli
 
 
 def main() -> None:
-    keys, nice = int(sys.argv[1]), int(sys.argv[2])
-    consumer.replay.REPLAY_KEYS_PER_CALL = keys
+    keys, nice, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if workers > 1 and keys != consumer.replay_kafka.REPLAY_KEYS_PER_CALL:
+        raise SystemExit("another script size needs one replay worker (spawned workers import the constant)")
+    consumer.replay.REPLAY_KEYS_PER_CALL = consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
     os.environ["UMS_MAINTENANCE_NICE"] = str(nice)
-    cli(sys.argv[3:])
+    os.environ["UMS_REPLAY_WORKERS"] = str(workers)
+    cli(sys.argv[4:])
 
 
 if __name__ == "__main__":

@@ -14,36 +14,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from adapters.generations import Generations
-from adapters.kafka import consumer_config
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from consumer.decode import Envelope, PoisonEvent, decode
+from consumer.decode import Envelope, PoisonEvent
 from consumer.lease import Lease
-from consumer.loop import envelope
 from consumer.progress import Progress
+from consumer.replay_kafka import (
+    REPLAY_KEYS_PER_CALL,
+    Interrupted,
+    PartitionReplay,
+    in_processes,
+    replay_consumer,
+    split,
+)
 from domain import UserAdded, Version, newest_per_user
 from domain.projection import Event
 
 log = logging.getLogger(__name__)
-# Bigger than a live batch: a replay is all backlog, and fewer, larger pipelines go faster.
-REPLAY_BATCH = 10_000
-# Users per fenced-script call while rebuilding: a replay's pipeline keeps Redis busy for
-# seconds, so its calls are a quarter of the consumer's (~0.3 ms each instead of ~1.1 ms) and a
-# reader's GET waits behind less. Measured (bench/readers_first.py, 1M events, 500 req/s reads,
-# docs/decisions.md "Readers first"), both niced: readers' p99 10.7-15.5 ms at 50 against 18-25 ms
-# at 200 (1M events); 18.9-26.6 against 21.7-26.6 ms and 40 shed reads against 267 (2.5M).
-REPLAY_KEYS_PER_CALL = 50
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
+__all__ = ["Interrupted", "Plan", "Rebuild", "Result"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,8 @@ class Rebuild:
         on_poison: Callable[[Envelope, PoisonEvent], None] | None = None,
     ) -> None:
         """`on_poison` sees each message the replay skips as poison (what the live consumers dead-lettered)."""
+        if settings.replay_workers < 1:
+            raise ValueError("UMS_REPLAY_WORKERS must be >= 1")
         self.settings = settings
         self.store = store
         self.generations = Generations(store)
@@ -165,7 +161,7 @@ class Rebuild:
             self.lease.check()
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
-        consumer = self._consumer()
+        consumer = replay_consumer(self.settings)
         try:
             topic = consumer.list_topics(self.settings.topic, timeout=10).topics[self.settings.topic]
             return {
@@ -174,13 +170,6 @@ class Rebuild:
             }
         finally:
             consumer.close()
-
-    def _consumer(self) -> Consumer:
-        config = consumer_config(
-            self.settings,
-            **{"group.id": f"{self.settings.group_id}-replay", "enable.auto.commit": False, "fetch.wait.max.ms": 10},
-        )
-        return Consumer(config)
 
     def _apply(self, events: Iterable[Event], generation: int) -> None:
         self.store.apply(list(newest_per_user(events).values()), generation, REPLAY_KEYS_PER_CALL)
@@ -198,52 +187,15 @@ class Rebuild:
                 progress.update(len(users))
 
     def _from_kafka(self, plan: Plan) -> None:
-        todo = {p: end for p, (low, end) in plan.partitions.items() if end > low}
-        if not todo:
-            return
-        consumer = self._consumer()
-        consumer.assign([TopicPartition(self.settings.topic, p, plan.partitions[p][0]) for p in todo])
-        # One write in flight: Redis applies batch N while this thread decodes batch N+1
-        # (the GIL is released while redis-py waits on the socket). Nothing flips before
-        # the last write returned, and a failed write fails the rebuild.
-        pending: Future[None] | None = None
-        try:
-            with (
-                Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress,
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-write") as writer,
-            ):
-                while todo:
-                    self._check()
-                    events, seen = self._decode_batch(consumer, todo)
-                    if pending is not None:
-                        pending.result()
-                    pending = writer.submit(self._apply, events, plan.target)
-                    progress.update(seen)
-                    # Done by position, not by last offset seen: compaction leaves gaps.
-                    for tp in consumer.position([TopicPartition(self.settings.topic, p) for p in todo]):
-                        if tp.offset >= todo[tp.partition]:
-                            del todo[tp.partition]
-                if pending is not None:
-                    pending.result()
-        finally:
-            consumer.close()
-
-    def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
-        """The next batch's events below each partition's end offset, and how many messages that was."""
-        events: list[Event] = []
-        seen = 0
-        max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
-        for msg in consumer.consume(REPLAY_BATCH, 0.5):
-            if msg.error():
-                continue
-            message = envelope(msg)
-            if message.partition not in todo or message.offset >= todo[message.partition]:
-                continue
-            seen += 1
-            try:
-                events.append(decode(message, max_bytes, max_skew_ms))
-            except PoisonEvent as bad:
-                self.poison += 1  # live consumers dead-lettered it already (decoding is the same)
-                if self.on_poison is not None:
-                    self.on_poison(message, bad)
-        return events, seen
+        with Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress:
+            groups = split(plan.partitions, self.settings.replay_workers)
+            if len(groups) > 1:
+                log.info("replaying %d partitions in %d processes", sum(map(len, groups)), len(groups))
+                self.poison += in_processes(
+                    self.settings, plan.target, groups, self._check, progress.update, self.on_poison
+                )
+            elif groups:
+                replay = PartitionReplay(
+                    self.settings, self.store, plan.target, groups[0], self._check, progress.update, self.on_poison
+                )
+                self.poison += replay.run()

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -324,3 +325,58 @@ def test_wipe_of_a_million_users_with_three_consumers(settings, store, fault_pro
         seconds_to_whole=round(time.monotonic() - wiped, 1),
         polled_s=round(seconds, 1),
     )
+
+
+def replay_workers(pid: int) -> list[int]:
+    """The spawned replay workers of process `pid` (not multiprocessing's resource tracker)."""
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [k for k in kids if b"spawn_main" in _cmdline(k)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (an orphan's new parent may not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_replay_workers_die_with_a_killed_replay(
+    settings, store, fault_producer, model, consumers, rng, name_tag, tmp_path
+):
+    """SIGKILL reaches only the parent; its workers must not go on writing to the abandoned generation."""
+    produce(fault_producer, settings.topic, random_events(rng, USERS, EVENTS, name_tag), model)
+    running = [consumers().start()]
+    wait_whole(store, model, 240)
+    generations = Generations(store)
+    lease = {"UMS_REBUILD_LEASE_S": "3"}  # the default 30 s would only make the test wait longer
+    replay = ReplayProcess(settings, tmp_path, "workers", UMS_REPLAY_WORKERS="2", **lease).start()
+    assert replay.proc is not None
+    pid = replay.proc.pid
+    workers = wait_until(lambda: replay_workers(pid) if len(replay_workers(pid)) == 2 else None, 60, "2 workers")
+    replay.signal(signal.SIGKILL)
+    replay.wait()
+    # Within a second: the workers are still starting or have most of their 100k events ahead
+    # (about 2 s of work); an orphan would write them into the generation the sweep deletes.
+    wait_until(lambda: all(gone(w) for w in workers), 1, "the workers to die with their parent")
+    wait_until(lambda: generations.read().building is None, 30, "the killed replay's lease to expire")
+    generations.sweep()
+    assert keys_outside_live(store) == 0
+    wait_whole(store, model, 60, "the live generation (untouched by the killed replay)")
+    result = run_replay(settings, UMS_REPLAY_WORKERS="2", **lease)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "in 2 processes" in result.stderr
+    wait_whole(store, model, 60, "the projection two workers rebuilt")
+    assert keys_outside_live(store) == 0
+    assert all(c.alive() for c in running)
+    report("replay workers killed", events=EVENTS, users=len(model.view()), workers=len(workers), keys_left=0)

@@ -1,0 +1,267 @@
+"""The replay's pass over Kafka: one process's loop over its partitions, or the partitions split across processes.
+
+Splitting is safe for the projection because the fenced script keeps the newer version per
+user whatever order writes arrive in (domain/projection.py): two workers writing one user's
+events from two partitions converge as one would. It pays because decoding is Python and
+holds the GIL: one process uses one core, whatever its threads do (docs/decisions.md
+"Replay workers").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from adapters import logs
+from adapters.clients import Role, projection_store
+from adapters.generations import ClaimLost, Generations
+from adapters.kafka import consumer_config
+from adapters.settings import Settings
+from adapters.store import ProjectionStore
+from consumer.decode import Envelope, PoisonEvent, decode
+from consumer.loop import envelope
+from consumer.tuning import tune_gc
+from domain import newest_per_user, use_collation
+from domain.projection import Event
+
+log = logging.getLogger(__name__)
+# Bigger than a live batch: a replay is all backlog, and fewer, larger pipelines go faster.
+REPLAY_BATCH = 10_000
+# Users per fenced-script call while rebuilding: a replay's pipeline keeps Redis busy for
+# seconds, so its calls are a quarter of the consumer's (~0.3 ms each instead of ~1.1 ms) and a
+# reader's GET waits behind less. Measured (bench/readers_first.py, 1M events, 500 req/s reads,
+# docs/decisions.md "Readers first"), both niced: readers' p99 10.7-15.5 ms at 50 against 18-25 ms
+# at 200 (1M events); 18.9-26.6 against 21.7-26.6 ms and 40 shed reads against 267 (2.5M).
+REPLAY_KEYS_PER_CALL = 50
+# How often the parent looks at its claim, its workers and their progress.
+POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+CLAIM_LOST_EXIT = 3  # a worker's exit status when the claim on its generation is gone
+
+Partitions = dict[int, tuple[int, int]]  # partition -> (first offset, end offset)
+OnPoison = Callable[[Envelope, PoisonEvent], None]
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
+
+
+def replay_consumer(settings: Settings) -> Consumer:
+    config = consumer_config(
+        settings,
+        **{"group.id": f"{settings.group_id}-replay", "enable.auto.commit": False, "fetch.wait.max.ms": 10},
+    )
+    return Consumer(config)
+
+
+class PartitionReplay:
+    """One process's replay of some partitions into generation `target`; clients are passed in."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProjectionStore,
+        target: int,
+        partitions: Partitions,
+        check: Callable[[], None],
+        progress: Callable[[int], None],
+        on_poison: OnPoison | None = None,
+    ) -> None:
+        """`check` raises to stop between batches; `progress` is told how many messages each batch read."""
+        self.settings, self.store, self.target = settings, store, target
+        self.partitions, self.check, self.progress, self.on_poison = partitions, check, progress, on_poison
+        self.poison = 0
+
+    def run(self) -> int:
+        """Replay every partition up to its end offset; how many messages were poison."""
+        todo = {p: end for p, (low, end) in self.partitions.items() if end > low}
+        if not todo:
+            return 0
+        consumer = replay_consumer(self.settings)
+        topic = self.settings.topic
+        consumer.assign([TopicPartition(topic, p, self.partitions[p][0]) for p in todo])
+        # One write in flight: Redis applies batch N while this thread decodes batch N+1
+        # (the GIL is released while redis-py waits on the socket). Nothing flips before
+        # the last write returned, and a failed write fails the rebuild.
+        pending: Future[None] | None = None
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-write") as writer:
+                while todo:
+                    self.check()
+                    events, seen = self._decode_batch(consumer, todo)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(self._apply, events)
+                    self.progress(seen)
+                    # Done by position, not by last offset seen: compaction leaves gaps.
+                    for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                        if tp.offset >= todo[tp.partition]:
+                            del todo[tp.partition]
+                if pending is not None:
+                    pending.result()
+        finally:
+            consumer.close()
+        return self.poison
+
+    def _apply(self, events: Iterable[Event]) -> None:
+        self.store.apply(list(newest_per_user(events).values()), self.target, REPLAY_KEYS_PER_CALL)
+
+    def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
+        """The next batch's events below each partition's end offset, and how many messages that was."""
+        events: list[Event] = []
+        seen = 0
+        max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
+        for msg in consumer.consume(REPLAY_BATCH, 0.5):
+            if msg.error():
+                continue
+            message = envelope(msg)
+            if message.partition not in todo or message.offset >= todo[message.partition]:
+                continue
+            seen += 1
+            try:
+                events.append(decode(message, max_bytes, max_skew_ms))
+            except PoisonEvent as bad:
+                self.poison += 1  # live consumers dead-lettered it already (decoding is the same)
+                if self.on_poison is not None:
+                    self.on_poison(message, bad)
+        return events, seen
+
+
+def split(partitions: Partitions, workers: int) -> list[Partitions]:
+    """At most `workers` groups of partitions with work, about equal in events (largest first, to the lightest)."""
+    busy = sorted(((end - low, p) for p, (low, end) in partitions.items() if end > low), reverse=True)
+    groups: list[tuple[int, Partitions]] = [(0, {}) for _ in range(min(workers, len(busy)))]
+    for events, p in busy:
+        lightest = min(range(len(groups)), key=lambda i: groups[i][0])
+        load, members = groups[lightest]
+        members[p] = partitions[p]
+        groups[lightest] = (load + events, members)
+    return [members for _, members in groups]
+
+
+def in_processes(
+    settings: Settings,
+    target: int,
+    groups: list[Partitions],
+    check: Callable[[], None],
+    progress: Callable[[int], None],
+    on_poison: OnPoison | None = None,
+) -> int:
+    """Replay each group in a process of its own; the caller keeps the claim (`check` raises to stop them all).
+
+    Spawned, not forked: the parent holds threads (the lease's) and librdkafka state that a
+    fork would copy half-made. Each worker builds its own clients from `settings`.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    poison_queue: multiprocessing.Queue[tuple[Envelope, str, str]] = ctx.Queue()
+    counters = [ctx.Value("q", 0) for _ in groups]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(settings, target, group, stop, counter, poison_queue, logs.chosen(), os.getpid()),
+            name=f"replay-{i}",
+            daemon=True,
+        )
+        for i, (group, counter) in enumerate(zip(groups, counters, strict=True))
+    ]
+    poison, reported = 0, 0
+    try:
+        for proc in procs:
+            proc.start()
+        while True:
+            check()
+            poison += _drain(poison_queue, on_poison)
+            done = sum(int(c.value) for c in counters)
+            progress(done - reported)
+            reported = done
+            running = [p.sentinel for p in procs if p.exitcode is None]
+            if not running:
+                break
+            multiprocessing.connection.wait(running, timeout=POLL_S)
+        poison += _drain(poison_queue, on_poison)
+        if any(p.exitcode == CLAIM_LOST_EXIT for p in procs):
+            raise ClaimLost(f"generation {target} is no longer claimed: its workers stopped without a flip")
+        failed = [f"{p.name} exited {p.exitcode}" for p in procs if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"replay workers failed: {', '.join(failed)}")
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    return poison
+
+
+def _drain(poison_queue: multiprocessing.Queue[tuple[Envelope, str, str]], on_poison: OnPoison | None) -> int:
+    count = 0
+    while True:
+        try:
+            message, code, text = poison_queue.get_nowait()
+        except queue.Empty:
+            return count
+        count += 1
+        if on_poison is not None:
+            on_poison(message, PoisonEvent(code, text))
+
+
+def _worker(
+    settings: Settings,
+    target: int,
+    partitions: Partitions,
+    stop: Any,
+    counter: Synchronized[int],
+    poison_queue: multiprocessing.Queue[tuple[Envelope, str, str]],
+    log_choice: tuple[str, bool],
+    parent: int,
+) -> None:
+    """A worker process's entry point: the same process-wide set-up as `ums-find`, then its partitions."""
+    _die_with(parent)
+    logs.configure(*log_choice)
+    use_collation(settings.name_collation)
+    tune_gc()  # niceness is inherited from the parent
+    store = projection_store(settings, Role.ADMIN)
+    generations = Generations(store)
+
+    def check() -> None:
+        # The parent holds the lease, but a parent stopped (SIGSTOP) or gone cannot tell its
+        # workers: each one also stops once the claim on its generation is gone.
+        if stop.is_set() or os.getppid() != parent:
+            raise Interrupted("the rebuild stopped")
+        pointer = generations.read()
+        if pointer is None or pointer.building != target:
+            raise ClaimLost(f"generation {target} is no longer claimed: this worker stops writing to it")
+
+    def progress(n: int) -> None:
+        counter.value += n  # only this process writes it
+
+    def on_poison(message: Envelope, bad: PoisonEvent) -> None:
+        poison_queue.put((message, bad.code, str(bad)))
+
+    try:
+        PartitionReplay(settings, store, target, partitions, check, progress, on_poison).run()
+    except ClaimLost as lost:
+        log.warning("%s", lost)
+        sys.exit(CLAIM_LOST_EXIT)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the parent dies, even by SIGKILL (Linux): an orphan would write to an abandoned generation."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
