@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import README, number, save
+from bench.plots import save
+from bench.report import README, number
 
 START, END = "<!-- growth:start -->", "<!-- growth:end -->"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.report import figure, save
+from bench.plots import figure, save
 
 PEERS = ("ours", "ceiling", "seed")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import QUICK, ROOT
+from bench.overload_report import overload_chart, overload_table
+from bench.plots import figure, save
 
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -90,24 +92,6 @@ def number(value: float) -> str:
     return f"{value:,.2f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
 
 
-def figure(size: tuple[float, float], panels: int = 1) -> tuple[Any, Any]:
-    """A figure and its axes (side by side), drawn without a display (matplotlib imported only when plotting)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, panels, figsize=size)
-
-
-def save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def chart(results: dict[str, Any], path: Path) -> None:
     pairs = [
         ("vs ceiling\n(projection)", "projection_vs_ceiling", 0.7),
@@ -182,8 +166,6 @@ def freshness_chart(results: dict[str, Any], path: Path) -> None:
 
 def write(results: dict[str, Any], directory: Path) -> str:
     """Results, table and plots into `directory` and the README; a quick run into `quick/`, README untouched."""
-    # Imported here: bench.overload_report draws with this module's helpers.
-    from bench.overload_report import overload_chart, overload_table
 
     if QUICK:  # harness checks never replace the published figures
         directory = directory / "quick"
