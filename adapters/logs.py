@@ -7,13 +7,9 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-# What the entry point chose, for worker processes that must log the same way (consumer/replay_kafka.py).
-_chosen: dict[str, tuple[str, bool]] = {}
-
 
 def configure(level: str = "INFO", json: bool = True) -> None:
     """Configure the root logger once, from an entry point (never at import)."""
-    _chosen["root"] = (level, json)
     handler = logging.StreamHandler(sys.stderr)
     if json:
         handler.setFormatter(
@@ -32,5 +28,6 @@ def configure(level: str = "INFO", json: bool = True) -> None:
 
 
 def chosen() -> tuple[str, bool]:
-    """The (level, json) the entry point configured; the defaults if none did."""
-    return _chosen.get("root", ("INFO", True))
+    """The (level, json) the root logger has now: what a worker process passes to `configure`."""
+    root = logging.getLogger()
+    return logging.getLevelName(root.level), any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)

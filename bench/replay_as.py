@@ -2,7 +2,7 @@
 niceness and number of replay workers.
 
 Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay_kafka.py
-(and consumer/replay.py for MySQL pages), set here before the command runs, so a curve can be
+(for Kafka events and MySQL pages alike), set here before the command runs, so a curve can be
 measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE and the
 workers UMS_REPLAY_WORKERS. A spawned replay worker imports the constant afresh, so another
 script size is refused with more than one worker.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 
-import consumer.replay
 import consumer.replay_kafka
 from ums_find.cli import main as cli
 
@@ -22,7 +21,7 @@ def main() -> None:
     keys, nice, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     if workers > 1 and keys != consumer.replay_kafka.REPLAY_KEYS_PER_CALL:
         raise SystemExit("another script size needs one replay worker (spawned workers import the constant)")
-    consumer.replay.REPLAY_KEYS_PER_CALL = consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
+    consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
     os.environ["UMS_MAINTENANCE_NICE"] = str(nice)
     os.environ["UMS_REPLAY_WORKERS"] = str(workers)
     cli(sys.argv[4:])

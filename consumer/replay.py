@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
@@ -26,15 +26,14 @@ from consumer.decode import Envelope, PoisonEvent
 from consumer.lease import Lease
 from consumer.progress import Progress
 from consumer.replay_kafka import (
-    REPLAY_KEYS_PER_CALL,
     Interrupted,
     PartitionReplay,
+    apply_newest,
     in_processes,
     replay_consumer,
     split,
 )
-from domain import UserAdded, Version, newest_per_user
-from domain.projection import Event
+from domain import UserAdded, Version
 
 log = logging.getLogger(__name__)
 __all__ = ["Interrupted", "Plan", "Rebuild", "Result"]
@@ -171,9 +170,6 @@ class Rebuild:
         finally:
             consumer.close()
 
-    def _apply(self, events: Iterable[Event], generation: int) -> None:
-        self.store.apply(list(newest_per_user(events).values()), generation, REPLAY_KEYS_PER_CALL)
-
     def _from_mysql(self, plan: Plan) -> None:
         assert self.mysql is not None
         # Closed on the way out, interrupted or not, whatever else holds the generator.
@@ -183,7 +179,7 @@ class Rebuild:
         ):
             for users in pages:
                 self._check()
-                self._apply((UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
+                apply_newest(self.store, (UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
                 progress.update(len(users))
 
     def _from_kafka(self, plan: Plan) -> None:

@@ -50,6 +50,7 @@ REPLAY_KEYS_PER_CALL = 50
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CLAIM_LOST_EXIT = 3  # a worker's exit status when the claim on its generation is gone
+INTERRUPTED_EXIT = 4  # ... when its parent stopped it (no traceback: not a crash)
 
 Partitions = dict[int, tuple[int, int]]  # partition -> (first offset, end offset)
 OnPoison = Callable[[Envelope, PoisonEvent], None]
@@ -57,6 +58,11 @@ OnPoison = Callable[[Envelope, PoisonEvent], None]
 
 class Interrupted(Exception):
     """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
+
+
+def apply_newest(store: ProjectionStore, events: Iterable[Event], target: int) -> None:
+    """The newest event per user of a rebuild's batch into generation `target`, REPLAY_KEYS_PER_CALL users a call."""
+    store.apply(list(newest_per_user(events).values()), target, REPLAY_KEYS_PER_CALL)
 
 
 def replay_consumer(settings: Settings) -> Consumer:
@@ -104,7 +110,7 @@ class PartitionReplay:
                     events, seen = self._decode_batch(consumer, todo)
                     if pending is not None:
                         pending.result()
-                    pending = writer.submit(self._apply, events)
+                    pending = writer.submit(apply_newest, self.store, events, self.target)
                     self.progress(seen)
                     # Done by position, not by last offset seen: compaction leaves gaps.
                     for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
@@ -115,9 +121,6 @@ class PartitionReplay:
         finally:
             consumer.close()
         return self.poison
-
-    def _apply(self, events: Iterable[Event]) -> None:
-        self.store.apply(list(newest_per_user(events).values()), self.target, REPLAY_KEYS_PER_CALL)
 
     def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
         """The next batch's events below each partition's end offset, and how many messages that was."""
@@ -231,6 +234,8 @@ def _worker(
 ) -> None:
     """A worker process's entry point: the same process-wide set-up as `ums-find`, then its partitions."""
     _die_with(parent)
+    # Ctrl-C reaches the whole process group: the parent handles it and stops its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(*log_choice)
     use_collation(settings.name_collation)
     tune_gc()  # niceness is inherited from the parent
@@ -257,6 +262,8 @@ def _worker(
     except ClaimLost as lost:
         log.warning("%s", lost)
         sys.exit(CLAIM_LOST_EXIT)
+    except Interrupted:
+        sys.exit(INTERRUPTED_EXIT)  # the parent stopped the rebuild and says why
 
 
 def _die_with(parent: int) -> None:

@@ -112,3 +112,12 @@ def test_keys_do_not_depend_on_normalization_form(text):
     nfc = unicodedata.normalize("NFC", text)
     nfd = unicodedata.normalize("NFD", text)
     assert canonical_name(nfc) == canonical_name(nfd)
+
+
+def test_selecting_general_ci_builds_its_table_before_any_name_needs_it(collation):
+    """The ASCII shortcut never builds the table: `use_collation` must, so no first request pays ~8 ms."""
+    import domain.collation
+
+    domain.collation._GENERAL_CI.clear()
+    collation(GENERAL_CI)
+    assert domain.collation._GENERAL_CI
