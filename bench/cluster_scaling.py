@@ -63,8 +63,13 @@ def run(settings: Settings, consumers: int, users: int) -> dict[str, Any]:
     redis_cpu0, kafka_cpu0 = cpu_of(masters), cpu_of([broker] if broker else [])
     started = time.monotonic()
     procs = [
-        subprocess.Popen([str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-        for _ in range(consumers)
+        subprocess.Popen(
+            [str(BIN / "ums-find"), "consume"],
+            env={**env, "UMS_HEARTBEAT_FILE": f"/tmp/ums-find-bench-cluster-{i}.health"},  # one each, as in pods
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for i in range(consumers)
     ]
     first = tenth = ninetieth = None
     try:

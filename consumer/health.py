@@ -35,7 +35,9 @@ class HealthFile:
     def write(self, assigned: int, lag: int, waiting: str = "") -> None:
         """Advance the heartbeat; the retry loop calls this too, so waiting on a dependency is alive."""
         self._last = time.monotonic()
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        # One temporary file per process: two consumers given one path (a local run of several) must
+        # not rename each other's file away (seen: FileNotFoundError killed one of them).
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(Health(assigned, lag, time.time(), waiting))))
         os.replace(tmp, self.path)
 

@@ -1,3 +1,4 @@
+import json
 import os
 import time
 
@@ -23,3 +24,22 @@ def test_ready_needs_partitions_and_low_lag(tmp_path):
     assert "lag 500" in check_ready(path, 100, 30)
     health.write(assigned=2, lag=50)
     assert check_ready(path, 100, 30) is None
+
+
+def test_two_consumers_given_one_heartbeat_path_do_not_break_each_other(tmp_path, monkeypatch):
+    path = tmp_path / "consumer.health"
+    mine, theirs = HealthFile(str(path)), HealthFile(str(path))
+    rename, pid = os.replace, os.getpid()
+
+    def theirs_lands_in_between(src, dst):
+        # The other process's whole write falls between this one's temporary file and its rename.
+        monkeypatch.setattr(os, "replace", rename)
+        monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+        theirs.write(assigned=2, lag=0)
+        monkeypatch.setattr(os, "getpid", lambda: pid)
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", theirs_lands_in_between)
+    mine.write(assigned=1, lag=0)
+    assert json.loads(path.read_text())["assigned"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["consumer.health"]
