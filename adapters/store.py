@@ -22,6 +22,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
+from adapters.cluster_write import apply_calls
 from adapters.lua import FENCED_SET, REPLACE_IF
 from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
@@ -73,12 +74,6 @@ def parse_pointer(raw: bytes | str) -> tuple[int, str]:
 
 
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
-REDIRECTED = (
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
 
 
 def make_redis(settings: Settings, timeout_s: float | None = None, **extra: Any) -> redis.Redis:
@@ -182,30 +177,9 @@ class ProjectionStore:
         return sum(int(r) for r in pipe.execute())
 
     def _apply_on_cluster(self, events: Sequence[Event], generation: int, per_call: int) -> int:
-        # redis-py's cluster pipeline refuses EVALSHA, so each master gets a plain pipeline
-        # of its own script calls (every call within one slot). A call whose slot moved or is
-        # moving (MOVED, ASK, TRYAGAIN during a reshard) is sent again on its own through the
-        # cluster client, which follows the redirection and refreshes its slot map; the
-        # fence makes sending a call twice harmless.
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
-        by_node: dict[str, tuple[Any, list[tuple[list[str], list[str]]]]] = {}
-        for keys, values in self.calls(((e.key, e) for e in events), generation, per_call):
-            node = cluster.get_node_from_key(keys[0])
-            if node is None:
-                raise redis.exceptions.ClusterDownError(f"no node owns {keys[0]!r}")
-            by_node.setdefault(node.name, (node, []))[1].append((keys, values))
-        applied = 0
-        for node, calls in by_node.values():
-            pipe = node.redis_connection.pipeline(transaction=False)
-            for keys, values in calls:
-                self._fenced_set(keys=keys, args=values, client=pipe)
-            for (keys, values), result in zip(calls, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(result, REDIRECTED):
-                    result = self._fenced_set(keys=keys, args=values, client=cluster)
-                elif isinstance(result, Exception):
-                    raise result
-                applied += int(result)
-        return applied
+        calls = self.slot_calls(((e.key, e) for e in events), generation, per_call)
+        return apply_calls(cluster, self.fenced_set_sha, calls, self._fenced_set)
 
     def calls(
         self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
@@ -222,6 +196,14 @@ class ProjectionStore:
                 part = pairs[start : start + per_call]
                 yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
             return
+        for _, keys, values in self.slot_calls(events, generation, per_call):
+            yield keys, values
+
+    def slot_calls(
+        self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
+    ) -> Iterable[tuple[int, list[str], list[str]]]:
+        """Script calls as (Cluster hash slot, keys, values), at most `per_call` users each."""
+        head = f"{self.prefix}:{generation}:"
         groups: dict[int, tuple[list[str], list[str]]] = {}
         for canonical, event in events:
             key = head + canonical
@@ -230,5 +212,6 @@ class ProjectionStore:
             keys.append(key)
             values.append(format_value(event))
             if len(keys) >= per_call:
-                yield groups.pop(slot)
-        yield from groups.values()
+                yield slot, *groups.pop(slot)
+        for slot, (keys, values) in groups.items():
+            yield slot, keys, values

@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import redis
 
 from adapters.settings import Settings
 from bench.common import BIN, QUICK, RESULTS, ROOT, ROUNDS, cpu_seconds, env_for, machine, median, spread
+from bench.plots import figure, save
 from bench.projection import produce
 
 log = logging.getLogger("bench")
@@ -133,8 +135,40 @@ def summarise(runs: dict[int, list[dict[str, Any]]], users: int) -> dict[str, An
         "scaling_vs_one": {k: v["eps_steady"]["median"] / one for k, v in by_k.items()},
         "runs": runs,
         "machine": machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_end": os.getloadavg(),
     }
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    """Events/s against consumers (median, min-max of the rounds) and CPU per event, side by side."""
+    fig, (left, right) = figure((11, 4.2), panels=2)
+    ks = sorted(summary["by_consumers"], key=int)
+    xs = [int(k) for k in ks]
+    for key, label in (("eps_steady", "steady (10-90 % of users)"), ("eps_from_start", "from start")):
+        cells = [summary["by_consumers"][k][key] for k in ks]
+        mid = [c["median"] for c in cells]
+        below = [c["median"] - c["min"] for c in cells]
+        above = [c["max"] - c["median"] for c in cells]
+        left.errorbar(xs, mid, yerr=[below, above], marker="o", capsize=4, label=label)
+    one = summary["by_consumers"][ks[0]]["eps_steady"]["median"]
+    left.plot(xs, [one * x for x in xs], linestyle="--", color="grey", label="linear from one consumer")
+    left.set_xlabel("consumers")
+    left.set_ylabel("events/s")
+    left.set_xticks(xs)
+    left.legend(fontsize="small")
+    left.set_title(f"{summary['users']:,} users into a 3-master Redis Cluster")
+    width = 0.35
+    for offset, (key, label) in ((-width / 2, ("consumer_cpu_us_per_event", "consumers")),
+                                 (width / 2, ("redis_cpu_us_per_event", "3 Redis masters"))):  # fmt: skip
+        right.bar([x + offset for x in xs], [summary["by_consumers"][k][key]["median"] for k in ks], width, label=label)
+    right.set_xlabel("consumers")
+    right.set_ylabel("CPU µs per event (all processes)")
+    right.set_xticks(xs)
+    right.legend(fontsize="small")
+    right.set_title("CPU per event (median of the rounds)")
+    fig.suptitle(f"ums-find: consumers in one group on 2 cores, {summary.get('date', '')}")
+    save(fig, path)
 
 
 def main() -> None:
@@ -152,6 +186,7 @@ def main() -> None:
     summary = summarise(runs, USERS)
     target = RESULTS / "cluster-scaling.json" if not QUICK else Path("/tmp/cluster-scaling-quick.json")
     target.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    chart(summary, target.with_suffix(".png"))
     log.info("wrote %s: %s", target, {k: round(median([r["eps_steady"] for r in v])) for k, v in runs.items()})
 
 
