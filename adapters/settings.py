@@ -122,6 +122,11 @@ class Settings:
     # over twice the target are shed (503). 0 turns shedding off. The default: measured (same section).
     api_queue_target_ms: float = 10.0
     api_queue_interval_ms: float = 100.0
+    # Whether a thread still sheds, on its wait in the worker's queue, a request the arrival stage let in
+    # (CoDel's drop at dequeue). Off: what was let in is served, up to the deadline; a wait before the
+    # worker saw the request (a proxy's X-Request-Start) is still judged when a thread takes it, and where
+    # no arrival stage runs (another worker class, TLS in gunicorn) a thread sheds as before.
+    api_shed_at_dequeue: bool = False
     # A request that waited longer than this is answered 503 unserved: below a client's usual
     # 1 s timeout, so the answer still finds its client. 0: no deadline.
     api_request_deadline_ms: float = 500.0

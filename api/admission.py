@@ -60,22 +60,25 @@ def parse_request_start(value: str, now: float) -> float | None:
 class QueueGuard:
     """CoDel's test on a server queue: overloaded when no request of the last interval waited under the target.
 
-    While overloaded, a request that waited more than twice the target is shed, when a thread
-    takes it or already on arrival; otherwise only the deadline bounds the wait (Facebook's
-    variant of CoDel for server queues). Shedding keeps the queue short by itself, so the
-    overload ends only after an interval that needed no shedding and had a short wait.
+    While overloaded, a request that waited more than twice the target is shed, already on arrival
+    or when a thread takes it; otherwise only the deadline bounds the wait (Facebook's variant of
+    CoDel for server queues). Shedding keeps the queue short by itself, so the overload ends only
+    after an interval that needed no shedding and had a short wait. With `at_dequeue` off (the
+    worker sheds on arrival), a thread judges only the wait the arrival stage could not see.
     """
 
     target_s: float
     interval_s: float
+    at_dequeue: bool = True
     _overloaded: bool = False
     _interval_end: float | None = None
     _min_wait: float = math.inf
     _shed_in_interval: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def shed(self, wait_s: float, now: float) -> bool:
-        """Record the wait of a request a thread took; whether to shed it."""
+    def shed(self, wait_s: float, now: float, unseen_s: float = 0.0) -> bool:
+        """Record the wait of a request a thread took; whether to shed it (`unseen_s`: its wait before
+        the worker accepted it, e.g. behind a proxy, which the arrival stage cannot judge)."""
         with self._lock:
             if self._interval_end is None or now >= self._interval_end:
                 if self._interval_end is not None:
@@ -86,7 +89,7 @@ class QueueGuard:
                 self._shed_in_interval = False
             elif wait_s < self._min_wait:
                 self._min_wait = wait_s
-            shed = self._overloaded and wait_s > 2 * self.target_s
+            shed = self._overloaded and (wait_s if self.at_dequeue else unseen_s) > 2 * self.target_s
             self._shed_in_interval |= shed
         return shed
 
@@ -175,6 +178,7 @@ class Admission:
             if settings.api_queue_target_ms > 0
             else None
         )
+        self.shed_at_dequeue = settings.api_shed_at_dequeue
         self.metrics = metrics
         self.clock, self.wall = clock, wall
         retry = settings.api_shed_retry_after_s
@@ -194,7 +198,9 @@ class Admission:
         wait = self.measure(environ)
         if environ.get("SERVER_PORT") == self.ops_port:
             return self.app(environ, start_response)  # operational endpoints are never shed
-        outcome = self.decide(wait)
+        # The part of the wait before gunicorn accepted the request, which the arrival stage cannot see.
+        unseen = max(0.0, environ.get(PROXY_WAIT, 0.0) - environ.get(QUEUE_WAIT, 0.0))
+        outcome = self.decide(wait, unseen)
         environ[OUTCOME] = outcome
         self._outcome[outcome].inc()
         if outcome == ADMITTED:
@@ -223,6 +229,11 @@ class Admission:
                 waits.append(proxy_wait)
         return max(waits) if waits else None
 
+    def arrival_stage_runs(self) -> None:
+        """The worker sheds plain GETs on arrival (api.worker): a thread sheds as UMS_API_SHED_AT_DEQUEUE says."""
+        if self.guard is not None:
+            self.guard.at_dequeue = self.shed_at_dequeue
+
     def pressing(self, head_wait_s: float, predicted_wait_s: float = 0.0) -> bool:
         """Whether to shed an arriving request (QueueGuard.shed_arrival)."""
         return self.guard is not None and self.guard.shed_arrival(head_wait_s, predicted_wait_s)
@@ -232,11 +243,12 @@ class Admission:
         self._shed_on_arrival.inc()
         return self._raw_shed[keep_alive]
 
-    def decide(self, wait_s: float | None) -> str:
-        """admitted, shed or expired for a request that waited `wait_s` (None: unknown, admitted)."""
+    def decide(self, wait_s: float | None, unseen_s: float = 0.0) -> str:
+        """admitted, shed or expired for a request that waited `wait_s` (None: unknown, admitted), of which
+        `unseen_s` before the worker accepted it."""
         if wait_s is None:
             return ADMITTED
-        shed = self.guard is not None and self.guard.shed(wait_s, self.clock())
+        shed = self.guard is not None and self.guard.shed(wait_s, self.clock(), unseen_s)
         if self.deadline_s > 0 and wait_s > self.deadline_s:
             return EXPIRED
         return SHED if shed else ADMITTED

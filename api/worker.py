@@ -91,6 +91,8 @@ class QueueStampingWorker(ThreadWorker):
         if not fast:
             self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival", ", ".join(FAST_PATH_NEEDS))
         self._admission = admission if isinstance(admission, Admission) and fast else None
+        if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
+            self._admission.arrival_stage_runs()
         stamps, drain = self._stamps, self._drain
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from adapters.generations import Generations
 from adapters.mysql import MySQLUsers, make_pool
+from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
 from bench.common import PORT_BASE, QUICK, RESULTS, bench_settings, machine
 from bench.loadgen import write_targets
@@ -39,16 +40,30 @@ def users(run: str) -> list[User]:
     return [User(Name(f"Overload {run} {i:05d}"), PhoneNumber(9_000_000_000 + i), since) for i in range(USERS)]
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    load_at_start = os.getloadavg()
-    run = uuid.uuid4().hex[:6]
-    tag = f"bench-ovl-{run}"
+def projected(run: str, tag: str) -> tuple[Settings, list[User]]:
+    """Bench settings under key prefix `tag`, and this run's USERS users projected into its live generation."""
     settings = bench_settings(key_prefix=tag)
     people = users(run)
     store = ProjectionStore(make_redis(settings, timeout_s=10), tag)
     pointer, _ = Generations(store).ensure()
     store.apply([UserAdded(u, Version(u.since_ms, 0, i)) for i, u in enumerate(people)], pointer.live)
+    return settings, people
+
+
+def forget(settings: Settings, tag: str) -> None:
+    """Delete every key under `tag` (users and control keys)."""
+    client = make_redis(settings, timeout_s=10)
+    for pattern in (f"{tag}:*", f"{{{tag}}}:*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    load_at_start = os.getloadavg()
+    run = uuid.uuid4().hex[:6]
+    tag = f"bench-ovl-{run}"
+    settings, people = projected(run, tag)
     mysql = MySQLUsers(make_pool(replace(settings, mysql_read_timeout_s=60.0), writer=True))
     mysql.upsert_many(people)
     names = [u.name.value for u in people]
@@ -75,10 +90,7 @@ def main() -> None:
             server.stop()
         with mysql.pool.connection() as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM ums_users WHERE name LIKE %s", (f"Overload {run} %",))
-        client = make_redis(settings, timeout_s=10)
-        for pattern in (f"{tag}:*", f"{{{tag}}}:*"):
-            for key in client.scan_iter(match=pattern):
-                client.delete(key)
+        forget(settings, tag)
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),

@@ -67,6 +67,27 @@ def test_arrivals_are_shed_while_overloaded_behind_a_queue_that_waited_long():
     assert guard.shed_arrival(0.050)
 
 
+def test_without_dequeue_shedding_a_thread_serves_what_it_takes_and_arrivals_are_still_shed():
+    guard = QueueGuard(target_s=0.005, interval_s=0.1, at_dequeue=False)
+    assert not guard.shed(0.050, now=0.0)
+    # Overloaded from here on (the first interval's shortest wait was 50 ms), yet a thread sheds nothing.
+    assert not guard.shed(0.030, now=0.1)
+    assert guard.shed_arrival(0.050)
+    assert not guard.shed(0.001, now=0.2)
+    assert guard.shed_arrival(0.050)
+    # That interval's waits were short, but the arrival stage shed in it: the overload stays on.
+    assert not guard.shed(0.001, now=0.31)
+    assert guard.shed_arrival(0.050)
+    assert not guard.shed(0.001, now=0.42)
+    # A wait the arrival stage could not see (before the worker accepted the request) is still judged.
+    assert guard.shed(0.030, now=0.45, unseen_s=0.025)
+    assert not guard.shed(0.030, now=0.46, unseen_s=0.005)
+    # An interval of short waits without a shed ends it.
+    assert not guard.shed(0.001, now=0.56)
+    assert not guard.shed(0.001, now=0.67)
+    assert not guard.shed_arrival(0.050)
+
+
 def test_codel_stays_calm_when_some_request_waits_under_the_target():
     guard = QueueGuard(target_s=0.005, interval_s=0.1)
     for step in range(30):
@@ -98,6 +119,20 @@ def shedding(settings, store, mysql):
         return client.get(path, base_url=base_url, environ_base=stamps, headers=headers)
 
     return get, clock, client
+
+
+def test_behind_an_arrival_stage_a_thread_serves_what_was_let_in(shedding, store):
+    get, clock, client = shedding
+    client.application.wsgi_app.arrival_stage_runs()  # as api.worker does for gthread over plain HTTP
+    store.client.set(store.pointer_key, 1)
+    store.apply([UserAdded(USER, Version(USER.since_ms, 0, 0))], 1)
+    assert get("/user/KrishnaMohan", waited=0.050).status_code == 200
+    clock.now += 0.2  # overloaded: that interval's shortest wait was 50 ms
+    assert get("/user/KrishnaMohan", waited=0.050).status_code == 200  # waited in the worker: served
+    # Waited 50 ms behind a proxy before gunicorn accepted it: the arrival stage never judged that.
+    proxy = {"X-Request-Start": f"{NOW + clock.now - 0.051:.6f}"}
+    assert_rejected(get("/user/KrishnaMohan", waited=0.001, headers=proxy), "overloaded")
+    assert outcome(samples(client), "shed") == 1
 
 
 def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
