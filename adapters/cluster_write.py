@@ -1,22 +1,24 @@
-"""Fenced script calls on Redis Cluster: one raw pipeline per master.
+"""Fenced script calls on Redis Cluster: one raw pipeline per master, streamed.
 
 Keys of one script call must share a hash slot, so on a Cluster a batch of users makes about
 one call per user. Through redis-py (a pipeline per master of `Script` calls: a SCRIPT EXISTS
 round trip per pipeline, a callback per reply) the consumer spent ~30 µs of CPU per event
-there against ~11 on one Redis (`make bench-cluster`, 2026-12-03). Here each master's calls
-are packed into one buffer and sent on one connection from that master's pool; the replies
-are read in order, an error reply kept as its exception.
+there against ~11 on one Redis (`make bench-cluster`, 2026-12-03). Here a batch holds one
+connection per master, taken from that master's pool: each chunk's calls are packed into one
+buffer per master and sent at once, and the replies are read in order only at `wait`, so the
+masters run one chunk while the caller decodes the next (adapters/pipelined.py).
 
 A call whose slot moved or is moving (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or whose master lost
 its script cache (NOSCRIPT: a restart, a failover to a replica) is sent again on its own by
 `resend` (the cluster client, which follows the redirection, refreshes its slot map and loads
-the script); the fence makes a call sent twice harmless. Any other failure drops the
-connection and raises, and the caller writes the whole batch again.
+the script); the fence makes a call sent twice harmless. Any other failure drops every
+connection of the batch (replies may be left unread) and raises; the caller writes the whole
+batch again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -31,40 +33,62 @@ RESEND = (
 )
 
 
-def apply_calls(
-    cluster: redis.RedisCluster, sha: str, calls: Iterable[tuple[int, list[str], list[str]]], resend: Callable[..., Any]
-) -> int:
-    """Run (slot, keys, values) script calls on their masters; how many users they changed."""
-    by_node: dict[str, tuple[Any, list[Call]]] = {}
-    for slot, keys, values in calls:
-        node = cluster.nodes_manager.get_node_from_slot(slot)  # type: ignore[arg-type]  # typed str, keyed by int
-        by_node.setdefault(node.name, (node, []))[1].append((keys, values))
-    applied = 0
-    for node, node_calls in by_node.values():
-        for (keys, values), reply in zip(node_calls, _send(node, sha, node_calls), strict=True):
-            if isinstance(reply, RESEND):
-                reply = resend(keys=keys, args=values, client=cluster)
-            elif isinstance(reply, Exception):
-                raise reply
-            applied += int(reply)
-    return applied
+class ClusterStream:
+    """One batch's script calls on a Redis Cluster: `send` as chunks come, `wait` for every reply."""
 
+    def __init__(self, cluster: redis.RedisCluster, sha: str, resend: Callable[..., Any]) -> None:
+        self.cluster, self.sha, self.resend = cluster, sha, resend
+        # Per master: the node, the batch's connection to it, and the calls sent on it in order
+        # (with whether each counts towards the changed users).
+        self._open: dict[str, tuple[Any, Any, list[tuple[Call, bool]]]] = {}
 
-def _send(node: Any, sha: str, calls: Sequence[Call]) -> list[Any]:
-    """Every call's reply, in order, an error reply as its exception; the connection is dropped on any failure."""
-    pool = node.redis_connection.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command(conn.pack_commands([("EVALSHA", sha, len(k), *k, *v) for k, v in calls]))
-        replies: list[Any] = []
-        for _ in calls:
-            try:
-                replies.append(conn.read_response())
-            except redis.exceptions.ResponseError as exc:  # the reply of this call; the next ones follow
-                replies.append(exc)
-        return replies
-    except BaseException:
-        conn.disconnect()  # replies may be left unread: never hand this connection out again
-        raise
-    finally:
-        pool.release(conn)
+    def send(self, calls: Iterable[tuple[int, list[str], list[str]]], counts: bool = True) -> None:
+        """Send (slot, keys, values) calls to their masters without reading replies."""
+        by_node: dict[str, tuple[Any, list[Call]]] = {}
+        for slot, keys, values in calls:
+            node = self.cluster.nodes_manager.get_node_from_slot(slot)  # type: ignore[arg-type]  # typed str, keyed by int
+            by_node.setdefault(node.name, (node, []))[1].append((keys, values))
+        try:
+            for name, (node, node_calls) in by_node.items():
+                if name not in self._open:
+                    self._open[name] = (node, node.redis_connection.connection_pool.get_connection(), [])
+                _, conn, sent = self._open[name]
+                conn.send_packed_command(
+                    conn.pack_commands([("EVALSHA", self.sha, len(k), *k, *v) for k, v in node_calls])
+                )
+                sent.extend((call, counts) for call in node_calls)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def wait(self) -> int:
+        """Read every reply; how many counted calls changed a user. Raises on any error but a redirection."""
+        applied = 0
+        try:
+            for _, conn, sent in self._open.values():
+                for (keys, values), counts in sent:
+                    try:
+                        reply = conn.read_response()
+                    except redis.exceptions.ResponseError as exc:  # this call's reply; the next ones follow
+                        reply = exc
+                    if isinstance(reply, RESEND):
+                        reply = self.resend(keys=keys, args=values, client=self.cluster)
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    applied += int(reply) if counts else 0
+        except BaseException:
+            self.abandon()
+            raise
+        self._release(disconnect=False)
+        return applied
+
+    def abandon(self) -> None:
+        """Drop every connection of the batch (replies may be unread), so no pool hands out a dirty one."""
+        self._release(disconnect=True)
+
+    def _release(self, disconnect: bool) -> None:
+        for node, conn, _ in self._open.values():
+            if disconnect:
+                conn.disconnect()
+            node.redis_connection.connection_pool.release(conn)
+        self._open = {}

@@ -9,7 +9,8 @@ Nothing is acknowledged before every reply has been read: the caller saves posit
 after `wait`. Any error (connection, timeout, NOSCRIPT after a Redis restart) drops the
 connection and raises; the caller then writes the whole batch again the ordinary way
 (`ProjectionStore.apply`, retried until Redis answers), which the fence makes harmless.
-On Redis Cluster the calls are made the ordinary way at `wait`.
+On Redis Cluster each chunk goes to the masters the same way, one connection per master
+(adapters/cluster_write.py), and a redirected call is sent again at `wait`.
 """
 
 from __future__ import annotations
@@ -29,17 +30,17 @@ class PipelinedWrite:
     def __init__(self, store: ProjectionStore, targets: Sequence[int]) -> None:
         self.store = store
         self.targets = tuple(targets)
-        self.cluster = isinstance(store.client, redis.RedisCluster)
+        self.stream = store.cluster_stream() if isinstance(store.client, redis.RedisCluster) else None
         self._conn: Any = None
         self._replies: list[bool] = []  # per call sent: does it count (the first, live target)?
-        self._held: list[Mapping[str, Event]] = []  # Cluster: written at `wait`
 
     def send(self, newest: Mapping[str, Event]) -> None:
         """Send the script calls for these users (canonical key -> newest event) without reading replies."""
         if not newest:
             return
-        if self.cluster:
-            self._held.append(newest)
+        if self.stream is not None:
+            for n, generation in enumerate(self.targets):
+                self.stream.send(self.store.slot_calls(newest.items(), generation), counts=n == 0)
             return
         commands = []
         for n, generation in enumerate(self.targets):
@@ -56,8 +57,8 @@ class PipelinedWrite:
 
     def wait(self) -> int:
         """Read every reply; return how many users changed in the live target. Raises on any error."""
-        if self.cluster:
-            return sum(self._apply_held(n, g) for n, g in enumerate(self.targets))
+        if self.stream is not None:
+            return self.stream.wait()
         applied = 0
         try:
             for counts in self._replies:
@@ -74,6 +75,8 @@ class PipelinedWrite:
 
     def abandon(self) -> None:
         """Drop the connection (replies may be unread), so the pool never hands out a dirty one."""
+        if self.stream is not None:
+            self.stream.abandon()
         if self._conn is not None:
             self._conn.disconnect()
             self._release()
@@ -83,7 +86,3 @@ class PipelinedWrite:
             self.store.client.connection_pool.release(self._conn)
             self._conn = None
         self._replies = []
-
-    def _apply_held(self, n: int, generation: int) -> int:
-        changed = sum(self.store.apply(list(newest.values()), generation) for newest in self._held)
-        return changed if n == 0 else 0

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from adapters.cluster_write import apply_calls
+from adapters.cluster_write import ClusterStream
 from adapters.lua import FENCED_SET, REPLACE_IF
 from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
@@ -177,9 +177,14 @@ class ProjectionStore:
         return sum(int(r) for r in pipe.execute())
 
     def _apply_on_cluster(self, events: Sequence[Event], generation: int, per_call: int) -> int:
+        stream = self.cluster_stream()
+        stream.send(self.slot_calls(((e.key, e) for e in events), generation, per_call))
+        return stream.wait()
+
+    def cluster_stream(self) -> ClusterStream:
+        """A batch of fenced script calls on Redis Cluster, sent raw per master (adapters/cluster_write.py)."""
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
-        calls = self.slot_calls(((e.key, e) for e in events), generation, per_call)
-        return apply_calls(cluster, self.fenced_set_sha, calls, self._fenced_set)
+        return ClusterStream(cluster, self.fenced_set_sha, self._fenced_set)
 
     def calls(
         self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL

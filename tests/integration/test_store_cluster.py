@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from adapters.pipelined import PipelinedWrite
 from adapters.store import ProjectionStore
-from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
+from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version, newest_per_user
 
 pytestmark = pytest.mark.parametrize("redis_kind", ["cluster"], indirect=True)
 
@@ -47,3 +48,13 @@ def test_a_master_that_lost_its_scripts_gets_the_fence_again(store: ProjectionSt
     events = added(USERS, time_ms=2, phone=9_200_000_000)
     assert store.apply(events, 1) == USERS
     assert all(store.get(e.key, 1).user == e.user for e in events[::97])
+
+
+def test_chunks_streamed_to_the_masters_are_fenced_and_only_the_live_target_counts(store: ProjectionStore):
+    events = added(USERS, time_ms=2)
+    store.apply(events[:10], 1)  # already there, same versions: the chunk changes nothing for them
+    write = PipelinedWrite(store, (1, 2))
+    write.send(newest_per_user(events[: USERS // 2]))
+    write.send(newest_per_user(events[USERS // 2 :]))
+    assert write.wait() == USERS - 10
+    assert all(store.get(e.key, 1).user == e.user and store.get(e.key, 2).user == e.user for e in events[::97])
