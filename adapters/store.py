@@ -189,20 +189,15 @@ class ProjectionStore:
     def calls(
         self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
     ) -> Iterable[tuple[list[str], list[str]]]:
-        """Script calls (keys, values) of at most `per_call` users, each within one Cluster hash slot.
+        """Script calls (keys, values) of at most `per_call` users, on one Redis (a Cluster: `slot_calls`).
 
         `events` are (canonical key, event) pairs: the key is computed once per event by the caller.
         """
         head = f"{self.prefix}:{generation}:"
-        if not isinstance(self.client, redis.RedisCluster):
-            # One slot: plain slices (this runs for every event the consumer writes).
-            pairs = list(events)
-            for start in range(0, len(pairs), per_call):
-                part = pairs[start : start + per_call]
-                yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
-            return
-        for _, keys, values in self.slot_calls(events, generation, per_call):
-            yield keys, values
+        pairs = list(events)  # plain slices: this runs for every event the consumer writes
+        for start in range(0, len(pairs), per_call):
+            part = pairs[start : start + per_call]
+            yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
 
     def slot_calls(
         self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
