@@ -74,7 +74,7 @@ def redis_client(settings: Settings, role: Role) -> redis.Redis:
 
 
 def projection_store(settings: Settings, role: Role) -> ProjectionStore:
-    return ProjectionStore(redis_client(settings, role), settings.key_prefix)
+    return ProjectionStore(redis_client(settings, role), settings.key_prefix, settings.value_format)
 
 
 def mysql_users(settings: Settings, writer: bool = False, role: Role = Role.API) -> MySQLUsers:

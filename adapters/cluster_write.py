@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-Call = tuple[list[str], list[str]]
+Call = tuple[list[str], list[bytes | str]]
 RESEND = (
     redis.exceptions.MovedError,
     redis.exceptions.AskError,
@@ -42,7 +42,7 @@ class ClusterStream:
         # (with whether each counts towards the changed users).
         self._open: dict[str, tuple[Any, Any, list[tuple[Call, bool]]]] = {}
 
-    def send(self, calls: Iterable[tuple[int, list[str], list[str]]], counts: bool = True) -> None:
+    def send(self, calls: Iterable[tuple[int, list[str], list[bytes | str]]], counts: bool = True) -> None:
         """Send (slot, keys, values) calls to their masters without reading replies."""
         by_node: dict[str, tuple[Any, list[Call]]] = {}
         for slot, keys, values in calls:

@@ -2,15 +2,29 @@
 
 # ---- the projection (adapters/store.py)
 
-# Is `new` newer than the stored `cur`? Both values lead with their version
-# "since,partition,offset,"; a stored value without one (an older format) is always replaced.
+# Is `new` newer than the stored `cur`? Both values lead with their version (adapters/store.py):
+# compact, 14 bytes after a first byte below "-" (time 6, partition + 1 in 2 with 65535 a repair,
+# offset 6; big-endian, exact in Lua's doubles), or text "time,partition,offset,". A stored
+# value with neither (an older format) is always replaced.
 NEWER = """
+local function version(v)
+  local b = string.byte(v, 1)
+  if b and b < 45 then
+    if #v < 15 then return nil end
+    local t1, t2, t3, t4, t5, t6, p1, p2, o1, o2, o3, o4, o5, o6 = string.byte(v, 2, 15)
+    local p = p1 * 256 + p2
+    if p == 65535 then p = 2147483647 else p = p - 1 end
+    return ((((t1 * 256 + t2) * 256 + t3) * 256 + t4) * 256 + t5) * 256 + t6, p,
+      ((((o1 * 256 + o2) * 256 + o3) * 256 + o4) * 256 + o5) * 256 + o6
+  end
+  local s, p, o = string.match(v, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+  if not s then return nil end
+  return tonumber(s), tonumber(p), tonumber(o)
+end
 local function newer(new, cur)
-  local s, p, o = string.match(cur, '^(%-?%d+),(%-?%d+),(%-?%d+),')
+  local s, p, o = version(cur)
   if not s then return true end
-  local ns, np, no = string.match(new, '^(%-?%d+),(%-?%d+),(%-?%d+),')
-  ns, np, no = tonumber(ns), tonumber(np), tonumber(no)
-  s, p, o = tonumber(s), tonumber(p), tonumber(o)
+  local ns, np, no = version(new)
   return ns > s or (ns == s and (np > p or (np == p and no > o)))
 end
 """

@@ -43,6 +43,10 @@ class Settings:
     redis_admin_user: str = ""
     redis_admin_password: str = field(default="", repr=False)
     key_prefix: str = "ums"
+    # How the consumer, replay and repairs write a user's value (adapters/store.py): "compact"
+    # (~120 B per user in Redis) or "text" (~168 B, readable in redis-cli). Every reader reads
+    # both; set "text" while rolling out from a release that reads text only (README "Upgrading").
+    value_format: str = "compact"
     redis_timeout_s: float = 0.25
     mysql_host: str = "127.0.0.1"
     mysql_port: int = 3306
@@ -141,6 +145,8 @@ class Settings:
                 raise ValueError(f"{_env_name(name)}={value} must be between 1 and {top} (0 means unlimited)")
         if not 0 <= self.maintenance_nice <= 19:
             raise ValueError(f"UMS_MAINTENANCE_NICE={self.maintenance_nice} must be between 0 and 19")
+        if self.value_format not in ("compact", "text"):
+            raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
         if self.api_switch_interval_ms < 0:
             raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 

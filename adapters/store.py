@@ -4,18 +4,30 @@ Layout (one prefix, default "ums"):
     {<prefix>}:...               control keys, in one Cluster hash slot (adapters/generations.py):
                                  the pointer {<prefix>}:live = "<live generation>:<epoch>",
                                  the rebuild claim, per-generation positions
-    <prefix>:<gen>:<canonical>   one string per user: "time,partition,offset,±delta,phone,name"
-                                 (the version, then since = time - delta; phone and name
-                                 empty: a tombstone)
-One compact string per user keeps Redis memory per user low, and the version
-sits at the front so the fence script reads it without decoding JSON.
+    <prefix>:<gen>:<canonical>   one string per user, in one of two formats (below)
+One short string per user keeps Redis memory per user low, and the version sits at
+the front of both formats so the fence script reads it without decoding the rest.
+
+compact (UMS_VALUE_FORMAT=compact, the default; bytes, big-endian):
+    byte 0      phone length * 4 + name form; 0: a tombstone (nothing follows the version)
+    1-6, 7-8, 9-14   the version: time, partition + 1 (65535: a repair), offset
+    15-20       time - since (signed), then the phone, then the name in UTF-8 unless
+                its form says it is the key itself (1) or the key in ASCII title case (2)
+    At most 28 bytes when the name is derived: Redis then keeps value and object in one
+    48-byte allocation, 120 B per user in all (docs/decisions.md "Memory per user").
+text (UMS_VALUE_FORMAT=text, and any version the compact one cannot hold):
+    "time,partition,offset,±delta,phone,name" (since = time - delta; phone and name
+    empty: a tombstone). Readable in redis-cli; ~168 B per user.
+Readers and the fence read both, whatever the setting: a compact value's first byte
+is below "-", a text value starts with "-" or a digit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +38,7 @@ from adapters.cluster_write import ClusterStream
 from adapters.lua import FENCED_SET, REPLACE_IF
 from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
+from domain.events import REPAIR_PARTITION
 from domain.model import from_epoch_ms
 from domain.projection import Event
 
@@ -45,6 +58,7 @@ class Stored:
 
 
 def format_value(event: Event) -> str:
+    """The text format: readable, ~65 bytes for a user with a 20-character name."""
     v = event.version
     head = f"{v.time_ms},{v.partition},{v.offset},"
     if isinstance(event, UserRemoved):
@@ -53,7 +67,51 @@ def format_value(event: Event) -> str:
     return f"{head}{v.time_ms - event.user.since_ms:+d},{event.user.phone.value},{event.user.name.value}"
 
 
-def parse_value(raw: bytes | str) -> Stored:
+BITS48 = 1 << 48
+REPAIR_CODE = 0xFFFF
+COMPACT_BELOW = ord("-")  # every compact value's first byte is smaller; text starts with "-" or a digit
+NAME_FOLLOWS, NAME_IS_KEY, NAME_IS_TITLED_KEY = 0, 1, 2
+# The first 21 bytes: first byte, time (2 + 4 bytes), partition code, offset (2 + 4), delta (2 + 4, signed).
+HEAD = struct.Struct(">BHIHHIhI")
+LOW32 = 0xFFFFFFFF
+
+
+def format_compact(event: Event) -> bytes | str:
+    """The compact format (module docstring); the text one for what it cannot hold."""
+    t, p, o = event.version
+    if p == REPAIR_PARTITION:
+        code = REPAIR_CODE
+    elif -1 <= p < REPAIR_CODE - 1:
+        code = p + 1
+    else:
+        return format_value(event)
+    if not (0 <= t < BITS48 and 0 <= o < BITS48):
+        return format_value(event)
+    if isinstance(event, UserRemoved):
+        return HEAD.pack(0, t >> 32, t & LOW32, code, o >> 32, o & LOW32, 0, 0)[:15]
+    user = event.user
+    delta = t - user.since_ms
+    if not -BITS48 // 2 <= delta < BITS48 // 2:
+        return format_value(event)
+    phone = user.phone.value
+    size = (phone.bit_length() + 7) >> 3
+    name, key = user.name.value, event.key
+    # Title case is derived only for ASCII: str.title() of other scripts may change between
+    # Python's Unicode versions, and a reader on another version must derive the same name.
+    if name == key:
+        form, tail = NAME_IS_KEY, b""
+    elif key.isascii() and key.title() == name:
+        form, tail = NAME_IS_TITLED_KEY, b""
+    else:
+        form, tail = NAME_FOLLOWS, name.encode()
+    head = HEAD.pack(size * 4 + form, t >> 32, t & LOW32, code, o >> 32, o & LOW32, delta >> 32, delta & LOW32)
+    return head + phone.to_bytes(size, "big") + tail
+
+
+def parse_value(raw: bytes | str, key: str) -> Stored:
+    """A stored value in either format; `key` is the user's canonical name, the end of its Redis key."""
+    if isinstance(raw, bytes) and raw and raw[0] < COMPACT_BELOW:
+        return _parse_compact(raw, key)
     text = raw.decode() if isinstance(raw, bytes) else raw
     time_ms, partition, offset, delta, rest = text.split(",", 4)
     version = Version(int(time_ms), int(partition), int(offset))
@@ -64,6 +122,25 @@ def parse_value(raw: bytes | str) -> Stored:
     if not phone:
         return Stored(version, None)
     return Stored(version, User(Name(name), PhoneNumber(int(phone)), from_epoch_ms(since_ms)))
+
+
+def _parse_compact(raw: bytes, key: str) -> Stored:
+    if raw[0] == 0:  # a tombstone: the version only
+        first, t_high, t_low, code, o_high, o_low, delta_high, delta_low = HEAD.unpack(raw.ljust(HEAD.size, b"\0"))
+    else:
+        first, t_high, t_low, code, o_high, o_low, delta_high, delta_low = HEAD.unpack_from(raw)
+    time_ms = t_high << 32 | t_low
+    version = Version(time_ms, REPAIR_PARTITION if code == REPAIR_CODE else code - 1, o_high << 32 | o_low)
+    size, form = divmod(first, 4)
+    if not size:
+        return Stored(version, None)
+    phone = int.from_bytes(raw[21 : 21 + size], "big")
+    name = raw[21 + size :].decode() if form == NAME_FOLLOWS else key if form == NAME_IS_KEY else key.title()
+    since_ms = time_ms - (delta_high << 32 | delta_low)
+    return Stored(version, User(Name(name), PhoneNumber(phone), from_epoch_ms(since_ms)))
+
+
+VALUE_FORMATS: dict[str, Callable[[Event], bytes | str]] = {"compact": format_compact, "text": format_value}
 
 
 def parse_pointer(raw: bytes | str) -> tuple[int, str]:
@@ -102,9 +179,12 @@ def make_redis(settings: Settings, timeout_s: float | None = None, **extra: Any)
 class ProjectionStore:
     """Reads and writes the projection in Redis; the client is passed in."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "ums") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "ums", value_format: str = "compact") -> None:
         self.client = client
         self.prefix = prefix
+        if value_format not in VALUE_FORMATS:
+            raise ValueError(f"value format {value_format!r} is not one of {sorted(VALUE_FORMATS)}")
+        self.encode: Callable[[Event], bytes | str] = VALUE_FORMATS[value_format]
         # The hash tag puts every control key in one Cluster slot; user keys spread out.
         self.control_prefix = f"{{{prefix}}}"
         self.pointer_key = f"{self.control_prefix}:live"
@@ -151,7 +231,7 @@ class ProjectionStore:
 
     def get(self, canonical: str, generation: int) -> Stored | None:
         raw = self.client.get(self.key(generation, canonical))
-        return parse_value(raw) if raw is not None else None
+        return parse_value(raw, canonical) if raw is not None else None
 
     def get_raw_many(self, generation: int, canonicals: Sequence[str]) -> list[bytes | None]:
         """Stored values, in order (a pipeline of GETs, not MGET: keys span Cluster slots)."""
@@ -163,7 +243,7 @@ class ProjectionStore:
     def replace(self, generation: int, event: Event, expected: bytes) -> bool:
         """Write `event` unfenced, but only if the user's value is still `expected`."""
         key = self.key(generation, event.key)
-        return bool(self._replace_if(keys=[key], args=[expected, format_value(event)]))
+        return bool(self._replace_if(keys=[key], args=[expected, self.encode(event)]))
 
     def apply(self, events: Sequence[Event], generation: int, per_call: int = KEYS_PER_CALL) -> int:
         """Write events through the fence, `per_call` users per script call; return how many changed a user."""
@@ -188,7 +268,7 @@ class ProjectionStore:
 
     def calls(
         self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
-    ) -> Iterable[tuple[list[str], list[str]]]:
+    ) -> Iterable[tuple[list[str], list[bytes | str]]]:
         """Script calls (keys, values) of at most `per_call` users, on one Redis (a Cluster: `slot_calls`).
 
         `events` are (canonical key, event) pairs: the key is computed once per event by the caller.
@@ -197,20 +277,20 @@ class ProjectionStore:
         pairs = list(events)  # plain slices: this runs for every event the consumer writes
         for start in range(0, len(pairs), per_call):
             part = pairs[start : start + per_call]
-            yield [head + canonical for canonical, _ in part], [format_value(event) for _, event in part]
+            yield [head + canonical for canonical, _ in part], [self.encode(event) for _, event in part]
 
     def slot_calls(
         self, events: Iterable[tuple[str, Event]], generation: int, per_call: int = KEYS_PER_CALL
-    ) -> Iterable[tuple[int, list[str], list[str]]]:
+    ) -> Iterable[tuple[int, list[str], list[bytes | str]]]:
         """Script calls as (Cluster hash slot, keys, values), at most `per_call` users each."""
         head = f"{self.prefix}:{generation}:"
-        groups: dict[int, tuple[list[str], list[str]]] = {}
+        groups: dict[int, tuple[list[str], list[bytes | str]]] = {}
         for canonical, event in events:
             key = head + canonical
             slot = key_slot(key.encode())
             keys, values = groups.setdefault(slot, ([], []))
             keys.append(key)
-            values.append(format_value(event))
+            values.append(self.encode(event))
             if len(keys) >= per_call:
                 yield slot, *groups.pop(slot)
         for slot, (keys, values) in groups.items():

@@ -1,11 +1,14 @@
-"""Prototype, not the product: would small users in listpack-encoded hashes (bucketed keys) get Redis
-under 100 B/user without slowing the projection? Measures both layouts on the same users.
+"""Redis memory per user and write speed by value layout, on the same users in one run (issue 25).
 
-    current   <prefix>:<gen>:<canonical> -> "time,partition,offset,±delta,phone,name" (adapters/store.py)
-    bucketed  <prefix>:<gen>:b:<crc32(canonical) % buckets> hash, field <canonical>, the same value;
-              ~64 users per bucket, under hash-max-listpack-entries (128) and -value (64 B), so every
-              bucket stays a listpack. The fence is per field inside one key: still one atomic script
-              per call, and a bucket key lives in one Cluster slot like a user key did.
+    text      <prefix>:<gen>:<canonical> -> "time,partition,offset,±delta,phone,name" (UMS_VALUE_FORMAT=text)
+    compact   the same key -> the compact bytes of adapters/store.py (UMS_VALUE_FORMAT=compact, the default)
+    bucketed  (a prototype, not the product) <prefix>:<gen>:b:<crc32(canonical) % buckets> hash, field
+              <canonical>, the text value; ~64 users per bucket, under hash-max-listpack-entries (128) and
+              -value (64 B), so every bucket stays a listpack. The fence is per field inside one key.
+
+Text and compact alternate for ROUNDS rounds (drift hits both alike); writes go through the product's
+store.apply (encode + fenced script), timed from the first call to the last reply, Redis's own CPU
+per user from INFO commandstats.
 
 python -m bench.memory_layout [USERS]  (default 1,000,000; uses Redis database 2, flushed)
 """
@@ -13,6 +16,8 @@ python -m bench.memory_layout [USERS]  (default 1,000,000; uses Redis database 2
 from __future__ import annotations
 
 import json
+import logging
+import statistics
 import sys
 import time
 import zlib
@@ -26,6 +31,7 @@ from bench.projection import bench_name
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from domain.model import from_epoch_ms
 
+log = logging.getLogger(__name__)
 USERS_PER_BUCKET = 64
 BATCH = 2000
 
@@ -61,16 +67,27 @@ def used(client) -> int:  # type: ignore[no-untyped-def]
     return int(client.info("memory")["used_memory"])
 
 
-def run_current(settings: Settings, batch: list[list[UserAdded]], count: int) -> dict[str, float]:
+def script_usec(client) -> float:  # type: ignore[no-untyped-def]
+    stats = client.info("commandstats")
+    return float(sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")))
+
+
+def run_store(settings: Settings, batch: list[list[UserAdded]], count: int, value_format: str) -> dict[str, float]:
     client = make_redis(settings, timeout_s=60)
     client.flushdb()
+    client.config_resetstat()
     before = used(client)
-    store = ProjectionStore(client, "mem")
+    store = ProjectionStore(client, "mem", value_format)
     started = time.perf_counter()
     for chunk in batch:
         store.apply(chunk, 1)
     seconds = time.perf_counter() - started
-    return {"bytes_per_user": (used(client) - before) / count, "eps": count / seconds, "keys": client.dbsize()}
+    return {
+        "bytes_per_user": (used(client) - before) / count,
+        "eps": count / seconds,
+        "redis_script_us_per_user": script_usec(client) / count,
+        "keys": client.dbsize(),
+    }
 
 
 def run_bucketed(settings: Settings, batch: list[list[UserAdded]], count: int) -> dict[str, float]:
@@ -105,19 +122,32 @@ def run_bucketed(settings: Settings, batch: list[list[UserAdded]], count: int) -
     }
 
 
+ROUNDS = 3
+
+
 def main(count: int = 1_000_000) -> None:
     base = Settings.from_env()
     settings = replace(base, redis_url=base.redis_url.rsplit("/", 1)[0] + "/2")
     all_events = events(count)
     batch = [all_events[i : i + BATCH] for i in range(0, count, BATCH)]
-    results = {"users": count, "current": run_current(settings, batch, count)}
+    runs: dict[str, list[dict[str, float]]] = {"text": [], "compact": []}
+    for r in range(ROUNDS):
+        for value_format in ("text", "compact") if r % 2 == 0 else ("compact", "text"):
+            runs[value_format].append(run_store(settings, batch, count, value_format))
+            log.info("round %d %s: %s", r + 1, value_format, runs[value_format][-1])
+    results: dict[str, object] = {"users": count, "rounds": ROUNDS, "runs": runs}
+    for name, rows in runs.items():
+        results[name] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    results["compact_vs_text_eps_paired"] = [
+        c["eps"] / t["eps"] for c, t in zip(runs["compact"], runs["text"], strict=True)
+    ]
     results["bucketed"] = run_bucketed(settings, batch, count)
-    results["current_again"] = run_current(settings, batch, count)  # drift check
     make_redis(settings, timeout_s=60).flushdb()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "memory-layout.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    log.info("%s", json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     main(*(int(a) for a in sys.argv[1:2]))

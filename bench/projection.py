@@ -153,12 +153,14 @@ def projection_suite(rounds: int, count: int, naive_count: int) -> dict[str, obj
     log.info("producing %d events", count)
     produce(settings, count)
     events = decoded_events(settings, count)
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "ceiling": [], "naive": [], "quix": []}
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "ceiling": [], "naive": [], "quix": [], "ours_text": []}
     for r in range(rounds):  # alternate, so drifting machine load hits every contender alike
         log.info("projection round %d of %d", r + 1, rounds)
         runs["ceiling"].append(run_ceiling(settings, events))
         runs["naive"].append(run_naive(settings, naive_count))
         runs["quix"].append(run_quix(settings, count))
+        # Today's consumer writing the text value format: the compact one must not write slower (issue 25).
+        runs["ours_text"].append(run_ours(replace(settings, value_format="text"), count))
         runs["ours"].append(run_ours(settings, count))  # last: its projection feeds the API benchmarks
         log.info("round %d: %s", r + 1, {k: round(v[-1]["eps"]) for k, v in runs.items()})
     return {"settings": settings, "runs": runs, "count": count}

@@ -20,6 +20,13 @@ ROWS: list[tuple[str, str, str, Any]] = [
     ("projection_vs_naive", "ours / naive tutorial loop", ">= 20", lambda v: v >= 20),
     ("projection_vs_quix", "ours / Quix Streams + Redis sink", ">= 2", lambda v: v >= 2),
     ("redis_bytes_per_user", "Redis memory per user (bytes)", "<= 128", lambda v: v <= 128),
+    ("redis_bytes_per_user_text", "the same, values in the text format (UMS_VALUE_FORMAT=text)", "", None),
+    (
+        "projection_compact_vs_text",
+        "ours / ours writing the text format (paired rounds, same run)",
+        ">= 1 (no slower)",
+        lambda v: v >= 1,
+    ),
     ("consumer_rss_mb", "consumer peak RSS (MiB)", "", None),
     ("api_rps", "API req/s, projection hits (closed loop, 32 connections)", "", None),
     ("api_ceiling_rps", "ceiling req/s (the same)", "", None),

@@ -85,6 +85,11 @@ def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]
         "projection_vs_naive": p["ours"] / p["naive"],
         "projection_vs_quix": p["ours"] / p["quix"],
         "redis_bytes_per_user": median([r["bytes_per_user"] for r in ours]),
+        "projection_text_eps": p["ours_text"],
+        "projection_compact_vs_text": median(
+            [c["eps"] / t["eps"] for c, t in zip(ours, projection["runs"]["ours_text"], strict=True)]
+        ),
+        "redis_bytes_per_user_text": median([r["bytes_per_user"] for r in projection["runs"]["ours_text"]]),
         "consumer_rss_mb": median([r["rss_kb"] for r in ours]) / 1024,
         "api_rps": rps["ours"],
         "api_ceiling_rps": rps["ceiling"],

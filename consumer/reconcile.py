@@ -66,7 +66,7 @@ class Reconciler:
                 drift.note("missing", user.name.value)
                 missing.append(UserAdded(user, Version.from_mysql(user.since_ms)))
                 continue
-            held = parse_value(raw)
+            held = parse_value(raw, user.name.canonical)
             if held.user == user:
                 continue
             # Ahead: the projection holds a later version than MySQL's row. The AddService
@@ -81,7 +81,7 @@ class Reconciler:
     def _replace(self, user: User, raw: bytes) -> bool:
         """Put MySQL's current row in place of `raw`, unless either changed meanwhile."""
         fresh = self.mysql.find(user.name)
-        if fresh is None or fresh == parse_value(raw).user:
+        if fresh is None or fresh == parse_value(raw, user.name.canonical).user:
             return False
         # The row's own time as the version, so any event sent after that save still wins.
         return self.store.replace(self.generation, UserAdded(fresh, Version.repair(fresh.since_ms)), raw)
@@ -101,7 +101,7 @@ class Reconciler:
         for canonical, raw in zip(canonicals, self.store.get_raw_many(self.generation, canonicals), strict=True):
             if raw is None:
                 continue
-            held = parse_value(raw)
+            held = parse_value(raw, canonical)
             if held.user is not None:  # tombstones are not users: nothing to find in MySQL
                 views[canonical] = held.user
         drift.checked_keys += len(canonicals)

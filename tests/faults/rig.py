@@ -122,7 +122,8 @@ def snapshot(store: ProjectionStore, generation: int) -> dict[str, Stored]:
             pipe.get(key)
         for key, raw in zip(chunk, pipe.execute(), strict=True):
             if raw is not None:
-                result[key.decode()[head:]] = parse_value(raw)
+                canonical = key.decode()[head:]
+                result[canonical] = parse_value(raw, canonical)
     return result
 
 
