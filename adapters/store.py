@@ -125,13 +125,13 @@ def parse_value(raw: bytes | str, key: str) -> Stored:
 
 
 def _parse_compact(raw: bytes, key: str) -> Stored:
-    if raw[0] == 0:  # a tombstone: the version only
-        first, t_high, t_low, code, o_high, o_low, delta_high, delta_low = HEAD.unpack(raw.ljust(HEAD.size, b"\0"))
-    else:
-        first, t_high, t_low, code, o_high, o_low, delta_high, delta_low = HEAD.unpack_from(raw)
+    size, form = divmod(raw[0], 4)
+    if len(raw) < (21 + size if size else 15):
+        raise ValueError(f"a compact value cut short ({len(raw)} bytes)")
+    # A tombstone is the version alone (15 bytes): padded so that one layout reads both.
+    _, t_high, t_low, code, o_high, o_low, delta_high, delta_low = HEAD.unpack_from(raw.ljust(HEAD.size, b"\0"))
     time_ms = t_high << 32 | t_low
     version = Version(time_ms, REPAIR_PARTITION if code == REPAIR_CODE else code - 1, o_high << 32 | o_low)
-    size, form = divmod(first, 4)
     if not size:
         return Stored(version, None)
     phone = int.from_bytes(raw[21 : 21 + size], "big")

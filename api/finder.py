@@ -114,6 +114,12 @@ class Finder:
             if isinstance(exc, redis.RedisError) and self._should_warn(PROJECTION):
                 log.warning("projection unavailable, asking MySQL: %r", exc)
             return None, None
+        except ValueError as exc:
+            # A value in neither format this release reads (a later release's, or damaged):
+            # MySQL answers, and nothing is written back over a value this release cannot judge.
+            if self._should_warn(PROJECTION):
+                log.warning("unreadable projection value for %r, asking MySQL: %r", name.canonical, exc)
+            return None, None
         self.redis_breaker.success()
         if stored is None:
             return generation, None

@@ -76,6 +76,25 @@ def test_invalid_name_is_400_problem(client):
     assert response.get_json()["status"] == 400
 
 
+@pytest.mark.parametrize("raw", [b"v9:a value of a later release", b"\x1a\x00\x01"])
+def test_a_value_the_api_cannot_read_is_answered_from_mysql_and_left_alone(settings, store, mysql, raw):
+    from dataclasses import replace
+
+    from api import create_app
+    from api.finder import Finder
+
+    repairing = replace(settings, read_repair=True)  # even so, nothing is written over it
+    client = create_app(repairing, finder=Finder(store, mysql, repairing)).test_client()
+    store.client.set(store.pointer_key, 1)
+    key = store.key(1, KRISHNA.name.canonical)
+    store.client.set(key, raw)
+    mysql.save(KRISHNA)
+    response = client.get("/user/KrishnaMohan")
+    assert response.status_code == 200 and response.headers["X-Ums-Source"] == "mysql"
+    assert response.get_json()["phone"] == KRISHNA.phone.value
+    assert store.client.get(key) == raw
+
+
 def test_redis_down_answers_from_mysql(client, store, mysql, monkeypatch):
     mysql.save(KRISHNA)
 

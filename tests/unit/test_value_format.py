@@ -121,3 +121,9 @@ def test_an_unknown_value_format_is_refused():
         Settings.from_env({"UMS_VALUE_FORMAT": "binary"})
     with pytest.raises(ValueError, match="value format"):
         ProjectionStore(fakeredis.FakeRedis(), "t", "json")
+
+
+@pytest.mark.parametrize("raw", [b"\x1a\x00\x01", b"\x00" + bytes(10), b"v9:a value of a later release"])
+def test_a_value_in_no_known_format_is_a_value_error(raw):
+    with pytest.raises(ValueError):
+        parse_value(raw, "alice smith")
