@@ -39,7 +39,6 @@ from adapters.lua import FENCED_SET, REPLACE_IF
 from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
 from domain.events import REPAIR_PARTITION
-from domain.model import from_epoch_ms
 from domain.projection import Event
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ def parse_value(raw: bytes | str, key: str) -> Stored:
         (phone, name), since_ms = rest.split(",", 1), version.time_ms - int(delta)
     if not phone:
         return Stored(version, None)
-    return Stored(version, User(Name(name), PhoneNumber(int(phone)), from_epoch_ms(since_ms)))
+    return Stored(version, User.at_epoch_ms(Name(name), PhoneNumber(int(phone)), since_ms))
 
 
 def _parse_compact(raw: bytes, key: str) -> Stored:
@@ -137,7 +136,7 @@ def _parse_compact(raw: bytes, key: str) -> Stored:
     phone = int.from_bytes(raw[21 : 21 + size], "big")
     name = raw[21 + size :].decode() if form == NAME_FOLLOWS else key if form == NAME_IS_KEY else key.title()
     since_ms = time_ms - (delta_high << 32 | delta_low)
-    return Stored(version, User(Name(name), PhoneNumber(phone), from_epoch_ms(since_ms)))
+    return Stored(version, User.at_epoch_ms(Name(name), PhoneNumber(phone), since_ms))
 
 
 VALUE_FORMATS: dict[str, Callable[[Event], bytes | str]] = {"compact": format_compact, "text": format_value}

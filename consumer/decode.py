@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from domain import DomainError, Name, PhoneNumber, User, UserAdded, UserRemoved, Version
-from domain.model import epoch_ms, from_epoch_ms
+from domain.model import epoch_ms
 from domain.projection import Event
 
 # Year 10000 in epoch milliseconds: MySQL DATETIME and ISO-8601 both stop before it.
@@ -100,7 +100,7 @@ def _user(body: dict[str, Any], fallback_ms: int | None) -> tuple[User, int]:
     except DomainError as exc:
         raise PoisonEvent("invalid-phone", str(exc)) from None
     since_ms = _since_ms(body.get("since"), fallback_ms)
-    return User(name, phone, from_epoch_ms(since_ms)), since_ms
+    return User.at_epoch_ms(name, phone, since_ms), since_ms
 
 
 def _since_ms(raw: Any, fallback_ms: int | None) -> int:

@@ -1,4 +1,5 @@
 import unicodedata
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -133,3 +134,12 @@ def test_user_since_is_utc_to_the_millisecond():
 @given(st.integers(min_value=0, max_value=253_402_300_799_999))
 def test_epoch_ms_round_trips(ms):
     assert epoch_ms(from_epoch_ms(ms)) == ms
+
+
+@pytest.mark.parametrize("ms", [0, 1_700_000_000_123, -86_400_001, 253_402_300_799_999])
+def test_a_user_built_from_epoch_ms_is_the_user_built_from_its_datetime(ms):
+    built = User.at_epoch_ms(Name("Alice Smith"), PhoneNumber(9000000001), ms)
+    plain = User(Name("Alice Smith"), PhoneNumber(9000000001), from_epoch_ms(ms))
+    assert built == plain and hash(built) == hash(plain)
+    assert built.since_ms == plain.since_ms == ms
+    assert replace(built, since=from_epoch_ms(ms - 1)).since_ms == ms - 1  # a copy does not keep the cache
