@@ -139,6 +139,20 @@ def _parse_compact(raw: bytes, key: str) -> Stored:
     return Stored(version, User.at_epoch_ms(Name(name), PhoneNumber(phone), since_ms))
 
 
+def describe(raw: bytes | None, key: str) -> dict[str, Any]:
+    """A stored value for people (`ums-find show`): its format, size, version and user, or why it is unreadable."""
+    if raw is None:
+        return {"held": None}
+    out: dict[str, Any] = {"format": "compact" if raw[:1] < b"-" else "text", "bytes": len(raw)}
+    try:
+        stored = parse_value(raw, key)
+    except ValueError as exc:
+        return {**out, "unreadable": str(exc), "raw": raw.hex()}
+    user = stored.user
+    held = {"name": user.name.value, "phone": user.phone.value, "since_ms": user.since_ms} if user else "removed"
+    return {**out, "version": stored.version._asdict(), "held": held}
+
+
 VALUE_FORMATS: dict[str, Callable[[Event], bytes | str]] = {"compact": format_compact, "text": format_value}
 
 

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from adapters.mysql import MySQLUsers
-from adapters.store import ProjectionStore, parse_value
+from adapters.store import ProjectionStore, Stored, parse_value
 from domain import User, UserAdded, Version
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,15 @@ class Reconciler:
                 drift.note("missing", user.name.value)
                 missing.append(UserAdded(user, Version.from_mysql(user.since_ms)))
                 continue
-            held = parse_value(raw, user.name.canonical)
-            if held.user == user:
+            held = _readable(raw, user.name.canonical)
+            if held is not None and held.user == user:
                 continue
             # Ahead: the projection holds a later version than MySQL's row. The AddService
             # saves before it publishes, so that is drift too (a failed save, or a version
             # a producer's clock pinned), unless MySQL changed since it was read: re-read.
-            drift.note("ahead" if held.version.time_ms > user.since_ms else "different", user.name.value)
+            # A value in no format this release reads is different: repair replaces it.
+            ahead = held is not None and held.version.time_ms > user.since_ms
+            drift.note("ahead" if ahead else "different", user.name.value)
             drifted.append((user, raw))
         if repair:
             drift.repaired += self.store.apply(missing, self.generation)
@@ -81,7 +83,8 @@ class Reconciler:
     def _replace(self, user: User, raw: bytes) -> bool:
         """Put MySQL's current row in place of `raw`, unless either changed meanwhile."""
         fresh = self.mysql.find(user.name)
-        if fresh is None or fresh == parse_value(raw, user.name.canonical).user:
+        held = _readable(raw, user.name.canonical)
+        if fresh is None or (held is not None and fresh == held.user):
             return False
         # The row's own time as the version, so any event sent after that save still wins.
         return self.store.replace(self.generation, UserAdded(fresh, Version.repair(fresh.since_ms)), raw)
@@ -101,8 +104,9 @@ class Reconciler:
         for canonical, raw in zip(canonicals, self.store.get_raw_many(self.generation, canonicals), strict=True):
             if raw is None:
                 continue
-            held = parse_value(raw, canonical)
-            if held.user is not None:  # tombstones are not users: nothing to find in MySQL
+            held = _readable(raw, canonical)
+            # Tombstones are not users (nothing to find in MySQL); unreadable values: the rows pass judges them.
+            if held is not None and held.user is not None:
                 views[canonical] = held.user
         drift.checked_keys += len(canonicals)
         # Asked as the fallback asks (adapters/mysql.py `spellings`): what it finds is no extra.
@@ -112,3 +116,12 @@ class Reconciler:
             drift.note("extra", canonical)
         if repair and extra:
             drift.repaired += self.store.remove(self.generation, extra)
+
+
+def _readable(raw: bytes, canonical: str) -> Stored | None:
+    """The stored value, or None for one in no format this release reads (logged)."""
+    try:
+        return parse_value(raw, canonical)
+    except ValueError as exc:
+        log.warning("unreadable projection value for %r: %r", canonical, exc)
+        return None

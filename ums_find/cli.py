@@ -1,4 +1,4 @@
-"""The `ums-find` command line: consume, topics, and the AddService stand-in (add, seed)."""
+"""The `ums-find` command line: consume, rebuilds and repairs, `show`, and the AddService stand-in (add, seed)."""
 
 from __future__ import annotations
 
@@ -215,6 +215,32 @@ def gc(settings: Settings) -> None:
     store, _ = _store_and_mysql(settings, False)
     deleted = Generations(store).sweep()
     click.echo(f"deleted {deleted} keys of abandoned generations")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--generation", type=int, default=None, help="A generation other than the live one (a rebuild's).")
+@click.pass_obj
+def show(settings: Settings, name: str, generation: int | None) -> None:
+    """Print what the projection holds for one user, decoded from either value format (exit 1: nothing)."""
+    import json
+
+    from adapters.store import describe
+
+    try:
+        canonical = Name(name).canonical
+    except DomainError as exc:
+        raise click.BadParameter(str(exc)) from None
+    store, _ = _store_and_mysql(settings, False)
+    generation = store.live_generation() if generation is None else generation
+    if generation is None:
+        click.echo("error: Redis holds no projection (no live generation)", err=True)
+        raise SystemExit(2)
+    key = store.key(generation, canonical)
+    raw = store.client.get(key)
+    click.echo(json.dumps({"generation": generation, "key": key, **describe(raw, canonical)}, indent=2))
+    if raw is None:
+        raise SystemExit(1)
 
 
 @main.command()

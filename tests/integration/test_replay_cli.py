@@ -74,3 +74,30 @@ def test_backfill_from_mysql_then_kafka_on_top(settings, store, mysql_writer, na
     publish(kafka_producer(settings), settings.topic, [fresh])
     wait_until(lambda: (s := store.get(fresh.name.canonical, 2)) and s.user == fresh, 20, "the new event in gen 2")
     assert json.loads(cli(settings, "reconcile").stdout)["missing"] == 0
+
+
+def test_show_decodes_either_format_and_says_when_nothing_is_held(settings, store):
+    from dataclasses import replace
+
+    from adapters.store import ProjectionStore
+    from domain import UserAdded, UserRemoved, Version
+
+    Generations(store).ensure()
+    generation = store.live_generation()
+    users = {
+        fmt: User(Name(f"Show {fmt} User"), PhoneNumber(9_100_000_001), datetime(2024, 5, 1, tzinfo=UTC))
+        for fmt in ("compact", "text")
+    }
+    for fmt, user in users.items():
+        writer = ProjectionStore(store.client, settings.key_prefix, fmt)
+        writer.apply([UserAdded(user, Version(user.since_ms + 5, 2, 77))], generation)
+        result = cli(replace(settings, value_format=fmt), "show", user.name.value.upper())
+        assert result.returncode == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["format"] == fmt and shown["generation"] == generation
+        assert shown["version"] == {"time_ms": user.since_ms + 5, "partition": 2, "offset": 77}
+        assert shown["held"] == {"name": user.name.value, "phone": 9_100_000_001, "since_ms": user.since_ms}
+    store.apply([UserRemoved("Show text User", Version(users["text"].since_ms + 9, 2, 78))], generation)
+    assert json.loads(cli(settings, "show", "Show text User").stdout)["held"] == "removed"
+    missing = cli(settings, "show", "Nobody Here At All")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["held"] is None

@@ -75,3 +75,15 @@ def test_an_event_newer_than_the_first_read_is_kept(store, live):
     mysql.rows[row.name.canonical] = newer
     reconciler.run(repair=True)
     assert store.get(row.name.canonical, live).user == newer
+
+
+def test_an_unreadable_value_is_different_and_repair_replaces_it(store, live):
+    rows = [user(n) for n in range(3)]
+    store.apply([UserAdded(u, Version.from_mysql(u.since_ms)) for u in rows], live)
+    damaged = store.key(live, rows[1].name.canonical)
+    store.client.set(damaged, b"v9:a value of a later release")
+    drift = Reconciler(store, FakeMySQL(rows), live).run()
+    assert (drift.different, drift.total) == (1, 1)
+    assert Reconciler(store, FakeMySQL(rows), live).run(repair=True).repaired == 1
+    assert store.get(rows[1].name.canonical, live).user == rows[1]
+    assert Reconciler(store, FakeMySQL(rows), live).run().total == 0
