@@ -29,7 +29,7 @@ import logging
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from redis.crc import key_slot
@@ -68,7 +68,6 @@ def format_value(event: Event) -> str:
 
 BITS48 = 1 << 48
 REPAIR_CODE = 0xFFFF
-COMPACT_BELOW = ord("-")  # every compact value's first byte is smaller; text starts with "-" or a digit
 NAME_FOLLOWS, NAME_IS_KEY, NAME_IS_TITLED_KEY = 0, 1, 2
 # The first 21 bytes: first byte, time (2 + 4 bytes), partition code, offset (2 + 4), delta (2 + 4, signed).
 HEAD = struct.Struct(">BHIHHIhI")
@@ -107,9 +106,14 @@ def format_compact(event: Event) -> bytes | str:
     return head + phone.to_bytes(size, "big") + tail
 
 
+def is_compact(raw: bytes | str) -> TypeGuard[bytes]:
+    """A compact value's first byte is below "-"; a text one starts with "-" or a digit."""
+    return isinstance(raw, bytes) and b"" < raw[:1] < b"-"
+
+
 def parse_value(raw: bytes | str, key: str) -> Stored:
     """A stored value in either format; `key` is the user's canonical name, the end of its Redis key."""
-    if isinstance(raw, bytes) and raw and raw[0] < COMPACT_BELOW:
+    if is_compact(raw):
         return _parse_compact(raw, key)
     text = raw.decode() if isinstance(raw, bytes) else raw
     time_ms, partition, offset, delta, rest = text.split(",", 4)
@@ -143,7 +147,7 @@ def describe(raw: bytes | None, key: str) -> dict[str, Any]:
     """A stored value for people (`ums-find show`): its format, size, version and user, or why it is unreadable."""
     if raw is None:
         return {"held": None}
-    out: dict[str, Any] = {"format": "compact" if raw[:1] < b"-" else "text", "bytes": len(raw)}
+    out: dict[str, Any] = {"format": "compact" if is_compact(raw) else "text", "bytes": len(raw)}
     try:
         stored = parse_value(raw, key)
     except ValueError as exc:

@@ -59,7 +59,7 @@ class Reconciler:
     def _compare_rows(self, users: list[User], drift: Drift, repair: bool) -> None:
         raws = self.store.get_raw_many(self.generation, [u.name.canonical for u in users])
         missing: list[UserAdded] = []
-        drifted: list[tuple[User, bytes]] = []
+        drifted: list[tuple[User, bytes, Stored | None]] = []
         for user, raw in zip(users, raws, strict=True):
             drift.checked_rows += 1
             if raw is None:
@@ -75,15 +75,14 @@ class Reconciler:
             # A value in no format this release reads is different: repair replaces it.
             ahead = held is not None and held.version.time_ms > user.since_ms
             drift.note("ahead" if ahead else "different", user.name.value)
-            drifted.append((user, raw))
+            drifted.append((user, raw, held))
         if repair:
             drift.repaired += self.store.apply(missing, self.generation)
-            drift.repaired += sum(self._replace(user, raw) for user, raw in drifted)
+            drift.repaired += sum(self._replace(user, raw, held) for user, raw, held in drifted)
 
-    def _replace(self, user: User, raw: bytes) -> bool:
-        """Put MySQL's current row in place of `raw`, unless either changed meanwhile."""
+    def _replace(self, user: User, raw: bytes, held: Stored | None) -> bool:
+        """Put MySQL's current row in place of `raw` (read as `held`), unless either changed meanwhile."""
         fresh = self.mysql.find(user.name)
-        held = _readable(raw, user.name.canonical)
         if fresh is None or (held is not None and fresh == held.user):
             return False
         # The row's own time as the version, so any event sent after that save still wins.
