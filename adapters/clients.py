@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,8 @@ from confluent_kafka.admin import AdminClient
 from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config, security_config
 from adapters.mysql import BATCH_READ_TIMEOUT_S, MySQLUsers, make_pool
 from adapters.settings import Settings
-from adapters.store import ProjectionStore, make_redis
+from adapters.store import CLUSTER_SCHEMES, ProjectionStore, make_redis
+from adapters.tracking import TrackedReads
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,20 @@ def redis_client(settings: Settings, role: Role) -> redis.Redis:
 
 def projection_store(settings: Settings, role: Role) -> ProjectionStore:
     return ProjectionStore(redis_client(settings, role), settings.key_prefix, settings.value_format)
+
+
+def tracked_reads(settings: Settings, count: Callable[[str], None] | None = None) -> TrackedReads | None:
+    """The API's read cache with a Redis client of its own (None: off, or a Cluster); `count` is told each outcome."""
+    if settings.api_read_cache_entries <= 0 or settings.redis_url.partition("://")[0] + "://" in CLUSTER_SCHEMES:
+        return None
+    reads = TrackedReads(settings.api_read_cache_entries, count)
+    client = make_redis(
+        settings,
+        timeout_s=redis_timeout(settings, Role.API),
+        redis_connect_func=reads.on_connect,
+        **redis_security(settings, Role.API),
+    )
+    return reads.bind(ProjectionStore(client, settings.key_prefix, settings.value_format))
 
 
 def mysql_users(settings: Settings, writer: bool = False, role: Role = Role.API) -> MySQLUsers:

@@ -137,6 +137,9 @@ class Settings:
     api_shed_retry_after_s: int = 1
     # Count a proxy's X-Request-Start in the wait (its clock must agree with ours).
     api_trust_request_start: bool = True
+    # Users each API worker keeps in memory, invalidated by Redis (CLIENT TRACKING; adapters/tracking.py,
+    # docs/decisions.md "Read cache"). 0: every read asks Redis. Single Redis only (not Cluster).
+    api_read_cache_entries: int = 0
 
     def __post_init__(self) -> None:
         for name, top in BOUNDED.items():
@@ -147,6 +150,8 @@ class Settings:
             raise ValueError(f"UMS_MAINTENANCE_NICE={self.maintenance_nice} must be between 0 and 19")
         if self.value_format not in ("compact", "text"):
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
+        if self.api_read_cache_entries < 0:
+            raise ValueError(f"UMS_API_READ_CACHE_ENTRIES={self.api_read_cache_entries} must be >= 0 (0: off)")
         if self.api_switch_interval_ms < 0:
             raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 

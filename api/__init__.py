@@ -7,7 +7,7 @@ import time
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from adapters.clients import Role, mysql_users, projection_store
+from adapters.clients import Role, mysql_users, projection_store, tracked_reads
 from adapters.settings import Settings
 from api import fresh, routes
 from api.admission import Admission, AdmissionMetrics
@@ -31,13 +31,14 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     app.url_map.converters["name"] = routes.NameConverter
     app.config["UMS_SETTINGS"] = settings
     app.config["UMS_OPS_PORT"] = settings.ops_bind.rpartition(":")[2]
+    app.extensions["ums_metrics"] = metrics = ApiMetrics.create()
     app.extensions["ums_finder"] = finder or Finder(
         projection_store(settings, Role.API),
         mysql_users(settings),
         settings,
+        tracked_reads(settings, metrics.read_cache_outcome()),
     )
     app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
-    app.extensions["ums_metrics"] = metrics = ApiMetrics.create()
     fresh.init_app(app, settings.fresh_read_limit, settings.fresh_read_wait_s)
     # Before Flask: a rejection costs no request context, routing or hooks.
     app.wsgi_app = Admission(app.wsgi_app, settings, AdmissionMetrics.create(metrics.registry))  # type: ignore[method-assign]

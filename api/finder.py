@@ -14,6 +14,7 @@ from cachetools import TTLCache
 from adapters.mysql import MySQLError, MySQLUsers, timed_out
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
+from adapters.tracking import TrackedReads
 from api.breaker import CircuitBreaker, CircuitOpen
 from domain import Name, User, UserAdded, Version, active_collation
 
@@ -71,8 +72,12 @@ class GenerationCache:
 class Finder:
     """Looks users up; clients are passed in. Thread-safe (one per gunicorn worker)."""
 
-    def __init__(self, store: ProjectionStore, mysql: MySQLUsers, settings: Settings) -> None:
+    def __init__(
+        self, store: ProjectionStore, mysql: MySQLUsers, settings: Settings, reads: TrackedReads | None = None
+    ) -> None:
         self.store = store
+        # Users' values through the read cache when there is one (adapters/tracking.py).
+        self.reads: ProjectionStore | TrackedReads = reads or store
         self.mysql = mysql
         self.generations = GenerationCache(store, settings.generation_cache_s)
         # Only hangs (timeouts) open a breaker: a refused connection costs nothing, and
@@ -107,7 +112,7 @@ class Finder:
         try:
             self.redis_breaker.check()
             generation = self.generations.get()
-            stored = self.store.get(name.canonical, generation) if generation is not None else None
+            stored = self.reads.get(name.canonical, generation) if generation is not None else None
         except (redis.RedisError, CircuitOpen) as exc:
             if isinstance(exc, redis.TimeoutError):
                 self.redis_breaker.failure()

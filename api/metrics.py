@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ class ApiMetrics:
     registry: CollectorRegistry
     requests: Counter
     duration: Histogram
+    read_cache: Counter
     _counters: dict[tuple[str, str, int, str], Any] = field(default_factory=dict)
     _histograms: dict[str, Any] = field(default_factory=dict)
 
@@ -37,6 +39,12 @@ class ApiMetrics:
                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
                 registry=registry,
             ),
+            read_cache=Counter(
+                "ums_api_read_cache",
+                "Projection reads by the read cache's outcome (hit, miss, bypass) and its resets",
+                ["outcome"],
+                registry=registry,
+            ),
         )
 
     def record(self, route: str, method: str, status: int, source: str, seconds: float | None) -> None:
@@ -51,6 +59,11 @@ class ApiMetrics:
             if histogram is None:
                 histogram = self._histograms[route] = self.duration.labels(route)
             histogram.observe(seconds)
+
+    def read_cache_outcome(self) -> Callable[[str], None]:
+        """What the read cache calls per outcome (adapters/tracking.py); children made once."""
+        children = {o: self.read_cache.labels(o) for o in ("hit", "miss", "bypass", "reset")}
+        return lambda outcome: children[outcome].inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: every worker's samples when gunicorn set up multiprocess mode."""
