@@ -24,7 +24,7 @@ help:
 	@echo "make bench-cluster  1, 2 and 3 consumers into the 3-master Redis Cluster, about 10 minutes"
 	@echo "make bench-tail  tail latency below saturation by configuration (issue 22), under 15 minutes"
 	@echo "make bench-readers a rebuild under reads: readers' p99 by script size and CPU priority, ~12 min"
-	@echo "make bench-read-cache  the API's read cache on and off, uniform and Zipf names, ~15 min"
+	@echo "make bench-read-cache  the API's read cache on and off, uniform and Zipf names, ~20 min"
 	@echo "make bench-growth  1M, 3M and 10M users: rebuild, gc, backfill, reconcile, memory (GROWTH_SIZES), long"
 	@echo "make soak   long fault tests, long"
 	@echo "make image         the production image (docker build; local base, no registry needed)"
@@ -96,7 +96,7 @@ bench-tail-quick: venv
 bench-growth: venv
 	$(STACK) with -- $(BIN)/python -m bench.growth
 
-# The API's read cache against plain reads (bench/read_cache.py); ~15 min with 3 rounds
+# The API's read cache against plain reads (bench/read_cache.py); ~20 min with 3 rounds
 bench-read-cache: venv
 	$(STACK) with -- $(BIN)/python -m bench.read_cache $(READ_CACHE_ARGS)
 

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 from adapters.kafka import consumer_config, kafka_error_logger, librdkafka_logger, producer_config, security_config
 from adapters.mysql import BATCH_READ_TIMEOUT_S, MySQLUsers, make_pool
 from adapters.settings import Settings
-from adapters.store import CLUSTER_SCHEMES, ProjectionStore, make_redis
+from adapters.store import ProjectionStore, is_cluster_url, make_redis
 from adapters.tracking import TrackedReads
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def projection_store(settings: Settings, role: Role) -> ProjectionStore:
 
 def tracked_reads(settings: Settings, count: Callable[[str], None] | None = None) -> TrackedReads | None:
     """The API's read cache with a Redis client of its own (None: off, or a Cluster); `count` is told each outcome."""
-    if settings.api_read_cache_entries <= 0 or settings.redis_url.partition("://")[0] + "://" in CLUSTER_SCHEMES:
+    if settings.api_read_cache_entries <= 0 or is_cluster_url(settings.redis_url):
         return None
     reads = TrackedReads(settings.api_read_cache_entries, count)
     client = make_redis(

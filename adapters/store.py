@@ -170,6 +170,11 @@ def parse_pointer(raw: bytes | str) -> tuple[int, str]:
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
 
+def is_cluster_url(url: str) -> bool:
+    """Whether `url` names a Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+    return url.partition("://")[0] + "://" in CLUSTER_SCHEMES
+
+
 def make_redis(settings: Settings, timeout_s: float | None = None, **extra: Any) -> redis.Redis:
     """A Redis client (connections open on first use); short timeouts so an outage shows fast.
 
@@ -177,8 +182,8 @@ def make_redis(settings: Settings, timeout_s: float | None = None, **extra: Any)
     `rediss://` one over TLS. `extra`: more redis-py arguments (ACL user, TLS; adapters/clients.py).
     """
     timeout = timeout_s if timeout_s is not None else settings.redis_timeout_s
-    scheme, _, rest = settings.redis_url.partition("://")
-    if scheme + "://" in CLUSTER_SCHEMES:
+    if is_cluster_url(settings.redis_url):
+        scheme, _, rest = settings.redis_url.partition("://")
         url = CLUSTER_SCHEMES[scheme + "://"] + rest
         cluster: redis.RedisCluster = redis.RedisCluster.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, **extra

@@ -15,7 +15,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from adapters.clients import Role, kafka_producer, mysql_users, projection_store, redis_client
+from adapters.clients import Role, kafka_producer, mysql_users, projection_store, redis_client, tracked_reads
 from adapters.kafka import consumer_config, ensure_topics
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
@@ -24,7 +24,7 @@ from api.finder import Finder
 from consumer.health import check_ready
 from consumer.main import main as consume
 from devtools.addservice import AddService
-from domain import Name, PhoneNumber, User
+from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.conftest import SecureStack
 from tests.helpers import delete_matching, unique, wait_until
 
@@ -197,3 +197,34 @@ def test_redis_acls_the_api_reads_the_consumer_stays_in_its_prefix(secure_stack:
     plaintext = replace(secure, redis_url=secure.redis_url.replace("rediss://", "redis://"))
     with pytest.raises(redis.ConnectionError):
         redis_client(plaintext, Role.API).ping()
+
+
+def test_the_api_user_may_run_the_read_cache_and_nothing_more(secure_stack: SecureStack, secure: Settings) -> None:
+    """services/secure.sh's ACL lets `ums-api` track its reads (adapters/tracking.py) over TLS, and no more."""
+    writer = projection_store(secure, Role.CONSUMER)
+    user = User(Name(unique("Acl Cache")), PhoneNumber(9_000_000_001), datetime(2026, 1, 1, tzinfo=UTC))
+    key = writer.key(1, user.name.canonical)
+    try:
+        writer.apply([UserAdded(user, Version(1, 0, 1))], 1)
+        reads = tracked_reads(replace(secure, api_read_cache_entries=10))
+        assert reads is not None
+
+        def phone() -> int:
+            held = reads.get(user.name.canonical, 1)
+            assert held is not None and held.user is not None
+            return held.user.phone.value
+
+        wait_until(lambda: phone() == 9_000_000_001 and reads.hits > 0, 5, "answers from memory as ums-api")
+        assert reads.enabled and reads.resets == 0
+        moved = User(user.name, PhoneNumber(9_000_000_002), user.since)
+        writer.apply([UserAdded(moved, Version(2, 0, 2))], 1)
+        wait_until(lambda: phone() == 9_000_000_002, 5, "the consumer's write invalidating the API's memory")
+        api = redis_client(secure, Role.API)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            api.publish("__redis__:invalidate", "x")
+        other = api.pubsub()
+        other.subscribe("other")  # sent now, answered (refused) when read
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            other.get_message(timeout=5)
+    finally:
+        writer.unlink([key])
