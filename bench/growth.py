@@ -25,6 +25,7 @@ from adapters.store import make_redis
 from bench import growth_data as data
 from bench import growth_phases as phases
 from bench.common import LOAD_CPUS, PINNING, PORT_BASE, RESULTS, ROOT, SUT_CPUS, machine
+from bench.growth_cpu import CpuMeter, per_event_us
 from bench.growth_redis import RedisRun, check_projection, sampled_bytes_per_user
 from bench.growth_report import write
 from bench.projection import bench_name
@@ -120,7 +121,10 @@ def measure_under_reads(
     try:
         time.sleep(2.0)  # connections and workers warm before the first measured stretch
         redis_run.reset_latency()
+        meter = CpuMeter(make_redis(settings, timeout_s=60), api.proc.pid)
+        before = meter.snapshot()
         rebuild = phases.to_flip(settings, ["replay"], workdir)
+        rebuild_cpu = per_event_us(before, meter.snapshot(), rebuild.cpu_s, events)
         latency["rebuild"] = redis_run.latency()
         baseline = quiet(min(rebuild.seconds, BASELINE_MAX_S))
         redis_run.reset_latency()
@@ -164,6 +168,7 @@ def measure_under_reads(
         "readers": {name: w.as_dict() for name, w in windows.items()},
         "readers_rate": RATE,
         "replay_peak_rss_mib": rebuild.peak_rss_mib,
+        "rebuild_cpu_us_per_event": rebuild_cpu,
         "gc_deleted_keys": deleted,
         "reconcile_exit": reconciled.returncode,
         "reconcile_output": reconciled.output[-1500:],

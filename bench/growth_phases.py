@@ -9,6 +9,7 @@ parent's copy), so every child of this harness showed the harness's own 60-140 M
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 from adapters.generations import Generations
 from adapters.settings import Settings
 from adapters.store import ProjectionStore, make_redis
-from bench.common import BIN, ROOT, env_for, wait_for
+from bench.common import BIN, ROOT, cpu_seconds, env_for, wait_for
 
 log = logging.getLogger("bench")
 POLL_S = 0.02
@@ -35,6 +36,7 @@ class Run:
     ended: float = 0.0
     returncode: int | None = None
     peak_rss_mib: float = 0.0
+    cpu_s: float = 0.0  # the process's own CPU seconds when last seen alive (replay workers not counted)
     output: str = ""
     marks: dict[str, float] = field(default_factory=dict)
 
@@ -76,6 +78,8 @@ class Command:
             if not hwm:
                 return  # a zombie: its memory is gone, the last reading stands
             self.peak_kib = max(self.peak_kib, hwm[0])
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                self.run.cpu_s = cpu_seconds(self.proc.pid)
             time.sleep(POLL_S)
 
     def finish(self, kill: bool = False) -> Run:

@@ -39,6 +39,8 @@ TIMES = [
     ("reconcile_s", "reconcile"),
     ("gc_s", "gc"),
 ]
+# CPU µs per event over the rebuild, by process (bench/growth_cpu.py), from the details.
+CPU = [("command", "replay"), ("redis", "Redis"), ("kafka", "broker"), ("api", "API (readers)"), ("other", "other")]
 MEMORY = [
     ("redis_used_bytes", "Redis used memory"),
     ("reconcile_peak_rss_mib", "reconcile peak RSS"),
@@ -61,6 +63,10 @@ def table(results: dict[str, Any]) -> str:
     ]
     for key, label in COLUMNS[1:]:
         lines.append(f"| {label} | " + " | ".join(number(r[key]) for r in rows) + " |")
+    cpu = [results.get("details", {}).get(str(r["users"]), {}).get("rebuild_cpu_us_per_event") for r in rows]
+    for key, label in CPU if all(cpu) else []:
+        cells = [number(c[key]) if c is not None and key in c else "-" for c in cpu]
+        lines.append(f"| rebuild CPU µs/event: {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

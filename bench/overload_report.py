@@ -29,7 +29,8 @@ def overload_keys(overload: dict[str, Any]) -> dict[str, Any]:
         # The worst over the steps at 2x and above (None: nothing was rejected there).
         "overload_reject_p99_ms": max(rejects) if rejects else None,
         "overload_recovery_s": by_peer["ours"]["recovery_s"],
-        "overload_recovery_per_second_s": by_peer["ours"].get("recovery_per_second_s"),
+        # The rule until 2026-12-04 (every later 5 s window within), kept for comparison.
+        "overload_recovery_every_window_s": by_peer["ours"].get("recovery_every_window_s"),
         "overload": by_peer["ours"],
         "overload_by_peer": by_peer,
         "overload_settings": {k: v for k, v in overload.items() if k != "by_peer"},
@@ -70,9 +71,11 @@ def overload_table(results: dict[str, Any]) -> str:
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
         "",
-        f"Recovery from 4x to 0.5x (p99 of 2xx over {settings.get('recovery_p99_window_s', 1):.0f} s windows back "
-        f"within the 0.5x step's p99 + {settings['recovery_margin_ms']:.0f} ms and staying there; "
-        f"{settings['recovery_window_s']:.0f} s at 0.5x; in parentheses: with one-second windows): {peers}.",
+        f"Recovery from 4x to 0.5x ({settings['recovery_window_s']:.0f} s at 0.5x; the first second from which the "
+        f"p99 of 2xx over the next {settings.get('recovery_p99_window_s', 1):.0f} s and over the rest of the run "
+        f"are within the 0.5x step's p99 + {settings['recovery_margin_ms']:.0f} ms; the same rule on the 0.5x step "
+        "itself, after a drain, as a control; in parentheses: every later window within, the rule until "
+        f"2026-12-04): {peers}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -82,7 +85,11 @@ def recovered(name: str, peer: dict[str, Any]) -> str:
         return "not within the window" if seconds is None else f"{seconds:.0f} s"
 
     text = f"{name} {said(peer['recovery_s'])}"
-    return f"{text} ({said(peer['recovery_per_second_s'])})" if "recovery_per_second_s" in peer else text
+    if "control_recovery_s" in peer:
+        text += f", control {said(peer['control_recovery_s'])}"
+    if "recovery_every_window_s" in peer:
+        text += f" ({said(peer['recovery_every_window_s'])}; control {said(peer['control_every_window_s'])})"
+    return text
 
 
 def overload_chart(results: dict[str, Any], path: Path) -> None:

@@ -6,7 +6,15 @@ import base64
 import math
 
 from bench.openloop import LADDER
-from bench.overload import overload_capacity, parse, per_second_p99, recovery_seconds, summarise, window_p99
+from bench.overload import (
+    overload_capacity,
+    parse,
+    per_second_p99,
+    recovery_seconds,
+    settled_second,
+    summarise,
+    window_p99,
+)
 from bench.overload_report import overload_keys, overload_table
 
 GUNICORN = base64.b64encode(b"Content-Type: application/json\r\nServer: gunicorn\r\n\r\n").decode()
@@ -58,6 +66,26 @@ def test_window_p99_pools_the_answers_of_each_window_so_one_slow_answer_is_not_a
     assert window_p99(results, 2, 5) == [2.0]  # a window longer than the run: the run itself
 
 
+def steady(seconds: int, latency_ms: float = 2.0, per_second: int = 100) -> str:
+    return "".join(row(s * 1000 + i, 200, latency_ms) for s in range(seconds) for i in range(per_second))
+
+
+def test_settled_is_the_first_second_from_which_the_next_window_and_the_rest_are_within_the_threshold() -> None:
+    # A backlog: the first 3 s answer in 40 ms, then 2 ms for 7 s.
+    slow_start = parse(steady(3, 40.0) + "".join(row(s * 1000 + i, 200, 2.0) for s in range(3, 10) for i in range(100)))
+    assert settled_second(slow_start, 10, 3, threshold_ms=10.0) == 3.0
+    # One stall of the machine late in the run (5 slow answers of 1,000): not the overload lasting,
+    # though the rule that wants every later window within reads it as a relapse.
+    stall = parse(steady(10) + "".join(row(8000 + i, 200, 30.0) for i in range(5)))
+    assert settled_second(stall, 10, 3, threshold_ms=10.0) == 0.0
+    assert recovery_seconds(window_p99(stall, 10, 3), threshold_ms=10.0) is None
+    # Slow for good, or slow again for a third of the run: never settled.
+    assert settled_second(parse(steady(10, 40.0)), 10, 3, threshold_ms=10.0) is None
+    relapse = parse(steady(6) + "".join(row(s * 1000 + i, 200, 40.0) for s in range(6, 10) for i in range(100)))
+    assert settled_second(relapse, 10, 3, threshold_ms=10.0) is None
+    assert settled_second([], 10, 3, threshold_ms=10.0) is None  # no answer at all
+
+
 def test_capacity_falls_back_to_the_lowest_ladder_rate_and_says_so() -> None:
     assert overload_capacity(1200.0) == (1200, "api_capacity_at_p99_10ms_rps")
     rate, source = overload_capacity(0.0)
@@ -75,7 +103,8 @@ def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_abov
         }  # fmt: skip
 
     steps = [step(1.5, 1000, 500.0), step(2.0, 950, 4.0), step(3.0, 900, 9.0), step(4.0, 850, 0.0, rejected=0)]
-    peer = {"steps": steps, "recovery_s": 3.0, "recovery_per_second_s": 7.0}
+    peer = {"steps": steps, "recovery_s": 3.0, "control_recovery_s": 0.0, "recovery_every_window_s": 7.0}
+    peer |= {"control_every_window_s": None}
     settings = {"capacity_rps": 1000, "capacity_source": "x", "step_s": 60.0, "client_timeout_s": 1.0}
     settings |= {"good_ms": 50.0, "recovery_margin_ms": 5.0, "recovery_window_s": 30.0}
     keys = overload_keys({**settings, "by_peer": {"ours": peer, "seed": peer}})
@@ -83,7 +112,8 @@ def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_abov
     assert keys["overload_reject_p99_ms"] == 9.0  # not the 1.5x step's 500 ms, not the 4x step without 503s
     assert (keys["overload_admitted_p99_ms_2x"], keys["overload_client_timeouts_2x"]) == (40.0, 2)
     assert keys["overload_recovery_s"] == 3.0 and set(keys["overload_by_peer"]) == {"ours", "seed"}
-    assert keys["overload_recovery_per_second_s"] == 7.0
+    assert keys["overload_recovery_every_window_s"] == 7.0
     text = overload_table({**keys, "date": "d"})
     assert "| ours | 2x | 2,000 | 950 | 40.0 | 10 (4.0) | 10 (4.0) | 2 | 0 |" in text
-    assert "ours 3 s (7 s); seed 3 s (7 s)" in text
+    both = "3 s, control 0 s (7 s; control not within the window)"
+    assert f"ours {both}; seed {both}" in text

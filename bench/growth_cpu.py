@@ -1,0 +1,71 @@
+"""CPU seconds by process over a growth phase: whose cost per event grows with the number of users.
+
+Every process of a growth run shares the machine's cores, so a rate that falls at 10M says only
+that some process spent more per event. A snapshot at a phase's start and end, per process:
+Redis (its own INFO counters), the broker (its pid from the stack), the API the readers use
+(master and workers), the command itself (read by phases.Command while it runs: it may be
+SIGKILLed at its flip), and the machine's busy time, whose remainder is everything else
+(MariaDB, the load generator, this harness).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import redis
+
+from bench.common import children, cpu_seconds
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent outside idle and iowait since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children (0 for a process already gone)."""
+    total = 0.0
+    for each in [pid, *children(pid)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(each)
+    return total
+
+
+def kafka_pid() -> int | None:
+    """The stack's broker (services/stack.sh writes its pid); None outside the stack."""
+    stack = os.environ.get("UMS_STACK_DIR")
+    path = Path(stack, "kafka", "kafka.pid") if stack else None
+    try:
+        return int(path.read_text().split()[0]) if path else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuMeter:
+    """Snapshots of Redis's, the broker's, the API's and the machine's CPU seconds."""
+
+    def __init__(self, client: redis.Redis, api_pid: int) -> None:
+        self.client, self.api_pid, self.kafka = client, api_pid, kafka_pid()
+
+    def snapshot(self) -> dict[str, float]:
+        info = self.client.info("cpu")
+        shot = {
+            "redis": float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+            "api": tree_cpu_s(self.api_pid),
+            "machine": machine_busy_s(),
+        }
+        if self.kafka is not None:
+            shot["kafka"] = tree_cpu_s(self.kafka)
+        return shot
+
+
+def per_event_us(before: dict[str, float], after: dict[str, float], command_s: float, events: int) -> dict[str, float]:
+    """CPU µs per event by process over a phase; `other` is the machine's busy time nobody named took."""
+    used = {name: after[name] - before[name] for name in before if name in after}
+    used["command"] = command_s
+    used["other"] = used.pop("machine") - sum(used.values())
+    return {name: round(seconds / events * 1e6, 2) for name, seconds in used.items()}
