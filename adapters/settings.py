@@ -86,6 +86,10 @@ class Settings:
     # Processes a Kafka replay splits its partitions across (at most one per partition with
     # work); 1 replays in the CLI's own process. Measured: docs/decisions.md "Replay workers".
     replay_workers: int = 1
+    # A replay or backfill writes at most this many events (or MySQL rows) a second on average,
+    # split among its workers; 0: as fast as it can. For a rebuild beside readers on shared cores
+    # (consumer/pace.py; measured: docs/decisions.md "Readers first").
+    rebuild_events_per_s: float = 0.0
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
@@ -148,6 +152,8 @@ class Settings:
                 raise ValueError(f"{_env_name(name)}={value} must be between 1 and {top} (0 means unlimited)")
         if not 0 <= self.maintenance_nice <= 19:
             raise ValueError(f"UMS_MAINTENANCE_NICE={self.maintenance_nice} must be between 0 and 19")
+        if self.rebuild_events_per_s < 0:
+            raise ValueError(f"UMS_REBUILD_EVENTS_PER_S={self.rebuild_events_per_s} must be >= 0 (0: no pace)")
         if self.value_format not in ("compact", "text"):
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
         if self.api_read_cache_entries < 0:

@@ -36,9 +36,13 @@ log = logging.getLogger("bench")
 DEFAULT_SIZES = "1000000,3000000,10000000"
 SIZES = [int(s) for s in os.environ.get("GROWTH_SIZES", DEFAULT_SIZES).split(",") if s.strip()]
 # GROWTH_PUBLISH=1 publishes another set of sizes too (e.g. 1000000,10000000 when time is short).
-FULL = os.environ.get("GROWTH_SIZES", DEFAULT_SIZES).replace(" ", "") == DEFAULT_SIZES or os.environ.get(
-    "GROWTH_PUBLISH", ""
-) not in ("", "0")
+# GROWTH_REBUILD_ONLY=1: consume, rebuild and gc only (no reconcile, no backfill), never published:
+# a diagnosis of the rebuild's rate at 10M in half the time.
+REBUILD_ONLY = os.environ.get("GROWTH_REBUILD_ONLY", "") not in ("", "0")
+FULL = not REBUILD_ONLY and (
+    os.environ.get("GROWTH_SIZES", DEFAULT_SIZES).replace(" ", "") == DEFAULT_SIZES
+    or os.environ.get("GROWTH_PUBLISH", "") not in ("", "0")
+)
 OUT = RESULTS if FULL else Path(os.environ.get("GROWTH_OUT", str(ROOT / ".run" / "bench-growth")))
 SEED = int(os.environ.get("GROWTH_SEED", "25"))
 # The baseline (readers alone) lasts as long as the rebuild did, up to this many seconds.
@@ -130,22 +134,13 @@ def measure_under_reads(
         redis_run.reset_latency()
         collected, deleted = phases.gc(settings, workdir)  # the generation the replay replaced
         latency["gc"] = redis_run.latency()
-        redis_run.reset_latency()
-        reconciled = phases.reconcile(settings, workdir)
-        latency["reconcile"] = redis_run.latency()
-        redis_run.reset_latency()
-        backfill = phases.to_flip(settings, ["backfill", "--from-mysql"], workdir)
-        latency["backfill"] = redis_run.latency()
+        reconciled, backfill = (None, None) if REBUILD_ONLY else from_mysql(settings, workdir, redis_run, latency)
     finally:
         reader.stop()
         api.stop()
-    windows = {
-        "rebuild": reader.window(rebuild.started, rebuild.ended),
-        "baseline": reader.window(*baseline),
-        "gc": reader.window(collected.started, collected.ended),
-        "reconcile": reader.window(reconciled.started, reconciled.ended),
-        "backfill": reader.window(backfill.started, backfill.ended),
-    }
+    runs = {"rebuild": rebuild, "gc": collected, "reconcile": reconciled, "backfill": backfill}
+    windows = {name: reader.window(run.started, run.ended) for name, run in runs.items() if run is not None}
+    windows["baseline"] = reader.window(*baseline)
     if deleted < users:
         log.warning("gc deleted %d keys, fewer than the %d of a whole generation", deleted, users)
     row = {
@@ -157,10 +152,10 @@ def measure_under_reads(
         "readers_max_ms_during_rebuild": windows["rebuild"].max_ms,
         "readers_p99_ms_baseline": windows["baseline"].p99_ms,
         "failed_reads": sum(w.failed for w in windows.values()),
-        "reconcile_s": round(reconciled.seconds, 2),
-        "reconcile_peak_rss_mib": reconciled.peak_rss_mib,
-        "backfill_s": round(backfill.seconds, 2),
-        "backfill_peak_rss_mib": backfill.peak_rss_mib,
+        "reconcile_s": round(reconciled.seconds, 2) if reconciled else None,
+        "reconcile_peak_rss_mib": reconciled.peak_rss_mib if reconciled else None,
+        "backfill_s": round(backfill.seconds, 2) if backfill else None,
+        "backfill_peak_rss_mib": backfill.peak_rss_mib if backfill else None,
         "gc_s": round(collected.seconds, 2),
         "readers_p99_ms_during_gc": windows["gc"].p99_ms,
     }
@@ -170,10 +165,23 @@ def measure_under_reads(
         "replay_peak_rss_mib": rebuild.peak_rss_mib,
         "rebuild_cpu_us_per_event": rebuild_cpu,
         "gc_deleted_keys": deleted,
-        "reconcile_exit": reconciled.returncode,
-        "reconcile_output": reconciled.output[-1500:],
+        "reconcile_exit": reconciled.returncode if reconciled else None,
+        "reconcile_output": reconciled.output[-1500:] if reconciled else None,
     }
     return row, details
+
+
+def from_mysql(
+    settings: Settings, workdir: Path, redis_run: RedisRun, latency: dict[str, Any]
+) -> tuple[phases.Run, phases.Run]:
+    """`reconcile`, then `backfill --from-mysql` to its flip, each with Redis's latency events."""
+    redis_run.reset_latency()
+    reconciled = phases.reconcile(settings, workdir)
+    latency["reconcile"] = redis_run.latency()
+    redis_run.reset_latency()
+    backfill = phases.to_flip(settings, ["backfill", "--from-mysql"], workdir)
+    latency["backfill"] = redis_run.latency()
+    return reconciled, backfill
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def table(results: dict[str, Any]) -> str:
         "| --- |" + " ---: |" * len(rows),
     ]
     for key, label in COLUMNS[1:]:
-        lines.append(f"| {label} | " + " | ".join(number(r[key]) for r in rows) + " |")
+        lines.append(f"| {label} | " + " | ".join("-" if r[key] is None else number(r[key]) for r in rows) + " |")
     cpu = [results.get("details", {}).get(str(r["users"]), {}).get("rebuild_cpu_us_per_event") for r in rows]
     for key, label in CPU if all(cpu) else []:
         cells = [number(c[key]) if c is not None and key in c else "-" for c in cpu]
@@ -87,14 +87,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (key, label) in enumerate(TIMES):
-        _series(left, users, [float(r[key]) for r in rows], label, colors[i % len(colors)])
+        if all(r[key] is not None for r in rows):  # GROWTH_REBUILD_ONLY skips some commands
+            _series(left, users, [float(r[key]) for r in rows], label, colors[i % len(colors)])
     consume = [r["events"] / r["consumer_eps_from_start"] for r in rows]
     _series(left, users, consume, "consume (from start)", colors[len(TIMES) % len(colors)])
     left.set_ylabel("seconds")
     left.set_title("time (dashed: linear from the smallest size)")
     for i, (key, label) in enumerate(MEMORY):
         scale = 2**20 if key.endswith("_bytes") else 1
-        _series(right, users, [float(r[key]) / scale for r in rows], label, colors[i % len(colors)])
+        if all(r[key] is not None for r in rows):
+            _series(right, users, [float(r[key]) / scale for r in rows], label, colors[i % len(colors)])
     replay = [results.get("details", {}).get(str(u), {}).get("replay_peak_rss_mib") for u in users]
     if all(replay):
         _series(right, users, [float(v) for v in replay], "replay peak RSS", colors[len(MEMORY) % len(colors)])

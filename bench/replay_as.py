@@ -1,11 +1,11 @@
-"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS <ums-find args>`: the CLI with another script size,
-niceness and number of replay workers.
+"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS PACE <ums-find args>`: the CLI with another script
+size, niceness, number of replay workers and pace (events/s, 0: none).
 
 Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay_kafka.py
 (for Kafka events and MySQL pages alike), set here before the command runs, so a curve can be
-measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE and the
-workers UMS_REPLAY_WORKERS. A spawned replay worker imports the constant afresh, so another
-script size is refused with more than one worker.
+measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE, the workers
+UMS_REPLAY_WORKERS and the pace UMS_REBUILD_EVENTS_PER_S. A spawned replay worker imports the
+constant afresh, so another script size is refused with more than one worker.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from ums_find.cli import main as cli
 
 
 def main() -> None:
-    keys, nice, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    keys, nice, workers, pace = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     if workers > 1 and keys != consumer.replay_kafka.REPLAY_KEYS_PER_CALL:
         raise SystemExit("another script size needs one replay worker (spawned workers import the constant)")
     consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
     os.environ["UMS_MAINTENANCE_NICE"] = str(nice)
     os.environ["UMS_REPLAY_WORKERS"] = str(workers)
-    cli(sys.argv[4:])
+    os.environ["UMS_REBUILD_EVENTS_PER_S"] = str(pace)
+    cli(sys.argv[5:])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent
 from consumer.lease import Lease
+from consumer.pace import Pace
 from consumer.progress import Progress
 from consumer.replay_kafka import (
     Interrupted,
@@ -159,6 +160,10 @@ class Rebuild:
         if self.lease is not None:
             self.lease.check()
 
+    def _pace(self) -> Pace:
+        """UMS_REBUILD_EVENTS_PER_S for this process; its sleep ends at once on SIGTERM/SIGINT."""
+        return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait)
+
     def _watermarks(self) -> dict[int, tuple[int, int]]:
         consumer = replay_consumer(self.settings)
         try:
@@ -177,10 +182,12 @@ class Rebuild:
             Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress,
             contextlib.closing(self.mysql.stream(2000)) as pages,
         ):
+            pace = self._pace()
             for users in pages:
                 self._check()
                 apply_newest(self.store, (UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
                 progress.update(len(users))
+                pace.after(len(users))
 
     def _from_kafka(self, plan: Plan) -> None:
         with Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress:
@@ -192,6 +199,13 @@ class Rebuild:
                 )
             elif groups:
                 replay = PartitionReplay(
-                    self.settings, self.store, plan.target, groups[0], self._check, progress.update, self.on_poison
+                    self.settings,
+                    self.store,
+                    plan.target,
+                    groups[0],
+                    self._check,
+                    progress.update,
+                    self.on_poison,
+                    self._pace(),
                 )
                 self.poison += replay.run()

@@ -33,6 +33,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.loop import envelope
+from consumer.pace import Pace
 from consumer.tuning import tune_gc
 from domain import newest_per_user, use_collation
 from domain.projection import Event
@@ -85,10 +86,13 @@ class PartitionReplay:
         check: Callable[[], None],
         progress: Callable[[int], None],
         on_poison: OnPoison | None = None,
+        pace: Pace | None = None,
     ) -> None:
-        """`check` raises to stop between batches; `progress` is told how many messages each batch read."""
+        """`check` raises to stop between batches; `progress` is told how many messages each batch read;
+        `pace` (default: none) may hold the next batch back while this one is written."""
         self.settings, self.store, self.target = settings, store, target
         self.partitions, self.check, self.progress, self.on_poison = partitions, check, progress, on_poison
+        self.pace = pace or Pace(0)
         self.poison = 0
 
     def run(self) -> int:
@@ -112,6 +116,7 @@ class PartitionReplay:
                         pending.result()
                     pending = writer.submit(apply_newest, self.store, events, self.target)
                     self.progress(seen)
+                    self.pace.after(seen)  # while the write is in flight
                     # Done by position, not by last offset seen: compaction leaves gaps.
                     for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
                         if tp.offset >= todo[tp.partition]:
@@ -175,7 +180,7 @@ def in_processes(
     procs = [
         ctx.Process(
             target=_worker,
-            args=(settings, target, group, stop, counter, poison_queue, logs.chosen(), os.getpid()),
+            args=(settings, target, group, len(groups), stop, counter, poison_queue, logs.chosen(), os.getpid()),
             name=f"replay-{i}",
             daemon=True,
         )
@@ -226,6 +231,7 @@ def _worker(
     settings: Settings,
     target: int,
     partitions: Partitions,
+    workers: int,
     stop: Any,
     counter: Synchronized[int],
     poison_queue: multiprocessing.Queue[tuple[Envelope, str, str]],
@@ -257,8 +263,9 @@ def _worker(
     def on_poison(message: Envelope, bad: PoisonEvent) -> None:
         poison_queue.put((message, bad.code, str(bad)))
 
+    pace = Pace(settings.rebuild_events_per_s / workers)
     try:
-        PartitionReplay(settings, store, target, partitions, check, progress, on_poison).run()
+        PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
     except ClaimLost as lost:
         log.warning("%s", lost)
         sys.exit(CLAIM_LOST_EXIT)

@@ -61,3 +61,13 @@ def test_the_table_shows_spreads_and_whether_a_target_is_met() -> None:
     assert "| API / fixed-body ceiling (same gunicorn) | 0.57 | >= 0.75 | **no** |" in text
     assert "| freshness p99 at 20 events/s (ms) | 9.50 (8.00-12.25) | <= 10 | yes |" in text
     assert "projection throughput" not in text  # keys a run did not produce are left out
+
+
+def test_growth_cpu_per_event_names_each_process_and_leaves_the_rest_to_other() -> None:
+    from bench.growth_cpu import per_event_us
+
+    before = {"redis": 10.0, "api": 5.0, "machine": 100.0, "kafka": 1.0}
+    after = {"redis": 13.0, "api": 9.0, "machine": 125.0, "kafka": 3.0}
+    shares = per_event_us(before, after, command_s=12.0, events=1_000_000)
+    # 25 s of the machine's busy time: 3 Redis, 4 API, 2 broker, 12 the command, 4 nobody named.
+    assert shares == {"redis": 3.0, "api": 4.0, "kafka": 2.0, "command": 12.0, "other": 4.0}
