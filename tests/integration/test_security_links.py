@@ -228,3 +228,15 @@ def test_the_api_user_may_run_the_read_cache_and_nothing_more(secure_stack: Secu
             other.get_message(timeout=5)
     finally:
         writer.unlink([key])
+
+
+def test_mysql_without_a_ca_still_upgrades_to_tls_on_every_connection(secure: Settings) -> None:
+    """The TLS context is shared between connections (adapters/mysql.py); each one still speaks TLS."""
+    pool = make_pool(replace(secure, mysql_ssl_ca=""))  # no TLS argument: PyMySQL's unverified upgrade
+    ciphers = []
+    for _ in range(3):
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            ciphers.append(cur.fetchone()[1])
+        pool.close()  # the next use opens a new connection
+    assert all(ciphers), ciphers
