@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 # Time a pace may bank while the rebuild runs slower than it (a slow batch, a paused process):
-# more would let the next batches burst at full speed to catch up, which is what it is for to avoid.
+# more would let the next batches burst at full speed to catch up: the very load a pace is there to prevent.
 CREDIT_S = 1.0
 
 

@@ -120,7 +120,11 @@ class Rebuild:
                     "rebuilding generation %s while %s serves reads",
                     target,
                     pointer.live,
-                    extra={"kafka_events": plan.kafka_events, "mysql_rows": plan.mysql_rows},
+                    extra={
+                        "kafka_events": plan.kafka_events,
+                        "mysql_rows": plan.mysql_rows,
+                        "pace_events_per_s": self.settings.rebuild_events_per_s or None,
+                    },
                 )
                 if self.mysql:
                     self._from_mysql(plan)
