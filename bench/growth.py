@@ -31,6 +31,7 @@ from bench.growth_report import write
 from bench.projection import bench_name
 from bench.readers import RATE, Reader, quiet
 from bench.servers import gunicorn
+from bench.steal import StealSampler
 
 log = logging.getLogger("bench")
 DEFAULT_SIZES = "1000000,3000000,10000000"
@@ -122,6 +123,7 @@ def measure_under_reads(
     api = gunicorn(settings, PORT_BASE + 5)
     names = [bench_name(u) for u in random.Random(SEED).sample(range(users), min(users, 20_000))]
     reader = Reader(api.base, names, workdir)
+    steal = StealSampler().start()
     try:
         time.sleep(2.0)  # connections and workers warm before the first measured stretch
         redis_run.reset_latency()
@@ -136,6 +138,7 @@ def measure_under_reads(
         latency["gc"] = redis_run.latency()
         reconciled, backfill = (None, None) if REBUILD_ONLY else from_mysql(settings, workdir, redis_run, latency)
     finally:
+        steal.stop()
         reader.stop()
         api.stop()
     runs = {"rebuild": rebuild, "gc": collected, "reconcile": reconciled, "backfill": backfill}
@@ -164,6 +167,8 @@ def measure_under_reads(
         "readers_rate": RATE,
         "replay_peak_rss_mib": rebuild.peak_rss_mib,
         "rebuild_cpu_us_per_event": rebuild_cpu,
+        # A rate that falls at one size only: was the machine's CPU stolen in that phase?
+        "cpu_steal": {name: steal.between(run.started, run.ended) for name, run in runs.items() if run is not None},
         "gc_deleted_keys": deleted,
         "reconcile_exit": reconciled.returncode if reconciled else None,
         "reconcile_output": reconciled.output[-1500:] if reconciled else None,

@@ -67,6 +67,10 @@ def table(results: dict[str, Any]) -> str:
     for key, label in CPU if all(cpu) else []:
         cells = [number(c[key]) if c is not None and key in c else "-" for c in cpu]
         lines.append(f"| rebuild CPU µs/event: {label} | " + " | ".join(cells) + " |")
+    steal = [results.get("details", {}).get(str(r["users"]), {}).get("cpu_steal", {}).get("rebuild") for r in rows]
+    if any(s and s.get("mean_pct") is not None for s in steal):
+        cells = ["-" if not s or s["mean_pct"] is None else f"{s['mean_pct']:.1f} / {s['max_pct']:.0f}" for s in steal]
+        lines.append("| CPU steal during the rebuild, mean / max % | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

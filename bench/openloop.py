@@ -14,6 +14,7 @@ the series so a drifting machine load hits all of them alike.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +72,19 @@ def capacity(points: dict[int, Point]) -> int:
 
 def open_loop_suite(series: list[Series], rounds: int, workdir: Path) -> dict[str, object]:
     runs: dict[str, list[dict[int, Point]]] = {s.name: [] for s in series}
+    # Each round's (start, end), wall clock as the steal sampler's: the steal sampler's figures for it (run.py).
+    windows: dict[str, list[tuple[float, float]]] = {s.name: [] for s in series}
     for r in range(rounds):
         log.info("open-loop round %d of %d", r + 1, rounds)
         for s in series:
+            started = time.time()
             runs[s.name].append(run_series(s, workdir))
+            windows[s.name].append((started, time.time()))
             held = capacity(runs[s.name][-1]) if s.capacity else "-"
             p99 = {rate: p.p99_ms for rate, p in runs[s.name][-1].items()}
             log.info("  %s: p99 ms by rate %s; capacity %s", s.name, p99, held)
-    return summarise(runs, {s.name for s in series if s.capacity})
+    capacities = {s.name: [capacity(points) for points in runs[s.name]] for s in series if s.capacity}
+    return {**summarise(runs, set(capacities)), "windows": windows, "capacity_rounds": capacities}
 
 
 def summarise(runs: dict[str, list[dict[int, Point]]], with_capacity: set[str]) -> dict[str, object]:

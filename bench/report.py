@@ -77,7 +77,8 @@ def table(results: dict[str, Any]) -> str:
             f"{results['load_average_end'][0]:.1f} at the end."
             if "load_average_start" in results
             else "."
-        ),
+        )
+        + steal_note(results.get("cpu_steal")),
         "",
         "| figure | value | target | met |",
         "| --- | ---: | --- | --- |",
@@ -93,6 +94,34 @@ def table(results: dict[str, Any]) -> str:
         met = "" if check is None else ("yes" if check(value) else "**no**")
         lines.append(f"| {label} | {shown} | {target} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def steal_note(steal: dict[str, Any] | None) -> str:
+    """The run's CPU steal (bench/steal.py), when it was measured."""
+    if not steal or steal.get("mean_pct") is None:
+        return ""
+    return (
+        f" CPU steal (the hypervisor's, sampled each second): mean {steal['mean_pct']:.1f} %, "
+        f"max {steal['max_pct']:.0f} %, {steal['burst_s']} s above 5 %."
+    )
+
+
+def rounds_note(rounds: dict[str, list[dict[str, Any]]] | None) -> str:
+    """Capacity round by round with each round's steal: a round that differs says why."""
+    if not rounds:
+        return ""
+
+    def one(r: dict[str, Any]) -> str:
+        steal = r["steal"]
+        if steal.get("mean_pct") is None:
+            return f"{r['capacity_rps']:,.0f}"
+        return f"{r['capacity_rps']:,.0f} ({steal['mean_pct']:.1f} / {steal['max_pct']:.0f})"
+
+    parts = [f"{name} " + ", ".join(one(r) for r in rows) for name, rows in rounds.items()]
+    return (
+        "\nCapacity at p99 <= 10 ms round by round, req/s (in brackets: CPU steal in the round, "
+        "mean / max %): " + "; ".join(parts) + ".\n"
+    )
 
 
 def number(value: float) -> str:
@@ -136,7 +165,7 @@ def open_loop_table(results: dict[str, Any]) -> str:
             row = rows.get(str(rate))
             cells.append(f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f} / {row['p999_ms']:.1f}" if row else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + rounds_note(results.get("api_open_loop_rounds"))
 
 
 def latency_chart(results: dict[str, Any], path: Path) -> None:

@@ -11,7 +11,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.api import api_suite
 from bench.common import LOAD_CPUS, PINNING, RESULTS, ROUNDS, SCALE, SUT_CPUS, machine, median, spread
@@ -20,6 +20,7 @@ from bench.overload_report import overload_keys
 from bench.projection import projection_suite
 from bench.report import write
 from bench.servers import seed_versions
+from bench.steal import StealSampler
 
 log = logging.getLogger("bench")
 
@@ -121,6 +122,17 @@ def summarise(projection: dict[str, Any], api: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def rounds_with_steal(open_loop: dict[str, Any], steal: StealSampler) -> dict[str, list[dict[str, Any]]]:
+    """Each peer's capacity round by round, with the CPU steal the round had."""
+    return {
+        name: [
+            {"capacity_rps": held, "steal": steal.between(*window)}
+            for held, window in zip(open_loop["capacity_rounds"][name], open_loop["windows"][name], strict=True)
+        ]
+        for name in open_loop["capacity_rounds"]
+    }
+
+
 def versions() -> dict[str, dict[str, str]]:
     """What each peer ran: ours and the ceiling share this venv; the seed has its own (the article's)."""
     import importlib.metadata as md
@@ -133,11 +145,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_at_start = os.getloadavg()
     count = int(1_000_000 * SCALE)
-    # The naive loop commits every message synchronously (about 130/s here): a smaller sample.
-    projection = projection_suite(ROUNDS, count, naive_count=max(1000, int(3000 * SCALE)))
-    with tempfile.TemporaryDirectory() as workdir:
-        api = api_suite(projection["settings"], count, max(ROUNDS, 3), Path(workdir))
-    fresh = freshness_suite(ROUNDS)
+    with StealSampler() as steal:
+        # The naive loop commits every message synchronously (about 130/s here): a smaller sample.
+        projection = projection_suite(ROUNDS, count, naive_count=max(1000, int(3000 * SCALE)))
+        with tempfile.TemporaryDirectory() as workdir:
+            api = api_suite(projection["settings"], count, max(ROUNDS, 3), Path(workdir))
+        fresh = freshness_suite(ROUNDS)
     results = {
         **summarise(projection, api),
         **freshness_keys(fresh),
@@ -145,6 +158,8 @@ def main() -> None:
         # A busy machine shows here first: compare these before trusting a ratio.
         "load_average_start": load_at_start,
         "load_average_end": os.getloadavg(),
+        "cpu_steal": steal.whole(),
+        "api_open_loop_rounds": rounds_with_steal(cast(dict[str, Any], api["open_loop"]), steal),
         "pinning": {"enabled": PINNING, "system_under_test_cpus": SUT_CPUS, "load_generator_cpus": LOAD_CPUS},
     }
     print(write(results, RESULTS))
