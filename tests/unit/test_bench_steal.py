@@ -55,3 +55,18 @@ def test_the_growth_table_shows_the_steal_each_rebuild_had():
     results = {"date": "d", "machine": "m", "load_average_start": [0.1], "load_average_end": [0.2]}
     text = table(results | {"sizes": rows, "details": details, "rebuild_rate_ratio_10m_vs_1m": None})
     assert "| CPU steal during the rebuild, mean / max % | 1.0 / 2 | - |" in text
+
+
+def test_each_capacity_round_is_paired_with_the_steal_of_its_window():
+    from bench.run import rounds_with_steal
+
+    sampler = StealSampler()
+    sampler.samples = [(1.5, 0.0), (2.5, 30.0), (3.5, 10.0)]
+    open_loop = {
+        "capacity_rounds": {"ours": [1000, 250]},
+        "windows": {"ours": [(1.0, 2.0), (2.0, 4.0)], "fallback": [(1.0, 2.0), (2.0, 4.0)]},
+    }
+    rounds = rounds_with_steal(open_loop, sampler)
+    assert list(rounds) == ["ours"]
+    assert [r["capacity_rps"] for r in rounds["ours"]] == [1000, 250]
+    assert [r["steal"]["max_pct"] for r in rounds["ours"]] == [0.0, 30.0]
