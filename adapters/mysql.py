@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import select
 import ssl
@@ -39,22 +40,38 @@ class Connection(pymysql.connections.Connection):
     PyMySQL builds an `ssl.SSLContext` on every connect, loading a CA store each time:
     20-37 ms of CPU here for the system store (no `UMS_MYSQL_SSL_CA`: PyMySQL's unverified
     upgrade; or the system bundle as the CA). In an outage every fallback request connects
-    and is refused, so each cost the API that much CPU only to answer 503. The context for a
-    setting never changes, so it is shared (an SSLContext is safe across threads); a CA file
-    replaced in place is read at the next process start, as librdkafka reads Kafka's.
+    and is refused, so each cost the API that much CPU only to answer 503. A setting's context
+    is shared (an SSLContext is safe across threads) while its files are unchanged: a CA Secret
+    rotated in place (a new inode or mtime) is read by the next connection, as before.
     """
 
-    _contexts: dict[tuple[tuple[str, Any], ...], ssl.SSLContext] = {}
+    _contexts: dict[tuple[Any, ...], ssl.SSLContext] = {}
     _lock = threading.Lock()
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         if not isinstance(sslp, dict):
             return super()._create_ssl_ctx(sslp)  # type: ignore[misc,no-any-return]
-        key = tuple(sorted(sslp.items()))
+        key = context_key(sslp)
         with self._lock:
             if key not in self._contexts:
                 self._contexts[key] = super()._create_ssl_ctx(sslp)  # type: ignore[misc]
             return self._contexts[key]
+
+
+def context_key(sslp: dict[str, Any]) -> tuple[Any, ...]:
+    """A TLS setting and the version of each file it names: what its context is built from."""
+    return (*sorted(sslp.items()), *(_file_version(sslp.get(k)) for k in ("ca", "capath", "cert", "key")))
+
+
+def _file_version(path: Any) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a TLS file or directory; None when there is none (PyMySQL says why)."""
+    if not isinstance(path, str):
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
 
 
 class ConnectionPool:

@@ -152,7 +152,7 @@ class Settings:
                 raise ValueError(f"{_env_name(name)}={value} must be between 1 and {top} (0 means unlimited)")
         if not 0 <= self.maintenance_nice <= 19:
             raise ValueError(f"UMS_MAINTENANCE_NICE={self.maintenance_nice} must be between 0 and 19")
-        if self.rebuild_events_per_s < 0:
+        if not self.rebuild_events_per_s >= 0:  # also NaN, which float() accepts
             raise ValueError(f"UMS_REBUILD_EVENTS_PER_S={self.rebuild_events_per_s} must be >= 0 (0: no pace)")
         if self.value_format not in ("compact", "text"):
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")

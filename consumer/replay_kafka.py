@@ -263,7 +263,8 @@ def _worker(
     def on_poison(message: Envelope, bad: PoisonEvent) -> None:
         poison_queue.put((message, bad.code, str(bad)))
 
-    pace = Pace(settings.rebuild_events_per_s / workers)
+    # stop.wait: the parent's SIGTERM ends a worker's sleep at once, as it does the parent's.
+    pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait)
     try:
         PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
     except ClaimLost as lost:

@@ -148,7 +148,7 @@ def test_mariadb_restart_under_16_readers_fails_nothing_once_it_accepts(settings
         f"errors={len(readers.errors)} slowest_503={max((a.seconds for a in unavailable), default=0):.3f}s"
     )
     assert not readers.errors
-    assert unavailable, "no request met the outage: the rig did not test anything"
+    assert unavailable and all(a.retry_after for a in unavailable), unavailable[:5]
     assert all(a.status in (404, 503) for a in readers.answers), {a.status for a in readers.answers}
     assert not failed_after, failed_after[:5]
 

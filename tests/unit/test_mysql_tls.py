@@ -1,28 +1,22 @@
-"""The MySQL connection's TLS context: built once per setting, with PyMySQL's own semantics."""
+"""The MySQL connection's TLS context: built once per setting and file version, with PyMySQL's own semantics."""
 
 from __future__ import annotations
 
-import socket
+import os
 import ssl
+from pathlib import Path
 
-import pymysql
-import pytest
+import certifi
 
 from adapters.mysql import Connection
 
-
-def refused_port() -> int:
-    """A port nothing listens on (bound, never listened, closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+CA = certifi.where()  # any PEM bundle will do: it is only loaded (certifi comes with requests)
 
 
-def context_of(sslp: dict[str, object] | None = None) -> ssl.SSLContext:
-    """The context a refused connect with `ssl=sslp` (None: no TLS argument) was given."""
-    with pytest.raises(pymysql.OperationalError):
-        Connection(host="127.0.0.1", port=refused_port(), user="u", password="p", connect_timeout=1, ssl=sslp)
-    return Connection._contexts[tuple(sorted((sslp or {}).items()))]
+def context_of(sslp: dict[str, object] | ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """The context a connection with `ssl=sslp` (None: no TLS argument) is given; nothing is dialled."""
+    conn = Connection(host="127.0.0.1", user="u", password="p", ssl=sslp, defer_connect=True)
+    return conn.ctx  # type: ignore[no-any-return]
 
 
 def test_no_ca_reuses_one_context_with_pymysqls_unverified_upgrade():
@@ -39,9 +33,18 @@ def test_each_tls_setting_has_its_own_context():
     assert context_of({"ca": None, "check_hostname": False, "verify_mode": True}) is verified
 
 
+def test_a_ca_file_replaced_in_place_is_read_by_the_next_connection(tmp_path: Path):
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path(CA).read_bytes())
+    setting = {"ca": str(ca), "check_hostname": True, "verify_mode": True}
+    first = context_of(setting)
+    assert context_of(setting) is first and first.check_hostname and first.verify_mode == ssl.CERT_REQUIRED
+    rotated = tmp_path / "ca.pem.new"  # as a Kubernetes Secret volume swaps its files: a new inode
+    rotated.write_bytes(ca.read_bytes())
+    os.replace(rotated, ca)
+    assert context_of(setting) is not first
+
+
 def test_a_context_passed_in_is_used_as_it_is():
     mine = ssl.create_default_context()
-    before = dict(Connection._contexts)
-    with pytest.raises(pymysql.OperationalError):
-        Connection(host="127.0.0.1", port=refused_port(), user="u", password="p", connect_timeout=1, ssl=mine)
-    assert Connection._contexts == before
+    assert context_of(mine) is mine

@@ -47,15 +47,17 @@ def test_time_spent_working_counts_toward_the_pace() -> None:
 
 def test_a_pause_banks_at_most_the_credit_so_no_long_burst_follows() -> None:
     clock = Clock()
-    pace = Pace(1000, clock, clock.sleep)
-    pace.after(1000)
+    pace = Pace(1024, clock, clock.sleep)  # batches of 1/8 s: sums exact in binary
+    pace.after(1024)
     clock.now += 60.0  # stopped for a minute
     free = 0
-    while pace.after(100) == 0.0:
-        free += 100
-    assert free == CREDIT_S * 1000  # a second's worth of events at full speed, then paced again
+    while pace.after(128) == 0.0:
+        free += 128
+    assert free == CREDIT_S * 1024  # a second's worth of events at full speed, then paced again
 
 
 def test_a_pace_below_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="UMS_REBUILD_EVENTS_PER_S"):
         Settings(rebuild_events_per_s=-1)
+    with pytest.raises(ValueError, match="UMS_REBUILD_EVENTS_PER_S"):
+        Settings(rebuild_events_per_s=float("nan"))  # float() takes "nan"; a sleep of NaN would fail mid-rebuild
