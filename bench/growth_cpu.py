@@ -16,13 +16,12 @@ from pathlib import Path
 
 import redis
 
-from bench.common import children, cpu_seconds
+from bench.common import children, cpu_seconds, cpu_ticks
 
 
 def machine_busy_s() -> float:
     """CPU seconds all cores have run something since boot (/proc/stat): not idle, iowait or steal."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    ticks = cpu_ticks()
     # Steal is time the hypervisor ran someone else: counted as busy, it read as "other" per event.
     return (sum(ticks) - ticks[3] - ticks[4] - ticks[7]) / os.sysconf("SC_CLK_TCK")
 

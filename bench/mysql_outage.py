@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
+
+from bench.growth_cpu import tree_cpu_s
 
 READERS = 16
 SECONDS = 5.0
 URL = "http://127.0.0.1:18123/user/Nobody%20R{reader}x{i}"
 
 
-def cpu_seconds(master: int) -> float:
-    """User + system CPU of the gunicorn master and its workers."""
-    found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-    total = 0
-    for pid in [master, *map(int, found)]:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def main(label: str, master: int) -> None:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    before = cpu_seconds(master)
+    before = tree_cpu_s(master)
     end = time.monotonic() + SECONDS
 
     def read(reader: int) -> None:
@@ -48,7 +37,7 @@ def main(label: str, master: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    used = cpu_seconds(master) - before
+    used = tree_cpu_s(master) - before
     latencies.sort()
     n = len(latencies)
     print(

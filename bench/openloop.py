@@ -72,7 +72,7 @@ def capacity(points: dict[int, Point]) -> int:
 
 def open_loop_suite(series: list[Series], rounds: int, workdir: Path) -> dict[str, object]:
     runs: dict[str, list[dict[int, Point]]] = {s.name: [] for s in series}
-    # Each round's (start, end), wall clock as the steal sampler's: the steal sampler's figures for it (run.py).
+    # Each round's (start, end) on the wall clock, as the steal sampler stamps its samples (run.py).
     windows: dict[str, list[tuple[float, float]]] = {s.name: [] for s in series}
     for r in range(rounds):
         log.info("open-loop round %d of %d", r + 1, rounds)

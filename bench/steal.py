@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+from bench.common import cpu_ticks
 
 INTERVAL_S = 1.0
 BURST_PCT = 5.0  # a second with more steal than this is counted as a burst
@@ -19,8 +20,8 @@ BURST_PCT = 5.0  # a second with more steal than this is counted as a burst
 
 def steal_ticks() -> tuple[int, int]:
     """(steal, all) ticks of every core since boot, from the first line of /proc/stat."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return fields[7], sum(fields)
+    ticks = cpu_ticks()
+    return ticks[7], sum(ticks)
 
 
 def share_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
@@ -37,7 +38,7 @@ class StealSampler:
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steal-sampler", daemon=True)
-        self._first = steal_ticks()
+        self._first = (0, 0)  # read by start()
 
     def _run(self) -> None:
         last = self._first
