@@ -42,6 +42,14 @@ class ClaimLost(Exception):
     """This rebuild's claim expired or was taken: it must not flip, and stops."""
 
 
+class PositionsWentBack(Exception):
+    """Redis holds positions behind what was saved under the same pointer: it lost acknowledged writes."""
+
+    def __init__(self, behind: Mapping[int, tuple[int, int]]) -> None:
+        super().__init__(behind)
+        self.behind = dict(behind)  # partition -> (known stored before, found now; -1: none)
+
+
 @dataclass(frozen=True)
 class Pointer:
     """The control state read in one MGET: what is live, and what a rebuild is filling."""
@@ -111,14 +119,25 @@ class Generations:
     def all_positions(self, generation: int) -> dict[int, int]:
         return {int(p): int(o) for p, o in self.client.hgetall(f"{self.pos_prefix}{generation}").items()}
 
-    def save_positions(self, pointer: Pointer, offsets: Mapping[int, int]) -> bool:
-        """Record next offsets for the live generation, if `pointer` is still current; False if not."""
+    def save_positions(
+        self, pointer: Pointer, offsets: Mapping[int, int], floors: Mapping[int, int] | None = None
+    ) -> bool:
+        """Record next offsets for the live generation, if `pointer` is still current; False if not.
+
+        `floors`: per partition the caller owns (batch or not), the position it last knew
+        stored; raises PositionsWentBack (and saves nothing) when Redis holds less for any.
+        """
         if not offsets:
             return True
+        floors = floors or {}
         args: list[str | int] = [pointer.tag]
-        for partition, offset in offsets.items():
-            args += [partition, offset]
-        return bool(self._save(keys=[self.live_key, f"{self.pos_prefix}{pointer.live}"], args=args))
+        for partition in sorted(offsets.keys() | floors.keys()):
+            args += [partition, offsets.get(partition, -1), floors.get(partition, -1)]
+        reply = self._save(keys=[self.live_key, f"{self.pos_prefix}{pointer.live}"], args=args)
+        if isinstance(reply, list):
+            found = dict(zip(map(int, reply[::2]), map(int, reply[1::2]), strict=True))
+            raise PositionsWentBack({p: (floors[p], f) for p, f in found.items()})
+        return bool(reply)
 
     # Rebuild claim ---------------------------------------------------------------------
 

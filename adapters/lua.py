@@ -92,14 +92,28 @@ redis.call('SET', KEYS[1], ARGV[2] .. ':' .. epoch)
 redis.call('DEL', KEYS[2])
 return tonumber(gen)
 """
-# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", partition, offset, partition, offset, ...
+# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", then per partition: partition, offset, floor.
 # Positions move forward only, and only while the pointer is still the one the batch was
 # written under: after a wipe or a flip the caller repositions instead (returns 0).
+# The floor is the position the caller last knew stored (-1: none), sent for every partition
+# it owns (offset -1: nothing to save there). Under one pointer no one moves a position back,
+# so finding less means Redis lost acknowledged writes (restarted from an older snapshot, a
+# replica promoted before it caught up): nothing is saved, and the partitions found behind
+# come back as {partition, found, ...} for the caller to read again.
 SAVE_POSITIONS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do
+local found, behind = {}, {}
+for i = 2, #ARGV, 3 do
   local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  found[i] = cur
+  if cur < tonumber(ARGV[i + 2]) then
+    behind[#behind + 1] = ARGV[i]
+    behind[#behind + 1] = cur
+  end
+end
+if #behind > 0 then return behind end
+for i = 2, #ARGV, 3 do
+  if tonumber(ARGV[i + 1]) > found[i] then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 end
 return 1
 """

@@ -67,7 +67,7 @@ class ConsumeLoop:
     ) -> None:
         self.consumer = consumer
         self.projector = Projector(store)
-        self.positions = Positions(consumer, Generations(store), settings.topic)
+        self.positions = Positions(consumer, Generations(store), settings.topic, metrics.redis_rewinds.inc)
         self.dead_letters = dead_letters
         self.settings = settings
         self.metrics = metrics
@@ -93,15 +93,18 @@ class ConsumeLoop:
     def step(self) -> None:
         """One batch: consume, follow the pointer, write, dead-letter, save positions."""
         messages = self.fetch()
-        if messages or self.health.due():
+        # positioned is None: a save found the pointer moved or Redis gone back; reposition now.
+        if messages or self.positions.positioned is None or self.health.due():
             pointer = self._redis(self.positions.current, "pointer read")
-            if not self.positions.in_step(pointer):
-                # Wiped, new epoch or flipped: nothing of this batch is written; every
-                # partition resumes from the new pointer's positions instead.
+            in_step = self.positions.in_step(pointer)
+            if messages and in_step:
+                self.process(messages, pointer)
+            elif not in_step or self._redis(lambda: self.positions.went_back(pointer), "positions check"):
+                # Wiped, new epoch, flipped, or Redis lost writes (found idle; a busy consumer's
+                # save finds it): nothing of this batch is written; every partition resumes from
+                # the pointer's positions instead.
                 self._redis(lambda: self.positions.reposition(pointer), "reposition", KafkaException)
                 self.totals.repositioned += 1
-            elif messages:
-                self.process(messages, pointer)
         if self.health.due():
             self.health.write(len(self.positions.assigned), self._update_lag())
 

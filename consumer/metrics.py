@@ -17,6 +17,7 @@ class ConsumerMetrics:
     lag: Gauge
     last_applied_ts: Gauge
     redis_retries: Counter
+    redis_rewinds: Counter
     timestamp_guard: Gauge
 
     @classmethod
@@ -56,6 +57,12 @@ class ConsumerMetrics:
             ),
             redis_retries=Counter(
                 "ums_consumer_redis_retries", "Batch writes retried after a Redis error", registry=registry
+            ),
+            redis_rewinds=Counter(
+                "ums_consumer_redis_rewinds",
+                "Times Redis held positions behind what it had acknowledged (it lost writes: an older"
+                " snapshot, a lagging replica promoted); the partitions set back were read again",
+                registry=registry,
             ),
             timestamp_guard=Gauge(
                 "ums_consumer_timestamp_guard",

@@ -2,18 +2,20 @@
 
 Kafka's committed offsets are monitoring only. A partition is positioned at the next
 offset the live generation recorded for it, or at its beginning when it has none; so a
-wiped Redis, a new epoch and a flipped generation are one case, whoever notices it.
+wiped Redis, a new epoch and a flipped generation are one case, whoever notices it. A Redis
+that comes back holding less than it acknowledged (same pointer, positions behind what was
+last known stored) is the same case for the partitions it set back.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from adapters.generations import Generations, Pointer
+from adapters.generations import Generations, Pointer, PositionsWentBack
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,19 @@ def next_offsets(messages: Iterable[Message]) -> dict[int, int]:
 class Positions:
     """Positions of one consumer's assigned partitions against one pointer (`positioned`)."""
 
-    def __init__(self, consumer: Consumer, generations: Generations, topic: str) -> None:
+    def __init__(
+        self, consumer: Consumer, generations: Generations, topic: str, on_rewind: Callable[[], None] = lambda: None
+    ) -> None:
         self.consumer = consumer
         self.generations = generations
         self.topic = topic
+        self.on_rewind = on_rewind
         self.assigned: set[int] = set()
         # The pointer every assigned partition was positioned against (None: reposition all).
         self.positioned: Pointer | None = None
+        # Per partition, the position last known stored under `positioned` (-1: none). No one
+        # moves a position back under one pointer, so Redis holding less means it lost writes.
+        self.floors: dict[int, int] = {}
 
     def current(self) -> Pointer:
         """The pointer; creates generation 1 when Redis holds no projection (new or wiped)."""
@@ -57,6 +65,7 @@ class Positions:
         for partition in sorted(self.assigned):
             offset = stored.get(partition, OFFSET_BEGINNING)
             self.consumer.seek(TopicPartition(self.topic, partition, offset))
+        self.floors = {p: stored.get(p, -1) for p in self.assigned}
         previous = self.positioned
         self.positioned = pointer
         if previous is not None:
@@ -70,12 +79,40 @@ class Positions:
             )
 
     def save(self, pointer: Pointer, offsets: dict[int, int]) -> bool:
-        """Record the batch's next offsets in the live generation; False when the pointer moved."""
-        if self.generations.save_positions(pointer, offsets):
+        """Record the batch's next offsets in the live generation; False when the pointer moved
+        or Redis went back (the next step repositions before writing anything)."""
+        try:
+            saved = self.generations.save_positions(pointer, offsets, self.floors)
+        except PositionsWentBack as back:
+            self._went_back(pointer, back.behind)
+            return False
+        if saved:
+            for partition, offset in offsets.items():
+                self.floors[partition] = max(self.floors.get(partition, -1), offset)
             self._store_kafka_offsets(offsets)
             return True
-        self.positioned = None  # the next step repositions before writing anything
+        self.positioned = None
         return False
+
+    def went_back(self, pointer: Pointer) -> bool:
+        """The idle check: True (and reposition on the next step) when Redis holds positions behind
+        what was known stored; a busy consumer learns it from its next save instead."""
+        stored = self.generations.positions(pointer.live, self.floors)
+        behind = {p: (f, stored.get(p, -1)) for p, f in self.floors.items() if stored.get(p, -1) < f}
+        if behind:
+            self._went_back(pointer, behind)
+        return bool(behind)
+
+    def _went_back(self, pointer: Pointer, behind: Mapping[int, tuple[int, int]]) -> None:
+        log.error(
+            "Redis lost writes it had acknowledged (restarted from an older snapshot, or a replica promoted"
+            " before it caught up): partitions %s are read again from generation %s's positions",
+            sorted(behind),
+            pointer.live,
+            extra={"behind": {p: {"known": k, "found": f} for p, (k, f) in behind.items()}},
+        )
+        self.on_rewind()
+        self.positioned = None
 
     def _store_kafka_offsets(self, offsets: dict[int, int]) -> None:
         # Committed offsets only feed lag monitoring; where to resume is read from Redis.
@@ -102,6 +139,7 @@ class Positions:
             self.positioned = None  # older partitions follow an older pointer: reposition all
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+            self.floors[tp.partition] = stored.get(tp.partition, -1)
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},
@@ -110,3 +148,5 @@ class Positions:
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self.assigned -= {tp.partition for tp in partitions}
+        for tp in partitions:
+            self.floors.pop(tp.partition, None)

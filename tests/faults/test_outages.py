@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from dataclasses import replace
 
 from adapters.clients import Role, projection_store
 from consumer.health import check_live, check_ready
-from tests.faults.rig import ROOT, compare, produce_in_background, random_events, snapshot, wait_converged
+from tests.faults.rig import (
+    ROOT,
+    PrivateRedis,
+    compare,
+    live_snapshot,
+    produce,
+    produce_in_background,
+    random_events,
+    snapshot,
+    wait_converged,
+    wait_whole,
+)
 from tests.helpers import run_cli, wait_until
 
 OUTAGE_S = 45
@@ -79,3 +91,70 @@ def test_kafka_broker_restart(settings, store, fault_producer, model, consumers,
     print(f"broker restart: events={model.produced} missing={diff.missing} stale={diff.stale} extra={diff.extra}")
     assert consumer.pid == pid and consumer.alive(), "the consumer restarted"
     assert diff.ok, diff
+
+
+def test_redis_back_from_an_older_snapshot_is_filled_in_again(
+    settings, fault_producer, model, consumers, rng, name_tag, tmp_path
+):
+    """Redis comes back holding less than it acknowledged: a restart from an RDB snapshot after a crash,
+    a replica promoted before it caught up, a backup restored. The pointer (and its epoch) survived, so
+    nothing looks wiped; only the positions going back say what was lost, and the consumer must read
+    that span again, whether it is idle at the time or busy.
+
+    The server persists only when the test says SAVE (no AOF): the snapshot is the state it restarts to.
+    """
+    server = PrivateRedis(tmp_path, persist=False)
+    server.start()
+    try:
+        settings = replace(settings, redis_url=f"redis://127.0.0.1:{server.port}/0")
+        store = projection_store(settings, Role.ADMIN)
+        consumer = consumers(UMS_REDIS_URL=settings.redis_url).start()
+        # Three parts, each newer than the last (base_ms), the second and third with users the
+        # first lacks: what a restore loses shows as both stale and missing users.
+        parts = [
+            random_events(rng, users=users, count=3 * users, tag=name_tag, base_ms=base)
+            for users, base in ((1500, 1_700_000_000_000), (2500, 1_710_000_000_000), (3000, 1_720_000_000_000))
+        ]
+        produce(fault_producer, settings.topic, parts[0], model)
+        wait_whole(store, model, 60, "the first part")
+        assert store.client.save()  # the state the crash goes back to
+        produce(fault_producer, settings.topic, parts[1], model)
+        wait_whole(store, model, 60, "the second part")
+
+        # Idle: nothing more arrives, so no batch's save can notice; the once-a-second check must.
+        # The consumer is paused across the crash (well inside the 6 s session timeout: no
+        # rebalance, whose assignment would read the positions anyway) so the rig can show the loss.
+        consumer.signal(signal.SIGSTOP)
+        try:
+            server.crash()
+            server.start()
+            lost = compare(model.view(), live_snapshot(store))
+        finally:
+            consumer.signal(signal.SIGCONT)
+        assert lost.missing >= 1000 and lost.stale >= 1000, f"the restart lost nothing: the rig tested nothing ({lost})"
+        idle_s = wait_whole(store, model, 60, "the projection after an idle restart")
+
+        # Busy: a crash back to a snapshot taken mid-stream, while the stream goes on.
+        producer = produce_in_background(fault_producer, settings.topic, parts[2], model, per_second=len(parts[2]) / 12)
+        wait_until(
+            lambda: model.produced > len(parts[0]) + len(parts[1]) + len(parts[2]) // 4, 30, "a quarter of part 3"
+        )
+        assert store.client.save()
+        wait_until(lambda: model.produced > len(parts[0]) + len(parts[1]) + len(parts[2]) // 2, 30, "half of part 3")
+        server.crash()
+        server.start()
+        producer.join()
+        assert model.failed == 0
+        busy_s = wait_whole(store, model, 90, "the projection after a restart mid-stream")
+        went_back = [r for r in consumer.records() if r.get("message", "").startswith("Redis lost writes")]
+        assigned = sum(r.get("message") == "partitions assigned" for r in consumer.records())
+        print(
+            f"redis restarted from older snapshots: events={model.produced} lost at the idle restart "
+            f"missing={lost.missing} stale={lost.stale}; whole again after {idle_s:.1f} s (idle) and "
+            f"{busy_s:.1f} s (after the stream); rewinds logged={len(went_back)} assignments={assigned}"
+        )
+        assert len(went_back) >= 2, "each restart must be noticed as lost writes"
+        assert consumer.alive()
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.stop()

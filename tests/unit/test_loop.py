@@ -11,7 +11,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from adapters.generations import Generations
+from adapters.generations import Generations, PositionsWentBack
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.loop import ConsumeLoop
@@ -308,3 +308,57 @@ def test_a_failed_pipelined_write_is_written_again_before_positions_move(store, 
     assert calls == [4, 4]  # the whole batch, retried until Redis answered
     assert len(phones(store)) == 3
     assert Generations(store).all_positions(1) == {0: 2, 1: 2}
+
+
+def go_back(store, partition: int, to: int) -> None:
+    """Redis as restored from an older snapshot: partition's position at `to`, the pointer unchanged."""
+    store.client.hset(f"{Generations(store).pos_prefix}1", str(partition), to)
+
+
+def rewinds(loop) -> float:
+    return loop.metrics.redis_rewinds._value.get()
+
+
+def test_a_save_that_finds_any_owned_partition_behind_reads_it_again(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()
+    store.client.delete(store.key(1, "ramesh kumar"))  # written at partition 0's offset 1, then lost
+    go_back(store, 0, 1)
+    logs[1].append(put("Ganesh Rao", 9_000_000_004, 1, 2))  # the next batch is partition 1's only
+    loop.step()
+    assert rewinds(loop) == 1
+    assert Generations(store).all_positions(1) == {0: 1, 1: 2}  # nothing saved over the gap
+    loop.step()  # repositions to what Redis holds
+    assert sorted(consumer.seeks) == [(0, 1), (1, 2)]
+    loop.step()
+    assert phones(store)["ramesh kumar"] == 9_000_000_002
+    assert store.get("ganesh rao", 1) is not None
+    assert Generations(store).all_positions(1) == {0: 2, 1: 3}
+
+
+def test_an_idle_consumer_notices_positions_gone_back(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()
+    store.client.delete(store.key(1, "suresh babu"), store.key(1, "krishna mohan"))
+    store.client.hdel(f"{Generations(store).pos_prefix}1", "1")  # restored from before partition 1's first save
+    loop.health._last = float("-inf")  # the once-a-second idle check is due
+    loop.step()
+    assert rewinds(loop) == 1
+    assert sorted(consumer.seeks) == [(0, 2), (1, OFFSET_BEGINNING)]
+    loop.step()
+    assert phones(store)["suresh babu"] == 9_000_000_003 and phones(store)["krishna mohan"] == 9_000_000_009
+    loop.health._last = float("-inf")
+    loop.step()
+    assert rewinds(loop) == 1  # in step again: no second rewind
+
+
+def test_positions_ahead_of_the_floor_are_another_owner_not_a_loss(store):
+    generations = Generations(store)
+    pointer, _ = generations.ensure()
+    assert generations.save_positions(pointer, {0: 10}, {0: -1})
+    assert generations.save_positions(pointer, {0: 12}, {0: 5})  # someone else saved 10 meanwhile
+    assert generations.all_positions(1) == {0: 12}
+    with pytest.raises(PositionsWentBack) as back:
+        generations.save_positions(pointer, {0: 20}, {0: 12, 3: 7})
+    assert back.value.behind == {3: (7, -1)}
+    assert generations.all_positions(1) == {0: 12}  # nothing saved
