@@ -10,6 +10,8 @@ one atomic script and every read one MGET:
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
+    {P}:pos:fill:<g>  what a rebuild wrote to its generation (partition -> next offset,
+                  "mysql" -> rows), marked after the data; the flip checks it
 
 Start, renew, flip and abandon compare the caller's token; the sweep never deletes the
 live generation nor a claimed one (adapters/sweep.py). See docs/decisions.md ("Recovery").
@@ -23,7 +25,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from adapters.lua import ABANDON, FLIP, RENEW, SAVE_POSITIONS, START
+from adapters.lua import ABANDON, FLIP, MARK_FILLED, RENEW, SAVE_POSITIONS, START
 from adapters.store import ProjectionStore, parse_pointer
 from adapters.sweep import Sweeper
 
@@ -48,6 +50,10 @@ class PositionsWentBack(Exception):
     def __init__(self, behind: Mapping[int, tuple[int, int]]) -> None:
         super().__init__(behind)
         self.behind = dict(behind)  # partition -> (known stored before, found now; -1: none)
+
+
+class FillLost(ClaimLost):
+    """Redis lost writes of this rebuild (an older snapshot, a failover): its generation must not go live."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Generations:
         self._abandon = self.client.register_script(ABANDON)
         self._flip = self.client.register_script(FLIP)
         self._save = self.client.register_script(SAVE_POSITIONS)
+        self._mark = self.client.register_script(MARK_FILLED)
         self._sweeper = Sweeper(store, self.rebuild_key, self.seq_key, self.pos_prefix)
 
     def read(self) -> Pointer | None:
@@ -139,6 +146,20 @@ class Generations:
             raise PositionsWentBack({p: (floors[p], f) for p, f in found.items()})
         return bool(reply)
 
+    def mark_filled(self, generation: int, marks: Mapping[str, int], floors: Mapping[str, int]) -> None:
+        """Record what a rebuild has written to `generation` (after the data); raise FillLost when a
+        mark is found behind `floors`, what this writer marked before."""
+        args: list[str | int] = []
+        for field in sorted(marks.keys() | floors.keys()):
+            args += [field, marks.get(field, -1), floors.get(field, -1)]
+        if not args:
+            return
+        reply = self._mark(keys=[f"{self.pos_prefix}fill:{generation}"], args=args)
+        if isinstance(reply, list):
+            found = dict(zip((f.decode() for f in reply[::2]), map(int, reply[1::2]), strict=True))
+            behind = ", ".join(f"{f} {floors[f]} -> {n}" for f, n in sorted(found.items()))
+            raise FillLost(f"Redis lost writes of the rebuild of generation {generation} (marks went back: {behind})")
+
     # Rebuild claim ---------------------------------------------------------------------
 
     def start(self, lease_ms: int) -> tuple[int, str]:
@@ -165,9 +186,18 @@ class Generations:
         """Give the claim up (its generation is then unclaimed and swept); False if it was not ours."""
         return bool(self._abandon(keys=[self.rebuild_key], args=[claim]))
 
-    def flip(self, claim: str, generation: int, epoch: str) -> int:
-        """Make the claimed generation live; return the old one, or raise ClaimLost."""
-        old = int(self._flip(keys=[self.live_key, self.rebuild_key, self.pos_prefix], args=[claim, generation, epoch]))
+    def flip(self, claim: str, generation: int, epoch: str, filled: Mapping[str, int] | None = None) -> int:
+        """Make the claimed generation live; return the old one, or raise ClaimLost.
+
+        `filled`: the marks the rebuild wrote last (MARK_FILLED); raises FillLost, flipping
+        nothing, when Redis holds less of them.
+        """
+        args: list[str | int] = [claim, generation, epoch]
+        for field, mark in sorted((filled or {}).items()):
+            args += [field, mark]
+        old = int(self._flip(keys=[self.live_key, self.rebuild_key, self.pos_prefix], args=args))
+        if old == -2:
+            raise FillLost(f"Redis lost writes of the rebuild of generation {generation}: nothing flipped")
         if old < 0:
             pointer = self.read()
             if pointer is not None and pointer.live == generation and pointer.epoch == epoch:

@@ -71,16 +71,23 @@ return {n, ''}
 RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 # KEYS: rebuild; ARGV: claim.
 ABANDON = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# KEYS: live, rebuild, pos-prefix; ARGV: claim, target, epoch.
+# KEYS: live, rebuild, pos-prefix; ARGV: claim, target, epoch, then field, mark pairs.
 # Makes the claimed generation live (same epoch) and hands it the live generation's
 # positions: consumers wrote every batch to both since the claim, so the new generation
-# holds everything up to those positions. Returns the old live generation, or -1.
+# holds everything up to those positions. Returns the old live generation, -1 without the
+# claim, or -2 when the rebuild's own marks (MARK_FILLED) are short of what it wrote: Redis
+# lost some of its writes, and nothing flips.
 FLIP = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local live = redis.call('GET', KEYS[1])
 if not live then return -1 end
 local gen, epoch = string.match(live, '^(%d+):(.*)$')
 if epoch ~= ARGV[3] then return -1 end
+local fill = KEYS[3] .. 'fill:' .. ARGV[2]
+for i = 4, #ARGV, 2 do
+  if tonumber(redis.call('HGET', fill, ARGV[i]) or '-1') < tonumber(ARGV[i + 1]) then return -2 end
+end
+redis.call('DEL', fill)
 local old = KEYS[3] .. gen
 local new = KEYS[3] .. ARGV[2]
 local pos = redis.call('HGETALL', old)
@@ -92,19 +99,16 @@ redis.call('SET', KEYS[1], ARGV[2] .. ':' .. epoch)
 redis.call('DEL', KEYS[2])
 return tonumber(gen)
 """
-# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", then per partition: partition, offset, floor.
-# Positions move forward only, and only while the pointer is still the one the batch was
-# written under: after a wipe or a flip the caller repositions instead (returns 0).
-# The floor is the position the caller last knew stored (-1: none), sent for every partition
-# it owns (offset -1: nothing to save there). Under one pointer no one moves a position back,
-# so finding less means Redis lost acknowledged writes (restarted from an older snapshot, a
-# replica promoted before it caught up): nothing is saved, and the partitions found behind
-# come back as {partition, found, ...} for the caller to read again.
-SAVE_POSITIONS = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+# The body shared by SAVE_POSITIONS and MARK_FILLED: per field of `hash`, ARGV from `first`
+# on holds triples field, value, floor. The floor is the value the caller last knew stored
+# (-1: none); no one moves one back, so finding less means Redis lost acknowledged writes
+# (restarted from an older snapshot, a replica promoted before it caught up): nothing is
+# saved, and the fields found behind come back as {field, found, ...}. Else each value is
+# saved where it is ahead (value -1: nothing to save there, only the floor checked).
+_FORWARD_ONLY = """
 local found, behind = {}, {}
-for i = 2, #ARGV, 3 do
-  local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
+for i = first, #ARGV, 3 do
+  local cur = tonumber(redis.call('HGET', hash, ARGV[i]) or '-1')
   found[i] = cur
   if cur < tonumber(ARGV[i + 2]) then
     behind[#behind + 1] = ARGV[i]
@@ -112,11 +116,26 @@ for i = 2, #ARGV, 3 do
   end
 end
 if #behind > 0 then return behind end
-for i = 2, #ARGV, 3 do
-  if tonumber(ARGV[i + 1]) > found[i] then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = first, #ARGV, 3 do
+  if tonumber(ARGV[i + 1]) > found[i] then redis.call('HSET', hash, ARGV[i], ARGV[i + 1]) end
 end
 return 1
 """
+# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", then partition, offset, floor for every
+# partition the caller owns. Positions move forward only, and only while the pointer is still
+# the one the batch was written under: after a wipe or a flip the caller repositions instead
+# (returns 0); positions found behind their floor: see _FORWARD_ONLY.
+SAVE_POSITIONS = (
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local hash, first = KEYS[2], 2
+"""
+    + _FORWARD_ONLY
+)
+# KEYS: pos:fill:<gen>; ARGV: field, value, floor, ... What a rebuild has written to its
+# generation, marked after the data: per partition the next offset, "mysql" the rows. The flip
+# checks these, so a generation that lost writes to a rollback never goes live.
+MARK_FILLED = "local hash, first = KEYS[1], 1\n" + _FORWARD_ONLY
 
 
 # ---- the sweep (adapters/sweep.py)

@@ -1,6 +1,7 @@
 """The sweep: delete the keys of generations that are neither live nor claimed, whatever runs beside it.
 
-Positions (`{P}:pos:<g>`) share the control keys' hash slot, so DROP_POSITIONS checks the
+Positions (`{P}:pos:<g>`, and a rebuild's marks `{P}:pos:fill:<g>`, matched by the same
+pattern) share the control keys' hash slot, so DROP_POSITIONS checks the
 pointer and the claim and deletes in one script: no flip, claim or new pointer can come
 between the check and the delete.
 

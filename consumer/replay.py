@@ -85,6 +85,7 @@ class Rebuild:
         self.from_kafka = from_kafka
         self.tty = tty
         self.poison = 0
+        self.mysql_rows = 0  # rows written from MySQL so far (marked, and checked by the flip)
         self.on_poison = on_poison
         self.stop = stop or threading.Event()
         self.lease: Lease | None = None
@@ -131,7 +132,7 @@ class Rebuild:
                 if self.from_kafka:
                     self._from_kafka(plan)
                 lease.check()
-                old = self.generations.flip(claim, target, pointer.epoch)
+                old = self.generations.flip(claim, target, pointer.epoch, self._filled(plan))
         except BaseException:
             self._abandon(claim, target)
             raise
@@ -156,6 +157,13 @@ class Rebuild:
             self.generations.sweep(only=target)
         except Exception:
             log.warning("could not delete generation %s; the next gc will", target, exc_info=True)
+
+    def _filled(self, plan: Plan) -> dict[str, int]:
+        """The marks a whole rebuild leaves (the flip refuses less): every partition's end, MySQL's rows."""
+        filled = {str(p): end for p, (low, end) in plan.partitions.items() if end > low}
+        if self.mysql_rows:
+            filled["mysql"] = self.mysql_rows
+        return filled
 
     def _check(self) -> None:
         """Between batches: stop on SIGTERM/SIGINT, and stop writing once the claim is lost."""
@@ -187,9 +195,13 @@ class Rebuild:
             contextlib.closing(self.mysql.stream(2000)) as pages,
         ):
             pace = self._pace()
+            self.mysql_rows = 0
             for users in pages:
                 self._check()
                 apply_newest(self.store, (UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
+                marked = {"mysql": self.mysql_rows} if self.mysql_rows else {}
+                self.mysql_rows += len(users)
+                self.generations.mark_filled(plan.target, {"mysql": self.mysql_rows}, marked)
                 progress.update(len(users))
                 pace.after(len(users))
 

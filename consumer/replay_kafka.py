@@ -94,6 +94,8 @@ class PartitionReplay:
         self.partitions, self.check, self.progress, self.on_poison = partitions, check, progress, on_poison
         self.pace = pace or Pace(0)
         self.poison = 0
+        self.generations = Generations(store)
+        self.marked: dict[str, int] = {}  # this replay's last marks (MARK_FILLED), per partition
 
     def run(self) -> int:
         """Replay every partition up to its end offset; how many messages were poison."""
@@ -112,13 +114,15 @@ class PartitionReplay:
                 while todo:
                     self.check()
                     events, seen = self._decode_batch(consumer, todo)
+                    positions = consumer.position([TopicPartition(topic, p) for p in todo])
                     if pending is not None:
                         pending.result()
-                    pending = writer.submit(apply_newest, self.store, events, self.target)
+                    marks = {str(tp.partition): tp.offset for tp in positions if tp.offset >= 0}
+                    pending = writer.submit(self._write, events, marks)
                     self.progress(seen)
                     self.pace.after(seen)  # while the write is in flight
                     # Done by position, not by last offset seen: compaction leaves gaps.
-                    for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                    for tp in positions:
                         if tp.offset >= todo[tp.partition]:
                             del todo[tp.partition]
                 if pending is not None:
@@ -126,6 +130,12 @@ class PartitionReplay:
         finally:
             consumer.close()
         return self.poison
+
+    def _write(self, events: list[Event], marks: dict[str, int]) -> None:
+        """The batch, then its marks: how far each partition is written (the flip checks them)."""
+        apply_newest(self.store, events, self.target)
+        self.generations.mark_filled(self.target, marks, self.marked)
+        self.marked.update(marks)
 
     def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
         """The next batch's events below each partition's end offset, and how many messages that was."""
@@ -202,7 +212,7 @@ def in_processes(
             multiprocessing.connection.wait(running, timeout=POLL_S)
         poison += _drain(poison_queue, on_poison)
         if any(p.exitcode == CLAIM_LOST_EXIT for p in procs):
-            raise ClaimLost(f"generation {target} is no longer claimed: its workers stopped without a flip")
+            raise ClaimLost(f"generation {target} lost its claim or writes (the workers' log says which): no flip")
         failed = [f"{p.name} exited {p.exitcode}" for p in procs if p.exitcode != 0]
         if failed:
             raise RuntimeError(f"replay workers failed: {', '.join(failed)}")

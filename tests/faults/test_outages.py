@@ -8,15 +8,18 @@ import time
 from dataclasses import replace
 
 from adapters.clients import Role, projection_store
+from adapters.generations import Generations, Pointer
 from consumer.health import check_live, check_ready
 from tests.faults.rig import (
     ROOT,
     PrivateRedis,
+    ReplayProcess,
     compare,
     live_snapshot,
     produce,
     produce_in_background,
     random_events,
+    run_replay,
     snapshot,
     wait_converged,
     wait_whole,
@@ -155,6 +158,52 @@ def test_redis_back_from_an_older_snapshot_is_filled_in_again(
         )
         assert len(went_back) >= 2, "each restart must be noticed as lost writes"
         assert consumer.alive()
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.stop()
+
+
+def test_a_rebuild_across_a_redis_rollback_never_flips_what_it_lost(
+    settings, fault_producer, model, consumers, rng, name_tag, tmp_path
+):
+    """A replay writes its generation for seconds; Redis crashes and comes back from a snapshot taken
+    mid-rebuild, claim and all. The replay's own writes since the snapshot are gone and it keeps no
+    positions in Redis to notice it by: it must not flip that generation live. The live one is
+    filled in again by the consumer, and a new replay then rebuilds it whole."""
+    server = PrivateRedis(tmp_path, persist=False)
+    server.start()
+    try:
+        settings = replace(settings, redis_url=f"redis://127.0.0.1:{server.port}/0")
+        store = projection_store(settings, Role.ADMIN)
+        generations = Generations(store)
+        consumers(UMS_REDIS_URL=settings.redis_url).start()
+        produce(fault_producer, settings.topic, random_events(rng, users=40_000, count=40_000, tag=name_tag), model)
+        wait_whole(store, model, 60, "the projection before the rebuild")
+        # Paced (8 s for 40,000 users, one event each, so keys count progress; it writes 10,000 a
+        # batch) so the snapshot and the crash land between batches of one rebuild.
+        replay = ReplayProcess(settings, tmp_path, UMS_REBUILD_EVENTS_PER_S="5000").start()
+        wait_until(lambda: (generations.read() or Pointer(0, "")).building is not None, 30, "the replay's claim")
+        target = generations.read().building
+
+        def built() -> int:
+            return sum(1 for _ in store.client.scan_iter(match=store.key(target, "*"), count=1000))
+
+        wait_until(lambda: built() >= 10_000, 30, "the replay's first writes")
+        assert store.client.save()
+        at_save = built()
+        wait_until(lambda: built() >= at_save + 10_000, 30, "the replay to write on past the snapshot")
+        server.crash()
+        server.start()
+        code = replay.wait(120)
+        pointer = generations.read()
+        print(f"replay across a rollback: exit {code}, live generation {pointer and pointer.live}, target {target}")
+        assert pointer is not None and pointer.live != target, (
+            f"the replay flipped a generation that lost writes:\n{replay.text()[-2000:]}"
+        )
+        assert code != 0
+        wait_whole(store, model, 60, "the live projection after the rollback")
+        assert run_replay(settings).returncode == 0
+        wait_whole(store, model, 60, "the projection rebuilt after the rollback")
     finally:
         if server.proc and server.proc.poll() is None:
             server.stop()

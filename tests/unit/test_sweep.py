@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from adapters.generations import Generations, RebuildRunning
+from adapters.generations import FillLost, Generations, RebuildRunning
 from adapters.store import ProjectionStore
 from consumer.replay import Rebuild
 from domain import Name, PhoneNumber, User
@@ -138,3 +138,34 @@ def test_a_failed_abandon_leaves_the_generation_to_the_next_gc(settings, store, 
     wait_until(lambda: generations.read().building is None, 10, "the failed rebuild's lease to expire")
     assert generations.sweep() == 5  # `ums-find gc`
     assert in_generation(store, 2) == 0 and store.live_generation() == 1
+
+
+def test_a_rebuild_whose_marks_went_back_never_flips_and_its_marks_are_swept(store):
+    generations = Generations(store)
+    generations.ensure()
+    two, claim = generations.start(lease_ms=60_000)
+    epoch = generations.read().epoch
+    marked: dict[str, int] = {}
+    for marks in ({"0": 50, "1": 40}, {"0": 100}):
+        generations.mark_filled(two, marks, marked)
+        marked.update(marks)
+    store.client.hset(f"{generations.pos_prefix}fill:{two}", "1", 10)  # Redis went back
+    with pytest.raises(FillLost):
+        generations.mark_filled(two, {"0": 150}, marked)  # the next batch's mark sees it
+    with pytest.raises(FillLost):  # and so does the flip, marks or not
+        generations.flip(claim, two, epoch, {"0": 100, "1": 40})
+    assert generations.read().live == 1
+    generations.abandon(claim)
+    generations.sweep()
+    assert not store.client.exists(f"{generations.pos_prefix}fill:{two}")
+
+
+def test_a_whole_rebuild_flips_and_leaves_no_marks(store):
+    generations = Generations(store)
+    generations.ensure()
+    two, claim = generations.start(lease_ms=60_000)
+    generations.mark_filled(two, {"0": 100, "mysql": 2000}, {})
+    assert generations.flip(claim, two, generations.read().epoch, {"0": 100, "mysql": 2000}) == 1
+    assert generations.read().live == two
+    assert not store.client.exists(f"{generations.pos_prefix}fill:{two}")
+    assert generations.all_positions(two) == {}  # the marks never mix with positions
