@@ -10,8 +10,9 @@ one atomic script and every read one MGET:
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
-    {P}:pos:fill:<g>  what a rebuild wrote to its generation (partition -> next offset,
-                  "mysql" -> rows), marked after the data; the flip checks it
+    {P}:pos:fill:<g>  how far generation g's data is written (partition -> next offset,
+                  "mysql" -> rows), marked after the data (adapters/marks.py); positions
+                  are saved only up to it, and a rebuild flips only when it reaches every end
 
 Start, renew, flip and abandon compare the caller's token; the sweep never deletes the
 live generation nor a claimed one (adapters/sweep.py). See docs/decisions.md ("Recovery").
@@ -25,7 +26,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from adapters.lua import ABANDON, FLIP, MARK_FILLED, RENEW, SAVE_POSITIONS, START
+from adapters.lua import ABANDON, FLIP, RENEW, SAVE_POSITIONS, START
+from adapters.marks import Mark, WritesLost
 from adapters.store import ProjectionStore, parse_pointer
 from adapters.sweep import Sweeper
 
@@ -93,7 +95,6 @@ class Generations:
         self._abandon = self.client.register_script(ABANDON)
         self._flip = self.client.register_script(FLIP)
         self._save = self.client.register_script(SAVE_POSITIONS)
-        self._mark = self.client.register_script(MARK_FILLED)
         self._sweeper = Sweeper(store, self.rebuild_key, self.seq_key, self.pos_prefix)
 
     def read(self) -> Pointer | None:
@@ -131,34 +132,37 @@ class Generations:
     ) -> bool:
         """Record next offsets for the live generation, if `pointer` is still current; False if not.
 
-        `floors`: per partition the caller owns (batch or not), the position it last knew
-        stored; raises PositionsWentBack (and saves nothing) when Redis holds less for any.
+        `floors`: per partition the caller has positioned or saved (batch or not), the position
+        it last knew stored. Raises PositionsWentBack, saving nothing, when Redis holds less
+        for any, or when an offset is past its partition's fill mark (the batch's data, sent
+        with its mark, was lost after Redis acknowledged it). With no offsets: the check alone.
         """
-        if not offsets:
-            return True
         floors = floors or {}
+        if not offsets and not floors:
+            return True
         args: list[str | int] = [pointer.tag]
         for partition in sorted(offsets.keys() | floors.keys()):
             args += [partition, offsets.get(partition, -1), floors.get(partition, -1)]
-        reply = self._save(keys=[self.live_key, f"{self.pos_prefix}{pointer.live}"], args=args)
+        keys = [self.live_key, f"{self.pos_prefix}{pointer.live}", self.fill_key(pointer.live)]
+        reply = self._save(keys=keys, args=args)
         if isinstance(reply, list):
             found = dict(zip(map(int, reply[::2]), map(int, reply[1::2]), strict=True))
-            raise PositionsWentBack({p: (floors[p], f) for p, f in found.items()})
+            raise PositionsWentBack({p: (floors.get(p, -1), f) for p, f in found.items()})
         return bool(reply)
 
-    def mark_filled(self, generation: int, marks: Mapping[str, int], floors: Mapping[str, int]) -> None:
-        """Record what a rebuild has written to `generation` (after the data); raise FillLost when a
-        mark is found behind `floors`, what this writer marked before."""
-        args: list[str | int] = []
-        for field in sorted(marks.keys() | floors.keys()):
-            args += [field, marks.get(field, -1), floors.get(field, -1)]
-        if not args:
-            return
-        reply = self._mark(keys=[f"{self.pos_prefix}fill:{generation}"], args=args)
-        if isinstance(reply, list):
-            found = dict(zip((f.decode() for f in reply[::2]), map(int, reply[1::2]), strict=True))
-            behind = ", ".join(f"{f} {floors[f]} -> {n}" for f, n in sorted(found.items()))
-            raise FillLost(f"Redis lost writes of the rebuild of generation {generation} (marks went back: {behind})")
+    def fill_key(self, generation: int) -> str:
+        return f"{self.pos_prefix}fill:{generation}"
+
+    def mark(self, generation: int, marks: Mapping[str, int], floors: Mapping[str, int] | None = None) -> Mark:
+        """A fill mark for `generation`, to send after the data it covers (adapters/marks.py)."""
+        return Mark(self.fill_key(generation), dict(marks), dict(floors or {}))
+
+    def lost_rebuild(self, generation: int, lost: WritesLost) -> ClaimLost:
+        """What a rebuild's mark found behind means: its claim gone (and its marks swept), or writes lost."""
+        pointer = self.read()
+        if pointer is None or pointer.building != generation:
+            return ClaimLost(f"the claim on generation {generation} is gone (its marks were swept: {lost})")
+        return FillLost(f"Redis lost writes of the rebuild of generation {generation}: {lost}")
 
     # Rebuild claim ---------------------------------------------------------------------
 

@@ -121,20 +121,32 @@ for i = first, #ARGV, 3 do
 end
 return 1
 """
-# KEYS: live, pos:<gen>; ARGV: "<gen>:<epoch>", then partition, offset, floor for every
-# partition the caller owns. Positions move forward only, and only while the pointer is still
-# the one the batch was written under: after a wipe or a flip the caller repositions instead
-# (returns 0); positions found behind their floor: see _FORWARD_ONLY.
+# KEYS: live, pos:<gen>, pos:fill:<gen>; ARGV: "<gen>:<epoch>", then partition, offset, floor
+# for every partition the caller has positioned or saved (offset -1: only the floor checked).
+# Positions move forward only, and only while the pointer is still the one the batch was
+# written under: after a wipe or a flip the caller repositions instead (returns 0). A position
+# is saved only up to the partition's fill mark, which the batch sent after its data
+# (adapters/marks.py): a mark short of it means Redis lost the batch after acknowledging it,
+# and those partitions come back as behind, with their positions; floors: see _FORWARD_ONLY.
 SAVE_POSITIONS = (
     """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local short = {}
+for i = 2, #ARGV, 3 do
+  local offset = tonumber(ARGV[i + 1])
+  if offset >= 0 and tonumber(redis.call('HGET', KEYS[3], ARGV[i]) or '-1') < offset then
+    short[#short + 1] = ARGV[i]
+    short[#short + 1] = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
+  end
+end
+if #short > 0 then return short end
 local hash, first = KEYS[2], 2
 """
     + _FORWARD_ONLY
 )
-# KEYS: pos:fill:<gen>; ARGV: field, value, floor, ... What a rebuild has written to its
-# generation, marked after the data: per partition the next offset, "mysql" the rows. The flip
-# checks these, so a generation that lost writes to a rollback never goes live.
+# KEYS: pos:fill:<gen>; ARGV: field, value, floor, ... How far a generation's data is written
+# (adapters/marks.py): per partition the next offset, "mysql" the rows a backfill wrote. Sent
+# after the data on the same connection; floors: see _FORWARD_ONLY.
 MARK_FILLED = "local hash, first = KEYS[1], 1\n" + _FORWARD_ONLY
 
 

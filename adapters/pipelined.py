@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from adapters.marks import Mark
 from adapters.store import ProjectionStore
 from domain.projection import Event
 
@@ -33,6 +34,7 @@ class PipelinedWrite:
         self.stream = store.cluster_stream() if isinstance(store.client, redis.RedisCluster) else None
         self._conn: Any = None
         self._replies: list[bool] = []  # per call sent: does it count (the first, live target)?
+        self.open = True  # False once abandoned: the caller writes the batch the ordinary way
 
     def send(self, newest: Mapping[str, Event]) -> None:
         """Send the script calls for these users (canonical key -> newest event) without reading replies."""
@@ -55,18 +57,32 @@ class PipelinedWrite:
             self.abandon()
             raise
 
-    def wait(self) -> int:
-        """Read every reply; return how many users changed in the live target. Raises on any error."""
+    def wait(self, mark: Mark | None = None) -> int:
+        """Send `mark` after the data (adapters/marks.py), read every reply; return how many users
+        changed in the live target. Raises on any error (WritesLost for the mark)."""
         if self.stream is not None:
-            return self.stream.wait()
+            applied = self.stream.wait()
+            if mark is not None:
+                self.store.send_mark(mark)
+            return applied
         applied = 0
         try:
+            if mark is not None:
+                if self._conn is None:
+                    self._conn = self.store.client.connection_pool.get_connection()
+                command = ("EVALSHA", self.store.mark_filled_sha, 1, mark.key, *mark.args())
+                self._conn.send_packed_command(self._conn.pack_commands([command]))
             for counts in self._replies:
                 reply = self._conn.read_response()
                 if isinstance(reply, redis.ResponseError):
                     raise reply
                 if counts:
                     applied += int(reply)
+            if mark is not None:
+                reply = self._conn.read_response()
+                if isinstance(reply, redis.ResponseError):
+                    raise reply
+                mark.check(reply)
         except BaseException:
             self.abandon()
             raise
@@ -75,6 +91,7 @@ class PipelinedWrite:
 
     def abandon(self) -> None:
         """Drop the connection (replies may be unread), so the pool never hands out a dirty one."""
+        self.open = False
         if self.stream is not None:
             self.stream.abandon()
         if self._conn is not None:

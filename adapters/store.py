@@ -35,7 +35,8 @@ import redis
 from redis.crc import key_slot
 
 from adapters.cluster_write import ClusterStream
-from adapters.lua import FENCED_SET, REPLACE_IF
+from adapters.lua import FENCED_SET, MARK_FILLED, REPLACE_IF
+from adapters.marks import Mark
 from adapters.settings import Settings
 from domain import Name, PhoneNumber, User, UserRemoved, Version
 from domain.events import REPAIR_PARTITION
@@ -214,6 +215,8 @@ class ProjectionStore:
         # What EVALSHA names the fence by (adapters/pipelined.py sends it without redis-py's Script).
         self.fenced_set_sha = hashlib.sha1(FENCED_SET.encode()).hexdigest()
         self._replace_if = client.register_script(REPLACE_IF)
+        self._mark_filled = client.register_script(MARK_FILLED)
+        self.mark_filled_sha = hashlib.sha1(MARK_FILLED.encode()).hexdigest()
 
     def key(self, generation: int, canonical: str) -> str:
         return f"{self.prefix}:{generation}:{canonical}"
@@ -267,16 +270,33 @@ class ProjectionStore:
         key = self.key(generation, event.key)
         return bool(self._replace_if(keys=[key], args=[expected, self.encode(event)]))
 
-    def apply(self, events: Sequence[Event], generation: int, per_call: int = KEYS_PER_CALL) -> int:
-        """Write events through the fence, `per_call` users per script call; return how many changed a user."""
-        if not events:
-            return 0
+    def apply(
+        self, events: Sequence[Event], generation: int, per_call: int = KEYS_PER_CALL, mark: Mark | None = None
+    ) -> int:
+        """Write events through the fence, `per_call` users per script call; return how many changed a user.
+
+        `mark` goes after the data in the same pipeline (adapters/marks.py); raises WritesLost.
+        """
         if isinstance(self.client, redis.RedisCluster):
-            return self._apply_on_cluster(events, generation, per_call)
+            applied = self._apply_on_cluster(events, generation, per_call) if events else 0
+            if mark is not None:
+                self.send_mark(mark)
+            return applied
+        if not events and mark is None:
+            return 0
         pipe = self.client.pipeline(transaction=False)
         for keys, values in self.calls(((e.key, e) for e in events), generation, per_call):
             self._fenced_set(keys=keys, args=values, client=pipe)
-        return sum(int(r) for r in pipe.execute())
+        if mark is not None:
+            self._mark_filled(keys=[mark.key], args=mark.args(), client=pipe)
+        replies = pipe.execute()
+        if mark is not None:
+            mark.check(replies.pop())
+        return sum(int(r) for r in replies)
+
+    def send_mark(self, mark: Mark) -> None:
+        """A mark on its own (Redis Cluster: after the data was acknowledged); raises WritesLost."""
+        mark.check(self._mark_filled(keys=[mark.key], args=mark.args()))
 
     def _apply_on_cluster(self, events: Sequence[Event], generation: int, per_call: int) -> int:
         stream = self.cluster_stream()

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from adapters.diagnose import HINTS, redis_cause
 from adapters.generations import Generations, Pointer
+from adapters.marks import Mark
 from adapters.pipelined import PipelinedWrite
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
@@ -126,23 +127,31 @@ class ConsumeLoop:
         done: list[Message] = []
         started = time.perf_counter()
         write = PipelinedWrite(self.projector.store, pointer.targets)
+        decoded = 0
         try:
             # Redis runs a chunk's fenced script on its core while this one decodes the next.
-            for start in range(0, len(messages), CHUNK):
-                chunk = self._decode(messages[start : start + CHUNK], done, poison)
-                write.send(newest_per_user(chunk))
+            while decoded < len(messages):
+                chunk = self._decode(messages[decoded : decoded + CHUNK], done, poison)
+                decoded += CHUNK
                 events += chunk
-            applied: int | None = write.wait()
+                write.send(newest_per_user(chunk))
         except redis.RedisError as failed:
-            write.abandon()
-            # NOSCRIPT after a Redis restart is expected once; the ordinary write loads the script.
-            level = logging.INFO if isinstance(failed, redis.exceptions.NoScriptError) else logging.WARNING
-            log.log(level, "pipelined write failed (%r): writing the batch again", failed)
-            applied = None
+            self._pipelined_failed(write, failed)
+        # Every message is decoded, even past a failed send: none is saved past its write.
+        events += self._decode(messages[decoded:], done, poison)
+        offsets = next_offsets(done)
+        # After the data, on its connection: the positions save checks it (adapters/marks.py).
+        mark = self.positions.generations.mark(pointer.live, {str(p): o for p, o in offsets.items()})
+        applied: int | None = None
+        if write.open:
+            try:
+                applied = write.wait(mark if offsets else None)
+            except redis.RedisError as failed:
+                self._pipelined_failed(write, failed)
         self.metrics.batch_size.observe(len(done))
         self.totals.messages += len(done)
-        if events:
-            self._write(events, pointer, applied, started)
+        if events or (offsets and applied is None):
+            self._write(events, pointer, applied, started, mark)
         if poison:
             waiting = self._waiting("dead-letter topic")
             self.dead_letters.send(poison, on_wait=lambda: waiting(TimeoutError()))
@@ -151,7 +160,14 @@ class ConsumeLoop:
             self.totals.dead_lettered += len(poison)
         if done:
             # After Redis and the DLQ acknowledged everything: at-least-once.
-            self._redis(lambda: self.positions.save(pointer, next_offsets(done)), "position save")
+            self._redis(lambda: self.positions.save(pointer, offsets), "position save")
+
+    @staticmethod
+    def _pipelined_failed(write: PipelinedWrite, failed: redis.RedisError) -> None:
+        write.abandon()
+        # NOSCRIPT after a Redis restart is expected once; the ordinary write loads the script.
+        level = logging.INFO if isinstance(failed, redis.exceptions.NoScriptError) else logging.WARNING
+        log.log(level, "pipelined write failed (%r): writing the batch again", failed)
 
     def _decode(
         self, messages: Sequence[Message], done: list[Message], poison: list[tuple[Message, PoisonEvent]]
@@ -170,10 +186,11 @@ class ConsumeLoop:
                 poison.append((msg, bad))
         return events
 
-    def _write(self, events: list[Event], pointer: Pointer, applied: int | None, started: float) -> None:
-        """Count the write; `applied` None (the pipelined write failed): write the batch again until Redis answers."""
+    def _write(self, events: list[Event], pointer: Pointer, applied: int | None, started: float, mark: Mark) -> None:
+        """Count the write; `applied` None (the pipelined write failed): write the batch and its mark
+        again until Redis answers."""
         if applied is None:
-            applied = self._redis(lambda: self.projector.apply(events, pointer.targets), "redis write")
+            applied = self._redis(lambda: self.projector.apply(events, pointer.targets, mark), "redis write")
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.metrics.applied.inc(applied)
         self.metrics.stale.inc(len(events) - applied)

@@ -60,8 +60,9 @@ class ConsumerMetrics:
             ),
             redis_rewinds=Counter(
                 "ums_consumer_redis_rewinds",
-                "Times Redis held positions behind what it had acknowledged (it lost writes: an older"
-                " snapshot, a lagging replica promoted); the partitions set back were read again",
+                "Times Redis was found to have lost writes it had acknowledged (positions behind what was"
+                " saved, or a batch's fill mark missing: an older snapshot, a lagging replica promoted);"
+                " the consumer resumed every partition from the positions Redis holds",
                 registry=registry,
             ),
             timestamp_guard=Gauge(

@@ -95,18 +95,23 @@ class Positions:
         return False
 
     def went_back(self, pointer: Pointer) -> bool:
-        """The idle check: True (and reposition on the next step) when Redis holds positions behind
-        what was known stored; a busy consumer learns it from its next save instead."""
-        stored = self.generations.positions(pointer.live, self.floors)
-        behind = {p: (f, stored.get(p, -1)) for p, f in self.floors.items() if stored.get(p, -1) < f}
-        if behind:
-            self._went_back(pointer, behind)
-        return bool(behind)
+        """The idle check (a busy consumer's next save makes it): True when the next step must
+        reposition, because Redis lost writes or the pointer moved since it was read."""
+        try:
+            # The save script with nothing to save: floors checked against the pointer in one step.
+            in_step = self.generations.save_positions(pointer, {}, self.floors)
+        except PositionsWentBack as back:
+            self._went_back(pointer, back.behind)
+            return True
+        if not in_step:
+            self.positioned = None
+        return not in_step
 
     def _went_back(self, pointer: Pointer, behind: Mapping[int, tuple[int, int]]) -> None:
         log.error(
             "Redis lost writes it had acknowledged (restarted from an older snapshot, or a replica promoted"
-            " before it caught up): partitions %s are read again from generation %s's positions",
+            " before it caught up): partitions %s were behind; every partition resumes from generation"
+            " %s's positions",
             sorted(behind),
             pointer.live,
             extra={"behind": {p: {"known": k, "found": f} for p, (k, f) in behind.items()}},

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from confluent_kafka import TopicPartition
 
 from adapters.generations import Generations
+from adapters.marks import WritesLost
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
@@ -198,10 +199,14 @@ class Rebuild:
             self.mysql_rows = 0
             for users in pages:
                 self._check()
-                apply_newest(self.store, (UserAdded(u, Version.from_mysql(u.since_ms)) for u in users), plan.target)
                 marked = {"mysql": self.mysql_rows} if self.mysql_rows else {}
+                mark = self.generations.mark(plan.target, {"mysql": self.mysql_rows + len(users)}, marked)
+                added = (UserAdded(u, Version.from_mysql(u.since_ms)) for u in users)
+                try:
+                    apply_newest(self.store, added, plan.target, mark)
+                except WritesLost as lost:
+                    raise self.generations.lost_rebuild(plan.target, lost) from None
                 self.mysql_rows += len(users)
-                self.generations.mark_filled(plan.target, {"mysql": self.mysql_rows}, marked)
                 progress.update(len(users))
                 pace.after(len(users))
 

@@ -29,6 +29,7 @@ from adapters import logs
 from adapters.clients import Role, projection_store
 from adapters.generations import ClaimLost, Generations
 from adapters.kafka import consumer_config
+from adapters.marks import Mark, WritesLost
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
@@ -61,9 +62,10 @@ class Interrupted(Exception):
     """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
 
 
-def apply_newest(store: ProjectionStore, events: Iterable[Event], target: int) -> None:
-    """The newest event per user of a rebuild's batch into generation `target`, REPLAY_KEYS_PER_CALL users a call."""
-    store.apply(list(newest_per_user(events).values()), target, REPLAY_KEYS_PER_CALL)
+def apply_newest(store: ProjectionStore, events: Iterable[Event], target: int, mark: Mark | None = None) -> None:
+    """The newest event per user of a rebuild's batch into generation `target`, REPLAY_KEYS_PER_CALL users
+    a call; `mark` after them in the same pipeline (adapters/marks.py). Raises WritesLost."""
+    store.apply(list(newest_per_user(events).values()), target, REPLAY_KEYS_PER_CALL, mark)
 
 
 def replay_consumer(settings: Settings) -> Consumer:
@@ -132,9 +134,12 @@ class PartitionReplay:
         return self.poison
 
     def _write(self, events: list[Event], marks: dict[str, int]) -> None:
-        """The batch, then its marks: how far each partition is written (the flip checks them)."""
-        apply_newest(self.store, events, self.target)
-        self.generations.mark_filled(self.target, marks, self.marked)
+        """The batch, then in the same pipeline its marks: how far each partition is written (the
+        flip checks them), each checked against this replay's last mark."""
+        try:
+            apply_newest(self.store, events, self.target, self.generations.mark(self.target, marks, self.marked))
+        except WritesLost as lost:
+            raise self.generations.lost_rebuild(self.target, lost) from None
         self.marked.update(marks)
 
     def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:

@@ -117,3 +117,9 @@ def kustomize(target: str, secrets: bool = True) -> subprocess.CompletedProcess[
         return subprocess.run(
             [kubectl, "kustomize", str(copy / target)], capture_output=True, text=True, timeout=120, check=False
         )
+
+
+def save_written(generations: Any, pointer: Any, offsets: dict[int, int], floors: dict[int, int] | None = None) -> bool:
+    """Save positions as a consumer does: its batch's fill mark first (sent after the batch's data)."""
+    generations.store.send_mark(generations.mark(pointer.live, {str(p): o for p, o in offsets.items()}))
+    return bool(generations.save_positions(pointer, offsets, floors))

@@ -12,6 +12,7 @@ import threading
 from adapters.generations import Generations
 from adapters.store import ProjectionStore
 from tests.conftest import CLUSTER_TOO
+from tests.helpers import save_written
 
 pytestmark = CLUSTER_TOO  # single Redis and Redis Cluster
 
@@ -95,7 +96,7 @@ def two_generations(generations: Generations, store: ProjectionStore) -> str:
     """Generation 2 live with LIVE users and positions, generation 1 left with OLD keys; the epoch."""
     generations.ensure()
     fill(store, 1, OLD, "old")
-    assert generations.save_positions(generations.read(), {p: 100 for p in PARTITIONS})
+    assert save_written(generations, generations.read(), {p: 100 for p in PARTITIONS})
     two, claim = generations.start(lease_ms=60_000)
     fill(store, two, LIVE, "user")
     epoch = generations.read().epoch
@@ -111,7 +112,7 @@ def test_a_replay_that_flips_during_a_long_sweep_keeps_its_positions_and_keys(st
 
     three, claim = generations.start(lease_ms=60_000)
     fill(store, three, LIVE, "user")  # the replay builds generation 3
-    assert generations.save_positions(generations.read(), {p: 200 for p in PARTITIONS})  # consumers move on
+    assert save_written(generations, generations.read(), {p: 200 for p in PARTITIONS})  # consumers move on
     assert generations.flip(claim, three, epoch) == 2
     deleted = sweep.finish()
 
@@ -134,7 +135,7 @@ def test_a_wipe_during_a_long_sweep_spares_the_new_pointer_and_its_claim(store, 
     pointer, created = generations.ensure()  # a consumer starts the projection again
     assert created and pointer.live == 1 and pointer.epoch != old_epoch
     fill(store, 1, LIVE, "user")
-    assert generations.save_positions(pointer, {p: 300 for p in PARTITIONS})
+    assert save_written(generations, pointer, {p: 300 for p in PARTITIONS})
     two, claim = generations.start(lease_ms=60_000)  # and a replay claims generation 2 anew
     fill(store, two, LIVE, "user")
     sweep.finish()

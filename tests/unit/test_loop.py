@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 from adapters.generations import Generations, PositionsWentBack
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from consumer.loop import ConsumeLoop
+from consumer.loop import CHUNK, ConsumeLoop
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
+from tests.helpers import save_written
 
 TOPIC = "t.users"
 TS = 1_700_000_000_000
@@ -208,8 +209,8 @@ def test_a_flip_repositions_to_the_new_generation(store, logs, tmp_path):
 def test_positions_never_move_back_and_not_after_the_pointer_moved(store):
     generations = Generations(store)
     pointer, _ = generations.ensure()
-    assert generations.save_positions(pointer, {0: 10})
-    assert generations.save_positions(pointer, {0: 5})  # a late zombie batch
+    assert save_written(generations, pointer, {0: 10})
+    assert save_written(generations, pointer, {0: 5})  # a late zombie batch
     assert generations.all_positions(1) == {0: 10}
     store.client.flushall()
     generations.ensure()
@@ -289,19 +290,19 @@ def test_a_failed_pipelined_write_is_written_again_before_positions_move(store, 
 
     loop, _ = make_loop(store, logs, tmp_path)
 
-    def broken(self):
+    def broken(self, mark=None):
         self.abandon()
         raise redis.ConnectionError("reset while reading replies")
 
     monkeypatch.setattr(PipelinedWrite, "wait", broken)
     real_apply, calls = loop.projector.apply, []
 
-    def flaky_apply(events, targets):
+    def flaky_apply(events, targets, mark=None):
         calls.append(len(events))
         assert Generations(store).all_positions(1) == {}  # no position moves before the data is written
         if len(calls) == 1:
             raise redis.ConnectionError("still down")
-        return real_apply(events, targets)
+        return real_apply(events, targets, mark)
 
     monkeypatch.setattr(loop.projector, "apply", flaky_apply)
     loop.step()
@@ -355,10 +356,65 @@ def test_an_idle_consumer_notices_positions_gone_back(store, logs, tmp_path):
 def test_positions_ahead_of_the_floor_are_another_owner_not_a_loss(store):
     generations = Generations(store)
     pointer, _ = generations.ensure()
-    assert generations.save_positions(pointer, {0: 10}, {0: -1})
-    assert generations.save_positions(pointer, {0: 12}, {0: 5})  # someone else saved 10 meanwhile
+    assert save_written(generations, pointer, {0: 10}, {0: -1})
+    assert save_written(generations, pointer, {0: 12}, {0: 5})  # someone else saved 10 meanwhile
     assert generations.all_positions(1) == {0: 12}
     with pytest.raises(PositionsWentBack) as back:
-        generations.save_positions(pointer, {0: 20}, {0: 12, 3: 7})
+        save_written(generations, pointer, {0: 20}, {0: 12, 3: 7})
     assert back.value.behind == {3: (7, -1)}
     assert generations.all_positions(1) == {0: 12}  # nothing saved
+
+
+def test_a_batch_lost_after_redis_acknowledged_it_is_never_saved_past(store, logs, tmp_path, monkeypatch):
+    """Redis goes back to just after the previous save: positions equal the floors, but the batch written
+    since (and the fill mark sent after it) is gone. The save must not cover it."""
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()  # positions {0: 2, 1: 2}, fill marks the same
+    logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    real_save = Positions.save
+
+    def rollback_then_save(self, pointer, offsets):
+        store.client.delete(store.key(1, "ganesh rao"))  # the batch's data ...
+        store.client.hset(Generations(store).fill_key(1), "0", 2)  # ... and its mark, lost together
+        monkeypatch.setattr(Positions, "save", real_save)
+        return real_save(self, pointer, offsets)
+
+    monkeypatch.setattr(Positions, "save", rollback_then_save)
+    loop.step()
+    assert rewinds(loop) == 1
+    assert Generations(store).all_positions(1) == {0: 2, 1: 2}  # nothing saved past the lost batch
+    loop.step()  # repositions
+    loop.step()  # reads it again
+    assert store.get("ganesh rao", 1) is not None
+    assert Generations(store).all_positions(1) == {0: 3, 1: 2}
+
+
+def test_a_send_that_fails_mid_batch_still_writes_and_saves_the_whole_batch(store, tmp_path, monkeypatch):
+    from adapters.pipelined import PipelinedWrite
+
+    many = {0: [put(f"Bulk User {i:04d}", 9_000_000_000 + i, 0, i) for i in range(3 * CHUNK)]}
+    loop, _ = make_loop(store, many, tmp_path)
+    real_send, sends = PipelinedWrite.send, []
+
+    def failing_second(self, newest):
+        sends.append(len(newest))
+        if len(sends) == 2:
+            self.abandon()
+            raise redis.ConnectionError("reset while sending")
+        return real_send(self, newest)
+
+    monkeypatch.setattr(PipelinedWrite, "send", failing_second)
+    loop.step()
+    assert len(sends) == 2  # the batch's third chunk was never sent the pipelined way
+    assert all(store.get(f"bulk user {i:04d}", 1) is not None for i in range(3 * CHUNK))
+    assert Generations(store).all_positions(1) == {0: 3 * CHUNK}
+
+
+def test_a_wipe_between_the_pointer_read_and_the_idle_check_is_not_lost_writes(store, logs, tmp_path):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    old = Generations(store).read()
+    store.client.flushall()
+    Generations(store).ensure()
+    assert loop.positions.went_back(old)  # reposition ...
+    assert rewinds(loop) == 0  # ... as after any wipe, not counted as writes lost

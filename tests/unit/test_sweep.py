@@ -10,10 +10,11 @@ import pytest
 import redis
 
 from adapters.generations import FillLost, Generations, RebuildRunning
+from adapters.marks import WritesLost
 from adapters.store import ProjectionStore
 from consumer.replay import Rebuild
 from domain import Name, PhoneNumber, User
-from tests.helpers import wait_until
+from tests.helpers import save_written, wait_until
 
 
 def fill(store: ProjectionStore, generation: int, count: int) -> list[str]:
@@ -34,7 +35,7 @@ def test_a_flip_in_the_middle_of_a_sweep_keeps_the_new_live_positions_and_keys(s
     two, claim = generations.start(lease_ms=60_000)
     epoch = generations.read().epoch
     generations.flip(claim, two, epoch)
-    assert generations.save_positions(generations.read(), {0: 7, 1: 9})
+    assert save_written(generations, generations.read(), {0: 7, 1: 9})
     real, flipped = store.unlink, []
 
     def unlink(keys):
@@ -147,15 +148,18 @@ def test_a_rebuild_whose_marks_went_back_never_flips_and_its_marks_are_swept(sto
     epoch = generations.read().epoch
     marked: dict[str, int] = {}
     for marks in ({"0": 50, "1": 40}, {"0": 100}):
-        generations.mark_filled(two, marks, marked)
+        store.send_mark(generations.mark(two, marks, marked))
         marked.update(marks)
     store.client.hset(f"{generations.pos_prefix}fill:{two}", "1", 10)  # Redis went back
-    with pytest.raises(FillLost):
-        generations.mark_filled(two, {"0": 150}, marked)  # the next batch's mark sees it
+    with pytest.raises(WritesLost) as lost:
+        store.send_mark(generations.mark(two, {"0": 150}, marked))  # the next batch's mark sees it
+    assert lost.value.behind == {"1": (40, 10)}
+    assert isinstance(generations.lost_rebuild(two, lost.value), FillLost)  # the claim is still held
     with pytest.raises(FillLost):  # and so does the flip, marks or not
         generations.flip(claim, two, epoch, {"0": 100, "1": 40})
     assert generations.read().live == 1
     generations.abandon(claim)
+    assert not isinstance(generations.lost_rebuild(two, lost.value), FillLost)  # a lost claim, said so
     generations.sweep()
     assert not store.client.exists(f"{generations.pos_prefix}fill:{two}")
 
@@ -164,7 +168,7 @@ def test_a_whole_rebuild_flips_and_leaves_no_marks(store):
     generations = Generations(store)
     generations.ensure()
     two, claim = generations.start(lease_ms=60_000)
-    generations.mark_filled(two, {"0": 100, "mysql": 2000}, {})
+    store.send_mark(generations.mark(two, {"0": 100, "mysql": 2000}))
     assert generations.flip(claim, two, generations.read().epoch, {"0": 100, "mysql": 2000}) == 1
     assert generations.read().live == two
     assert not store.client.exists(f"{generations.pos_prefix}fill:{two}")
