@@ -47,11 +47,13 @@ class ClaimLost(Exception):
 
 
 class PositionsWentBack(Exception):
-    """Redis holds positions behind what was saved under the same pointer: it lost acknowledged writes."""
+    """Redis lost acknowledged writes: positions behind what was saved under the same pointer, or a
+    batch's fill mark short of the offset about to be saved."""
 
     def __init__(self, behind: Mapping[int, tuple[int, int]]) -> None:
         super().__init__(behind)
-        self.behind = dict(behind)  # partition -> (known stored before, found now; -1: none)
+        # partition -> (floor: the position known stored, found: the position now; -1: none)
+        self.behind = dict(behind)
 
 
 class FillLost(ClaimLost):
@@ -161,7 +163,7 @@ class Generations:
         """What a rebuild's mark found behind means: its claim gone (and its marks swept), or writes lost."""
         pointer = self.read()
         if pointer is None or pointer.building != generation:
-            return ClaimLost(f"the claim on generation {generation} is gone (its marks were swept: {lost})")
+            return ClaimLost(f"the claim on generation {generation} is gone (expired, taken or rolled back: {lost})")
         return FillLost(f"Redis lost writes of the rebuild of generation {generation}: {lost}")
 
     # Rebuild claim ---------------------------------------------------------------------

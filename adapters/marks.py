@@ -1,12 +1,16 @@
 """Fill marks: how far a generation's data is written, sent after that data on the same connection.
 
 `{P}:pos:fill:<g>` maps a partition (or "mysql") to the next offset (or row count) whose data
-generation g holds. A mark travels at the end of the batch it covers, on the connection
-that carried the batch, so Redis runs it after the data; a snapshot, an AOF or a replica's
-stream is a prefix of what Redis ran, so no rollback keeps a mark without its data. Consumers
-save positions only up to their marks; a rebuild flips only when its marks reach every end
-(adapters/lua.py: SAVE_POSITIONS, MARK_FILLED, FLIP). Redis Cluster: one master's prefix says
-nothing of another's (docs/decisions.md, "Redis going back in time").
+generation g holds. A mark goes after the data it covers: at the end of the batch on the
+connection that carried it, or (the ordinary retry with two targets, Redis Cluster) once the
+data was acknowledged. Either way Redis runs it after the data, and a snapshot, an AOF or a
+replica's stream is a prefix of what Redis ran, so a rollback that keeps the mark keeps the
+data. (One exception: a mark runs even when a data call before it in the same pipeline failed;
+the batch is then written again, mark and all, before anything is saved, and a mark is never
+sent alone without loading the fence's script first, so NOSCRIPT cannot single out the data.)
+Consumers save positions only up to their marks; a rebuild flips only when its marks reach
+every end (adapters/lua.py: SAVE_POSITIONS, MARK_FILLED, FLIP). Redis Cluster: one master's
+prefix says nothing of another's (docs/decisions.md, "Redis going back in time").
 """
 
 from __future__ import annotations

@@ -284,6 +284,10 @@ class ProjectionStore:
             return applied
         if not events and mark is None:
             return 0
+        if not events:
+            # A mark alone must not leave its script loaded without the fence's: the next batch's
+            # pipelined mark would then run while its data failed with NOSCRIPT.
+            self.client.script_load(FENCED_SET)
         pipe = self.client.pipeline(transaction=False)
         for keys, values in self.calls(((e.key, e) for e in events), generation, per_call):
             self._fenced_set(keys=keys, args=values, client=pipe)

@@ -110,8 +110,8 @@ class Positions:
     def _went_back(self, pointer: Pointer, behind: Mapping[int, tuple[int, int]]) -> None:
         log.error(
             "Redis lost writes it had acknowledged (restarted from an older snapshot, or a replica promoted"
-            " before it caught up): partitions %s were behind; every partition resumes from generation"
-            " %s's positions",
+            " before it caught up): partitions %s lost positions or a batch's data; every partition"
+            " resumes from generation %s's positions",
             sorted(behind),
             pointer.live,
             extra={"behind": {p: {"known": k, "found": f} for p, (k, f) in behind.items()}},

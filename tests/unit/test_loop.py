@@ -418,3 +418,12 @@ def test_a_wipe_between_the_pointer_read_and_the_idle_check_is_not_lost_writes(s
     Generations(store).ensure()
     assert loop.positions.went_back(old)  # reposition ...
     assert rewinds(loop) == 0  # ... as after any wipe, not counted as writes lost
+
+
+def test_a_mark_sent_alone_loads_the_fence_too(store, logs, tmp_path):
+    """After a restart, a poison-only batch's mark must not be the only script Redis knows: the next
+    pipelined batch's mark would run while its data failed with NOSCRIPT."""
+    store.client.script_flush()
+    generations = Generations(store)
+    store.apply([], 1, mark=generations.mark(1, {"0": 3}))
+    assert store.client.script_exists(store.fenced_set_sha) == [True]
