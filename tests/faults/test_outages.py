@@ -192,6 +192,7 @@ def test_a_rebuild_across_a_redis_rollback_never_flips_what_it_lost(
         assert store.client.save()
         at_save = built()
         wait_until(lambda: built() >= at_save + 10_000, 30, "the replay to write on past the snapshot")
+        assert (generations.read() or Pointer(0, "")).building == target, "the rebuild ended first: nothing tested"
         server.crash()
         server.start()
         code = replay.wait(120)
