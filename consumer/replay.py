@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from confluent_kafka import TopicPartition
 
 from adapters.generations import Generations
-from adapters.marks import WritesLost
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
@@ -30,7 +29,7 @@ from consumer.progress import Progress
 from consumer.replay_kafka import (
     Interrupted,
     PartitionReplay,
-    apply_newest,
+    apply_marked,
     in_processes,
     replay_consumer,
     split,
@@ -200,12 +199,9 @@ class Rebuild:
             for users in pages:
                 self._check()
                 marked = {"mysql": self.mysql_rows} if self.mysql_rows else {}
-                mark = self.generations.mark(plan.target, {"mysql": self.mysql_rows + len(users)}, marked)
                 added = (UserAdded(u, Version.from_mysql(u.since_ms)) for u in users)
-                try:
-                    apply_newest(self.store, added, plan.target, mark)
-                except WritesLost as lost:
-                    raise self.generations.lost_rebuild(plan.target, lost) from None
+                rows = {"mysql": self.mysql_rows + len(users)}
+                apply_marked(self.store, self.generations, added, plan.target, rows, marked)
                 self.mysql_rows += len(users)
                 progress.update(len(users))
                 pace.after(len(users))

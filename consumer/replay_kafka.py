@@ -68,6 +68,21 @@ def apply_newest(store: ProjectionStore, events: Iterable[Event], target: int, m
     store.apply(list(newest_per_user(events).values()), target, REPLAY_KEYS_PER_CALL, mark)
 
 
+def apply_marked(
+    store: ProjectionStore,
+    generations: Generations,
+    events: Iterable[Event],
+    target: int,
+    marks: dict[str, int],
+    floors: dict[str, int],
+) -> None:
+    """`apply_newest` with the batch's fill marks after it; Redis gone back raises FillLost or ClaimLost."""
+    try:
+        apply_newest(store, events, target, generations.mark(target, marks, floors))
+    except WritesLost as lost:
+        raise generations.lost_rebuild(target, lost) from None
+
+
 def replay_consumer(settings: Settings) -> Consumer:
     config = consumer_config(
         settings,
@@ -136,10 +151,7 @@ class PartitionReplay:
     def _write(self, events: list[Event], marks: dict[str, int]) -> None:
         """The batch, then in the same pipeline its marks: how far each partition is written (the
         flip checks them), each checked against this replay's last mark."""
-        try:
-            apply_newest(self.store, events, self.target, self.generations.mark(self.target, marks, self.marked))
-        except WritesLost as lost:
-            raise self.generations.lost_rebuild(self.target, lost) from None
+        apply_marked(self.store, self.generations, events, self.target, marks, self.marked)
         self.marked.update(marks)
 
     def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
