@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ MARGIN_MS = 5.0  # recovered: windowed p99 of 2xx <= the 0.5x step's p99 + this,
 # The p99 of one second at 0.5x (250 requests at 500/s) is its 3rd-slowest answer: at steady load it
 # crossed the margin now and then (2026-12-03: 8.7 ms against 8.3). Over 5 s it is the 13th-slowest.
 WINDOW_S = 5
+FAILED_KEPT = 200
+QUOTED = re.compile(r'"[^"]*"')
 DRAIN_TIMEOUT_S = 180.0
 
 
@@ -64,6 +67,11 @@ class Step:
     reject_dequeue_p99_ms: float
     timeouts: int
     other_errors: int
+    # What vegeta said of each request that got no status, URL removed (a refused or reset connection, a
+    # connect that timed out, a reply that did not come), and when the first FAILED_KEPT of them were sent:
+    # 37 client timeouts at 2x in the 2026-12-04 run could not be placed afterwards.
+    failures: dict[str, int]
+    failed_at_s: list[float]
     # vegeta fell behind (sent under 95 % of the offered requests, or a latency far past its own
     # timeout): its core was starved and the step measured the client as much as the server.
     generator_behind: bool
@@ -80,6 +88,7 @@ class Result:
     latency_ms: float
     timed_out: bool
     on_arrival: bool = False  # a 503 without a Server header: api/worker.py's raw answer on the main thread
+    error: str = ""  # vegeta's error text, URL removed
 
 
 def parse(csv_text: str) -> list[Result]:
@@ -89,7 +98,14 @@ def parse(csv_text: str) -> list[Result]:
         return []
     first = min(int(r[0]) for r in rows)
     return [
-        Result((int(r[0]) - first) / 1e9, r[1], int(r[2]) / 1e6, r[1] == "0" and "timeout" in r[5].lower(), raw(r))
+        Result(
+            (int(r[0]) - first) / 1e9,
+            r[1],
+            int(r[2]) / 1e6,
+            r[1] == "0" and "timeout" in r[5].lower(),
+            raw(r),
+            QUOTED.sub('""', r[5]) if r[1] == "0" else "",
+        )
         for r in rows
     ]
 
@@ -107,8 +123,11 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
     dequeue = sorted(r.latency_ms for r in results if r.code == "503" and not r.on_arrival)
     timeouts = sum(r.timed_out for r in results)
     codes: dict[str, int] = {}
+    failures: dict[str, int] = {}
     for r in results:
         codes[r.code] = codes.get(r.code, 0) + 1
+        if r.code == "0":
+            failures[r.error] = failures.get(r.error, 0) + 1
     return Step(
         multiple=multiple,
         offered_rps=rate,
@@ -126,6 +145,8 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
         reject_dequeue_p99_ms=round(percentile(dequeue, 99), 2),
         timeouts=timeouts,
         other_errors=len(results) - len(ok) - len(rejected) - timeouts,
+        failures=failures,
+        failed_at_s=sorted(round(r.at_s, 3) for r in results if r.code == "0")[:FAILED_KEPT],
         generator_behind=behind(results, rate * duration_s),
         codes=codes,
     )

@@ -68,6 +68,7 @@ def overload_table(results: dict[str, Any]) -> str:
                 f"| {name} | {s['multiple']:g}x{flag} | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
                 f"{cell(s['admitted_p99_ms'])} | {rejected} | {arrival} | {s['timeouts']:,} | {s['other_errors']:,} |"
             )
+    lines += failed(by_peer)
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
         "",
@@ -78,6 +79,21 @@ def overload_table(results: dict[str, Any]) -> str:
         f"2026-12-04): {peers}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def failed(by_peer: dict[str, Any]) -> list[str]:
+    """A line per step where requests got no status: what vegeta said, and when the first ones were sent."""
+    lines = []
+    for name in [p for p in PEERS if p in by_peer]:
+        for s in by_peer[name]["steps"]:
+            if not s.get("failures"):
+                continue
+            kinds = sorted(s["failures"].items(), key=lambda kv: (-kv[1], kv[0]))  # the most frequent first
+            said = "; ".join(f"{n:,} x {text or '(no text)'}" for text, n in kinds)
+            at = s["failed_at_s"]
+            span = f"{at[0]:.1f}-{at[-1]:.1f} s into the step" if at else "times not kept"
+            lines.append(f"- {name} {s['multiple']:g}x, no status ({span}): {said}")
+    return ["", "Requests with no status:", *lines] if lines else []
 
 
 def recovered(name: str, peer: dict[str, Any]) -> str:

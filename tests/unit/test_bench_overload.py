@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+from dataclasses import asdict
 
 from bench.openloop import LADDER
 from bench.overload import (
@@ -42,6 +43,24 @@ def test_goodput_counts_only_2xx_within_50_ms_and_errors_are_split_by_kind() -> 
     assert summarise(parse(csv), multiple=2.0, rate=10, duration_s=1.0).generator_behind  # 8 of 10 sent
     late = summarise(parse(row(0, 200, 2.0) + row(1, 503, 35_000.0, "503")), 2.0, rate=2, duration_s=1.0)
     assert late.generator_behind  # a 35 s latency under a 1 s timeout: vegeta itself stalled
+
+
+def test_requests_without_a_status_are_kept_by_what_vegeta_said_and_when() -> None:
+    timeout = 'Get ""http://127.0.0.1:1/user/a"": context deadline exceeded (Client.Timeout exceeded)'
+    csv = row(0, 200, 2.0) + row(250, 0, 1000.0, f'"{timeout}"') + row(1500, 0, 3.0, "connection reset by peer")
+    csv += row(900, 0, 1000.0, f'"{timeout.replace("/a", "/b")}"') + row(1000, 503, 1.0, "503 Service Unavailable")
+    step = summarise(parse(csv), multiple=2.0, rate=5, duration_s=2.0)
+    said = 'Get "": context deadline exceeded (Client.Timeout exceeded)'  # one kind, whatever the URL
+    assert step.failures == {said: 2, "connection reset by peer": 1}
+    assert step.failed_at_s == [0.25, 0.9, 1.5]
+    report = overload_table(
+        {
+            "overload_settings": {"step_s": 2, "client_timeout_s": 1, "capacity_rps": 2, "capacity_source": "x",
+                                  "good_ms": 50, "recovery_window_s": 1, "recovery_margin_ms": 5},
+            "overload_by_peer": {"ours": {"steps": [asdict(step)], "recovery_s": 0}},
+        }
+    )  # fmt: skip
+    assert f"- ours 2x, no status (0.2-1.5 s into the step): 2 x {said}; 1 x connection reset by peer" in report
 
 
 def test_recovery_is_the_second_from_which_every_later_second_is_within_the_threshold() -> None:
