@@ -72,6 +72,7 @@ class Step:
     # 37 client timeouts at 2x in the 2026-12-04 run could not be placed afterwards.
     failures: dict[str, int]
     failed_at_s: list[float]
+    failed_span_s: list[float]  # when the first and the last of them were sent (all, not only those kept)
     # vegeta fell behind (sent under 95 % of the offered requests, or a latency far past its own
     # timeout): its core was starved and the step measured the client as much as the server.
     generator_behind: bool
@@ -122,6 +123,7 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
     arrival = sorted(r.latency_ms for r in results if r.on_arrival)
     dequeue = sorted(r.latency_ms for r in results if r.code == "503" and not r.on_arrival)
     timeouts = sum(r.timed_out for r in results)
+    failed_at = sorted(round(r.at_s, 3) for r in results if r.code == "0")
     codes: dict[str, int] = {}
     failures: dict[str, int] = {}
     for r in results:
@@ -146,7 +148,8 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
         timeouts=timeouts,
         other_errors=len(results) - len(ok) - len(rejected) - timeouts,
         failures=failures,
-        failed_at_s=sorted(round(r.at_s, 3) for r in results if r.code == "0")[:FAILED_KEPT],
+        failed_at_s=failed_at[:FAILED_KEPT],
+        failed_span_s=[failed_at[0], failed_at[-1]] if failed_at else [],
         generator_behind=behind(results, rate * duration_s),
         codes=codes,
     )

@@ -90,8 +90,8 @@ def failed(by_peer: dict[str, Any]) -> list[str]:
                 continue
             kinds = sorted(s["failures"].items(), key=lambda kv: (-kv[1], kv[0]))  # the most frequent first
             said = "; ".join(f"{n:,} x {text or '(no text)'}" for text, n in kinds)
-            at = s["failed_at_s"]
-            span = f"{at[0]:.1f}-{at[-1]:.1f} s into the step" if at else "times not kept"
+            at = s.get("failed_span_s") or []
+            span = f"sent {at[0]:.1f}-{at[-1]:.1f} s into the step" if at else "times not kept"
             lines.append(f"- {name} {s['multiple']:g}x, no status ({span}): {said}")
     return ["", "Requests with no status:", *lines] if lines else []
 

@@ -53,6 +53,7 @@ def test_requests_without_a_status_are_kept_by_what_vegeta_said_and_when() -> No
     said = 'Get "": context deadline exceeded (Client.Timeout exceeded)'  # one kind, whatever the URL
     assert step.failures == {said: 2, "connection reset by peer": 1}
     assert step.failed_at_s == [0.25, 0.9, 1.5]
+    assert step.failed_span_s == [0.25, 1.5]
     report = overload_table(
         {
             "overload_settings": {"step_s": 2, "client_timeout_s": 1, "capacity_rps": 2, "capacity_source": "x",
@@ -60,7 +61,7 @@ def test_requests_without_a_status_are_kept_by_what_vegeta_said_and_when() -> No
             "overload_by_peer": {"ours": {"steps": [asdict(step)], "recovery_s": 0}},
         }
     )  # fmt: skip
-    assert f"- ours 2x, no status (0.2-1.5 s into the step): 2 x {said}; 1 x connection reset by peer" in report
+    assert f"- ours 2x, no status (sent 0.2-1.5 s into the step): 2 x {said}; 1 x connection reset by peer" in report
 
 
 def test_recovery_is_the_second_from_which_every_later_second_is_within_the_threshold() -> None:
