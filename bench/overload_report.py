@@ -82,7 +82,7 @@ def overload_table(results: dict[str, Any]) -> str:
 
 
 def failed(by_peer: dict[str, Any]) -> list[str]:
-    """A line per step where requests got no status: what vegeta said, and when the first ones were sent."""
+    """A line per step where requests got no status: what vegeta said, and when the first and last were sent."""
     lines = []
     for name in [p for p in PEERS if p in by_peer]:
         for s in by_peer[name]["steps"]:
