@@ -51,9 +51,15 @@ class QueueStampingWorker(ThreadWorker):
         # When each request still waiting for a thread was handed over, oldest first.
         self._waiting: deque[float] = deque()
         self._drain = DrainRate()
+        self._parks = False  # gthread's connection bookkeeping is there (load_wsgi): park, not wait in a thread
 
     def enqueue_req(self, conn: Any) -> None:
-        """Shed on arrival when pressed; else stamp the connection and submit it."""
+        """Park a connection whose request has not come; shed on arrival when pressed; else stamp and submit."""
+        if self._parks and not conn.initialized and not conn.data_ready and self.alive:
+            if not self._readable(conn):
+                self._park(conn)
+                return
+            conn.data_ready = True  # what the thread's wait for data would find: it need not wait
         admission, now = self._admission, time.monotonic()
         predicted = self._drain.predicted_wait(len(self._waiting), self.cfg.threads)
         if (
@@ -90,6 +96,7 @@ class QueueStampingWorker(ThreadWorker):
         fast = all(hasattr(self, name) for name in FAST_PATH_NEEDS)
         if not fast:
             self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival", ", ".join(FAST_PATH_NEEDS))
+        self._parks = fast
         self._admission = admission if isinstance(admission, Admission) and fast else None
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
             self._admission.arrival_stage_runs()
@@ -122,12 +129,6 @@ class QueueStampingWorker(ThreadWorker):
             return False
         if str(server[1]) == admission.ops_port:
             return False  # the operational endpoints are never shed
-        if not conn.initialized and not conn.data_ready:
-            # Just accepted, its request not sent yet: wait for it on the poller, not in a thread.
-            conn.timeout = time.monotonic() + self.cfg.keepalive
-            self.pending_conns.append(conn)
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
-            return True
         request = self._whole_get(conn)
         if request is None:
             return False
@@ -147,6 +148,31 @@ class QueueStampingWorker(ThreadWorker):
         conn.set_timeout()
         self.keepalived_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        return True
+
+    def _park(self, conn: Any) -> None:
+        """Wait for a just-accepted connection's request on the poller, as gthread waits for a kept-alive one.
+
+        gthread hands a new connection to a pool thread, which waits up to 5 s for its first bytes.
+        A client may open a connection and send nothing for a while (Go's HTTP client dials one for
+        a request, sends that request on a connection freed meanwhile, and keeps the new one idle):
+        with a few threads, a few such connections stopped the worker serving its queue for up to
+        5 s, and the requests queued behind them waited past their clients' timeouts
+        (docs/decisions.md "Client timeouts in the full runs").
+        """
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    @staticmethod
+    def _readable(conn: Any) -> bool:
+        """Whether the connection's first bytes (or its end) have arrived; never blocks."""
+        try:
+            conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # a thread meets the error and closes the connection, as before
         return True
 
     @staticmethod

@@ -180,3 +180,17 @@ def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(star
         wait_until(served_on_the_kept_alive_connection, 10, "the kept-alive connection to be served")
     assert metric(api, "ums_api_admission_total", outcome="shed", stage="arrival") >= 1
     assert api.log.read_text().count("Booting worker") == 1
+
+
+def test_connections_that_send_nothing_do_not_hold_the_worker(start_api):
+    # gthread gave every new connection a thread that waited up to 5 s for its first bytes: as many
+    # silent connections as threads (a client's spare dial, a preconnect) stopped the worker, and a
+    # request behind them was answered 503 past its deadline. They now wait on the poller.
+    api = start_api(UMS_API_WORKERS="1", UMS_API_THREADS="2")
+    host, port = api.base.removeprefix("http://").split(":")
+    silent = [socket.create_connection((host, int(port))) for _ in range(3)]
+    try:
+        assert api.get(SERVED_PATH).status_code == SERVED
+    finally:
+        for sock in silent:
+            sock.close()

@@ -1,0 +1,80 @@
+"""A just-accepted connection whose request has not come waits on the poller, never in a pool thread."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from gunicorn.config import Config
+
+from api.drain import DrainRate
+from api.worker import QueueStampingWorker
+
+
+class Pool:
+    """Stands in for the thread pool: remembers what was submitted, runs nothing."""
+
+    def __init__(self) -> None:
+        self.submitted: list[Any] = []
+
+    def submit(self, _fn: Any, conn: Any) -> Future[Any]:
+        self.submitted.append(conn)
+        return Future()
+
+
+@pytest.fixture
+def worker() -> Iterator[QueueStampingWorker]:
+    """The worker's accept path without a master: no admission control, a pool that runs nothing."""
+    w = QueueStampingWorker.__new__(QueueStampingWorker)
+    w.cfg, w.alive, w.nr_conns, w.worker_connections = Config(), True, 0, 1000
+    w._admission, w._waiting, w._drain, w._parks = None, deque(), DrainRate(), True
+    w.tpool, w.poller, w.pending_conns, w.keepalived_conns = Pool(), selectors.DefaultSelector(), deque(), deque()
+    yield w
+    w.poller.close()
+    for conn in [*w.tpool.submitted, *w.pending_conns]:
+        conn.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)  # as gthread registers it
+        yield sock
+
+
+REQUEST = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_connection_without_its_request_is_parked_until_the_request_comes(worker, listener):
+    with socket.create_connection(listener.getsockname()) as client:
+        worker.accept(listener)
+        assert worker.tpool.submitted == []  # gthread's own path: a thread waiting up to 5 s for bytes
+        assert len(worker.pending_conns) == 1 and worker.nr_conns == 1
+        client.sendall(REQUEST)
+        events = worker.poller.select(timeout=5)
+        for key, _ in events:
+            key.data(key.fileobj)  # what gthread's loop does with a ready socket
+        assert len(worker.tpool.submitted) == 1 and not worker.pending_conns
+        assert worker.tpool.submitted[0].data_ready  # the thread starts on the request at once
+
+
+def test_a_connection_whose_request_is_there_goes_to_a_thread(worker, listener):
+    with socket.create_connection(listener.getsockname()) as client:
+        client.sendall(REQUEST)
+        worker.accept(listener)
+        assert len(worker.tpool.submitted) == 1 and not worker.pending_conns
+        assert worker.tpool.submitted[0].data_ready
+
+
+def test_a_connection_closed_before_its_request_goes_to_a_thread_which_closes_it(worker, listener):
+    client = socket.create_connection(listener.getsockname())
+    client.close()
+    worker.accept(listener)
+    assert len(worker.tpool.submitted) == 1  # end of stream is readable: the thread sees it and closes
