@@ -1,4 +1,4 @@
-"""gunicorn's gthread worker, plus queue stamps and shedding on arrival.
+"""gunicorn's gthread worker, plus queue stamps, shedding on arrival, and no thread for a silent connection.
 
 gthread accepts a connection (or sees a kept-alive one readable) on its main thread and submits
 it to a thread pool whose queue has no bound; how long a request waits there is invisible to
@@ -10,6 +10,9 @@ oldest request waiting for a thread has waited too long, or the requests ahead o
 would take too long by api.drain's measure), a plain GET arriving is answered 503 on the main
 thread:
 no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of an answer.
+
+A just-accepted connection whose request has not come waits on the poller, not in a pool thread
+(`_park`): with a few threads, a few silent connections would otherwise stop the worker.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ class QueueStampingWorker(ThreadWorker):
         # off and requests are shed when a thread takes them.
         fast = all(hasattr(self, name) for name in FAST_PATH_NEEDS)
         if not fast:
-            self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival", ", ".join(FAST_PATH_NEEDS))
+            missing = ", ".join(FAST_PATH_NEEDS)
+            self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival, no parking", missing)
         self._parks = fast
         self._admission = admission if isinstance(admission, Admission) and fast else None
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
