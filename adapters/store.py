@@ -238,6 +238,14 @@ class ProjectionStore:
         """Every user key of every generation (SCAN, never KEYS)."""
         return self.client.scan_iter(match=f"{self.prefix}:*", count=count)
 
+    def scan_all_and_control(self, count: int = 1000) -> Iterable[bytes]:
+        """Every user key and every control key (`{prefix}:...`) in one pass over the keyspace.
+
+        Also yields other keys that hold `prefix:` or `prefix}`; callers tell them apart. One
+        pattern for both because each SCAN pass walks the whole keyspace whatever it matches.
+        """
+        return self.client.scan_iter(match=f"*{self.prefix}[:}}]*", count=count)
+
     def scan_users(self, generation: int, count: int = 1000) -> Iterable[str]:
         """The canonical names held in a generation (SCAN)."""
         head = len(self.key(generation, ""))

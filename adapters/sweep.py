@@ -60,14 +60,37 @@ class Sweeper:
         self.client: redis.Redis = store.client
         self.control = [store.pointer_key, rebuild_key]
         self.seq_key = seq_key
-        self.pos_prefix = pos_prefix
+        self.pos_prefix = pos_prefix.encode()
         self._retire = self.client.register_script(RETIRE)
         self._drop = self.client.register_script(DROP_POSITIONS)
 
     def sweep(self, only: int | None, batch: int) -> int:
-        """User keys, then positions, of dead generations (only `only` if given); return user keys deleted."""
-        deleted = self._users(only, batch)
-        dropped = self._positions(only, batch)
+        """User keys and positions of dead generations (only `only` if given), in one pass over the
+        keyspace; return user keys deleted."""
+        reading = self.read()
+        deleted = dropped = 0
+        users: list[tuple[bytes, int]] = []
+        positions: list[tuple[bytes, int]] = []
+        for key in self.store.scan_all_and_control(count=batch):
+            if key.startswith(self.pos_prefix):
+                of = int(key.rsplit(b":", 1)[1])
+                if only is None or of == only:
+                    positions.append((key, of))
+                continue
+            generation = self.store.generation_of(key)
+            # Skipping what was in use at the last reading only spares more: a later gc takes it.
+            if generation is None or (only is not None and generation != only) or reading.in_use(generation):
+                continue
+            users.append((key, generation))
+            if len(users) >= batch:
+                count, reading = self._unlink(users, reading)
+                deleted, users = deleted + count, []
+        if users:
+            deleted += self._unlink(users, reading)[0]
+        # After the user keys, as when positions had a pass of their own; DROP_POSITIONS
+        # judges each hash against the pointer and claim of its own moment, not the pass's.
+        for start in range(0, len(positions), POSITIONS_PER_CALL):
+            dropped += self._drop_positions(positions[start : start + POSITIONS_PER_CALL])
         if deleted or dropped:
             log.info("swept %s keys and %s position hashes of unclaimed generations", deleted, dropped)
         return deleted
@@ -81,42 +104,12 @@ class Sweeper:
         claimed = int(claim.rsplit(b":", 1)[1]) if claim else None
         return Reading(generation, epoch, claimed, int(seq))
 
-    def _users(self, only: int | None, batch: int) -> int:
-        reading = self.read()
-        deleted = 0
-        pending: list[tuple[bytes, int]] = []
-        for key in self.store.scan_all(count=batch):
-            generation = self.store.generation_of(key)
-            # Skipping what was in use at the last reading only spares more: a later gc takes it.
-            if generation is None or (only is not None and generation != only) or reading.in_use(generation):
-                continue
-            pending.append((key, generation))
-            if len(pending) >= batch:
-                count, reading = self._unlink(pending, reading)
-                deleted += count
-                pending = []
-        if pending:
-            deleted += self._unlink(pending, reading)[0]
-        return deleted
-
     def _unlink(self, pending: list[tuple[bytes, int]], before: Reading) -> tuple[int, Reading]:
         reading = self.read(max(generation for _, generation in pending))
         if reading.epoch != before.epoch:
             log.warning("the pointer changed epoch during the sweep (Redis wiped?): judging by the new one")
         chosen = [key for key, generation in pending if reading.dead(generation)]
         return self.store.unlink(chosen), reading
-
-    def _positions(self, only: int | None, batch: int) -> int:
-        dropped = 0
-        chunk: list[tuple[bytes, int]] = []
-        for key in self.client.scan_iter(match=f"{self.pos_prefix}*", count=batch):
-            generation = int(key.rsplit(b":", 1)[1])
-            if only is None or generation == only:
-                chunk.append((key, generation))
-            if len(chunk) >= POSITIONS_PER_CALL:
-                dropped += self._drop_positions(chunk)
-                chunk = []
-        return dropped + self._drop_positions(chunk)
 
     def _drop_positions(self, chunk: list[tuple[bytes, int]]) -> int:
         if not chunk:

@@ -86,6 +86,33 @@ def test_a_stray_generation_number_is_retired_then_swept(store):
     assert generations.abandon(claim)
 
 
+def test_one_pass_over_the_keyspace_takes_dead_keys_and_positions_and_nothing_of_other_prefixes(store, monkeypatch):
+    generations = Generations(store)
+    generations.ensure()
+    fill(store, 1, 30)
+    two, claim = generations.start(lease_ms=60_000)
+    generations.flip(claim, two, generations.read().epoch)
+    fill(store, 2, 5)
+    store.client.hset(f"{generations.pos_prefix}1", "0", 7)
+    store.client.hset(f"{generations.pos_prefix}fill:1", "0", 7)
+    others = [b"bums:1:user 0001", b"ums1:1:x", b"x{ums}:pos:1", b"{ums}x:pos:1", b"other:ums:1:x"]
+    for key in others:
+        store.client.set(key, b"theirs")
+    passes, real = [], store.client.scan
+
+    def scan(cursor=0, **kwargs):
+        if cursor in (0, "0"):  # a new pass
+            passes.append(kwargs.get("match"))
+        return real(cursor, **kwargs)
+
+    monkeypatch.setattr(store.client, "scan", scan)
+    assert generations.sweep(batch=7) == 30
+    assert len(passes) == 1  # each SCAN pass walks every key of Redis, matching or not
+    assert in_generation(store, 1) == 0 and in_generation(store, 2) == 5
+    assert not store.client.exists(f"{generations.pos_prefix}1", f"{generations.pos_prefix}fill:1")
+    assert all(store.client.get(key) == b"theirs" for key in others)
+
+
 def test_start_without_a_pointer_says_there_is_no_projection(store, monkeypatch):
     generations = Generations(store)
     monkeypatch.setattr(generations, "ensure", lambda: None)  # Redis wiped just after ensure()
