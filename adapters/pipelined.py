@@ -21,15 +21,16 @@ from typing import Any
 import redis
 
 from adapters.marks import Mark
-from adapters.store import ProjectionStore
+from adapters.store import KEYS_PER_CALL, ProjectionStore
 from domain.projection import Event
 
 
 class PipelinedWrite:
     """One batch's fenced script calls, streamed to Redis chunk by chunk; `wait` reads every reply."""
 
-    def __init__(self, store: ProjectionStore, targets: Sequence[int]) -> None:
+    def __init__(self, store: ProjectionStore, targets: Sequence[int], per_call: int = KEYS_PER_CALL) -> None:
         self.store = store
+        self.per_call = per_call  # users per script call (a rebuild's are smaller: readers first)
         self.targets = tuple(targets)
         self.stream = store.cluster_stream() if isinstance(store.client, redis.RedisCluster) else None
         self._conn: Any = None
@@ -42,11 +43,11 @@ class PipelinedWrite:
             return
         if self.stream is not None:
             for n, generation in enumerate(self.targets):
-                self.stream.send(self.store.slot_calls(newest.items(), generation), counts=n == 0)
+                self.stream.send(self.store.slot_calls(newest.items(), generation, self.per_call), counts=n == 0)
             return
         commands = []
         for n, generation in enumerate(self.targets):
-            for keys, values in self.store.calls(newest.items(), generation):
+            for keys, values in self.store.calls(newest.items(), generation, self.per_call):
                 commands.append(("EVALSHA", self.store.fenced_set_sha, len(keys), *keys, *values))
                 self._replies.append(n == 0)
         try:

@@ -19,21 +19,22 @@ import queue
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import redis
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from adapters import logs
 from adapters.clients import Role, projection_store
 from adapters.generations import ClaimLost, Generations
 from adapters.kafka import consumer_config
 from adapters.marks import Mark, WritesLost
+from adapters.pipelined import PipelinedWrite
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
-from consumer.loop import envelope
+from consumer.loop import CHUNK, envelope
 from consumer.pace import Pace
 from consumer.tuning import tune_gc
 from domain import newest_per_user, use_collation
@@ -106,7 +107,7 @@ class PartitionReplay:
         pace: Pace | None = None,
     ) -> None:
         """`check` raises to stop between batches; `progress` is told how many messages each batch read;
-        `pace` (default: none) may hold the next batch back while this one is written."""
+        `pace` (default: none) may hold the next batch back."""
         self.settings, self.store, self.target = settings, store, target
         self.partitions, self.check, self.progress, self.on_poison = partitions, check, progress, on_poison
         self.pace = pace or Pace(0)
@@ -120,46 +121,67 @@ class PartitionReplay:
         if not todo:
             return 0
         consumer = replay_consumer(self.settings)
-        topic = self.settings.topic
-        consumer.assign([TopicPartition(topic, p, self.partitions[p][0]) for p in todo])
-        # One write in flight: Redis applies batch N while this thread decodes batch N+1
-        # (the GIL is released while redis-py waits on the socket). Nothing flips before
-        # the last write returned, and a failed write fails the rebuild.
-        pending: Future[None] | None = None
+        consumer.assign([TopicPartition(self.settings.topic, p, self.partitions[p][0]) for p in todo])
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-write") as writer:
-                while todo:
-                    self.check()
-                    events, seen = self._decode_batch(consumer, todo)
-                    positions = consumer.position([TopicPartition(topic, p) for p in todo])
-                    if pending is not None:
-                        pending.result()
-                    marks = {str(tp.partition): tp.offset for tp in positions if tp.offset >= 0}
-                    pending = writer.submit(self._write, events, marks)
-                    self.progress(seen)
-                    self.pace.after(seen)  # while the write is in flight
-                    # Done by position, not by last offset seen: compaction leaves gaps.
-                    for tp in positions:
-                        if tp.offset >= todo[tp.partition]:
-                            del todo[tp.partition]
-                if pending is not None:
-                    pending.result()
+            while todo:
+                self.check()
+                seen, positions = self._replay_batch(consumer, todo)
+                self.progress(seen)
+                self.pace.after(seen)
+                # Done by position, not by last offset seen: compaction leaves gaps.
+                for tp in positions:
+                    if tp.offset >= todo[tp.partition]:
+                        del todo[tp.partition]
         finally:
             consumer.close()
         return self.poison
 
-    def _write(self, events: list[Event], marks: dict[str, int]) -> None:
-        """The batch, then in the same pipeline its marks: how far each partition is written (the
-        flip checks them), each checked against this replay's last mark."""
-        apply_marked(self.store, self.generations, events, self.target, marks, self.marked)
-        self.marked.update(marks)
+    def _replay_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[int, list[TopicPartition]]:
+        """One batch into the target: how many messages it read, and the positions after it.
 
-    def _decode_batch(self, consumer: Consumer, todo: dict[int, int]) -> tuple[list[Event], int]:
-        """The next batch's events below each partition's end offset, and how many messages that was."""
+        Decoded CHUNK messages at a time, each chunk's script calls sent before the next is
+        decoded: Redis runs them while this thread decodes (adapters/pipelined.py). The replies,
+        then the batch's marks, are read at the end; nothing flips before the last batch's were.
+        A failed send or read writes the whole batch again the ordinary way, which raises if
+        Redis still fails (and so fails the rebuild); the fence makes the second write harmless.
+        """
+        write = PipelinedWrite(self.store, (self.target,), REPLAY_KEYS_PER_CALL)
+        events: list[Event] = []
+        seen = 0
+        messages = consumer.consume(REPLAY_BATCH, 0.5)
+        for start in range(0, len(messages), CHUNK):
+            chunk, read = self._decode(messages[start : start + CHUNK], todo)
+            events += chunk
+            seen += read
+            if write.open:
+                with contextlib.suppress(redis.RedisError):  # abandoned: written again below
+                    write.send(newest_per_user(chunk))
+        positions = consumer.position([TopicPartition(self.settings.topic, p) for p in todo])
+        marks = {str(tp.partition): tp.offset for tp in positions if tp.offset >= 0}
+        if not self._finish(write, marks):
+            apply_marked(self.store, self.generations, events, self.target, marks, self.marked)
+        self.marked.update(marks)
+        return seen, positions
+
+    def _finish(self, write: PipelinedWrite, marks: dict[str, int]) -> bool:
+        """Send the marks after the data and read every reply; False if the write was abandoned.
+        The marks are checked against this replay's last ones (the flip checks them too)."""
+        if not write.open:
+            return False
+        try:
+            write.wait(self.generations.mark(self.target, marks, self.marked))
+        except WritesLost as lost:
+            raise self.generations.lost_rebuild(self.target, lost) from None
+        except redis.RedisError:
+            return False  # wait() dropped the connection
+        return True
+
+    def _decode(self, messages: list[Message], todo: dict[int, int]) -> tuple[list[Event], int]:
+        """These messages' events below each partition's end offset, and how many messages that was."""
         events: list[Event] = []
         seen = 0
         max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
-        for msg in consumer.consume(REPLAY_BATCH, 0.5):
+        for msg in messages:
             if msg.error():
                 continue
             message = envelope(msg)
