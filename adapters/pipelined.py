@@ -15,6 +15,7 @@ On Redis Cluster each chunk goes to the masters the same way, one connection per
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ import redis
 from adapters.marks import Mark
 from adapters.store import KEYS_PER_CALL, ProjectionStore
 from domain.projection import Event
+
+log = logging.getLogger(__name__)
 
 
 class PipelinedWrite:
@@ -89,6 +92,13 @@ class PipelinedWrite:
             raise
         self._release()
         return applied
+
+    def failed(self, error: redis.RedisError) -> None:
+        """Abandon after `error` and say so; the caller writes the batch again the ordinary way."""
+        self.abandon()
+        # NOSCRIPT after a Redis restart is expected once; the ordinary write loads the script.
+        level = logging.INFO if isinstance(error, redis.exceptions.NoScriptError) else logging.WARNING
+        log.log(level, "pipelined write failed (%r): writing the batch again", error)
 
     def abandon(self) -> None:
         """Drop the connection (replies may be unread), so the pool never hands out a dirty one."""

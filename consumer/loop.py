@@ -136,7 +136,7 @@ class ConsumeLoop:
                 events += chunk
                 write.send(newest_per_user(chunk))
         except redis.RedisError as failed:
-            self._pipelined_failed(write, failed)
+            write.failed(failed)
         # Every message is decoded, even past a failed send: none is saved past its write.
         events += self._decode(messages[decoded:], done, poison)
         offsets = next_offsets(done)
@@ -147,7 +147,7 @@ class ConsumeLoop:
             try:
                 applied = write.wait(mark if offsets else None)
             except redis.RedisError as failed:
-                self._pipelined_failed(write, failed)
+                write.failed(failed)
         self.metrics.batch_size.observe(len(done))
         self.totals.messages += len(done)
         if events or (offsets and applied is None):
@@ -161,13 +161,6 @@ class ConsumeLoop:
         if done:
             # After Redis and the DLQ acknowledged everything: at-least-once.
             self._redis(lambda: self.positions.save(pointer, offsets), "position save")
-
-    @staticmethod
-    def _pipelined_failed(write: PipelinedWrite, failed: redis.RedisError) -> None:
-        write.abandon()
-        # NOSCRIPT after a Redis restart is expected once; the ordinary write loads the script.
-        level = logging.INFO if isinstance(failed, redis.exceptions.NoScriptError) else logging.WARNING
-        log.log(level, "pipelined write failed (%r): writing the batch again", failed)
 
     def _decode(
         self, messages: Sequence[Message], done: list[Message], poison: list[tuple[Message, PoisonEvent]]

@@ -154,8 +154,10 @@ class PartitionReplay:
             events += chunk
             seen += read
             if write.open:
-                with contextlib.suppress(redis.RedisError):  # abandoned: written again below
+                try:
                     write.send(newest_per_user(chunk))
+                except redis.RedisError as error:
+                    write.failed(error)  # written again below
         positions = consumer.position([TopicPartition(self.settings.topic, p) for p in todo])
         marks = {str(tp.partition): tp.offset for tp in positions if tp.offset >= 0}
         if not self._finish(write, marks):
@@ -172,8 +174,9 @@ class PartitionReplay:
             write.wait(self.generations.mark(self.target, marks, self.marked))
         except WritesLost as lost:
             raise self.generations.lost_rebuild(self.target, lost) from None
-        except redis.RedisError:
-            return False  # wait() dropped the connection
+        except redis.RedisError as error:
+            write.failed(error)
+            return False
         return True
 
     def _decode(self, messages: list[Message], todo: dict[int, int]) -> tuple[list[Event], int]:

@@ -4,6 +4,7 @@ way when the pipelined send fails (e.g. Redis restarted and lost its scripts).""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -82,9 +83,11 @@ def test_a_batch_is_sent_pipelined_with_its_marks_after_it(settings, store, monk
     assert replay.marked == {"0": 1_000}
 
 
-def test_a_failed_pipelined_send_writes_the_batch_the_ordinary_way(settings, store):
+def test_a_failed_pipelined_send_writes_the_batch_the_ordinary_way(settings, store, caplog):
     store.client.script_flush()  # Redis restarted: EVALSHA answers NOSCRIPT
-    replay, generations, target = batch_of(settings, store, 1_000)
+    with caplog.at_level(logging.INFO, logger="adapters.pipelined"):
+        replay, generations, target = batch_of(settings, store, 1_000)
+    assert "pipelined write failed" in caplog.text  # the operator is told, as by the live consumer
     assert written(store, target, 1_000) == 1_000
     assert store.client.hgetall(generations.fill_key(target)) == {b"0": b"1000"}
     assert replay.marked == {"0": 1_000}
