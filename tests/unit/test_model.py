@@ -143,3 +143,13 @@ def test_a_user_built_from_epoch_ms_is_the_user_built_from_its_datetime(ms):
     assert built == plain and hash(built) == hash(plain)
     assert built.since_ms == plain.since_ms == ms
     assert replace(built, since=from_epoch_ms(ms - 1)).since_ms == ms - 1  # a copy does not keep the cache
+
+
+def test_a_name_computes_its_key_once_and_the_cache_changes_neither_equality_nor_hash():
+    name = Name("Alice Smith")
+    assert "canonical" not in name.__dict__
+    assert name.canonical == canonical_name("Alice Smith")
+    assert name.__dict__["canonical"] == name.canonical  # later reads are the instance's own
+    fresh = Name("Alice Smith")
+    assert name == fresh and hash(name) == hash(fresh)
+    assert Name.canonical is Name.__dict__["canonical"]  # read on the class: the descriptor, as functools' gives
