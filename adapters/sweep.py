@@ -47,10 +47,6 @@ class Reading:
     def in_use(self, generation: int) -> bool:
         return generation in (self.live, self.claimed)
 
-    def in_use_heads(self, prefix: str) -> tuple[bytes, ...]:
-        """The key heads (`P:<g>:`) of the generations in use: most keys a sweep meets start with one."""
-        return tuple(f"{prefix}:{g}:".encode() for g in (self.live, self.claimed) if g is not None)
-
     def dead(self, generation: int) -> bool:
         """Neither live nor claimed, and never can be again under this pointer."""
         return self.live is not None and not self.in_use(generation) and generation <= self.seq
@@ -75,7 +71,7 @@ class Sweeper:
         deleted = dropped = 0
         users: list[tuple[bytes, int]] = []
         positions: list[tuple[bytes, int]] = []
-        in_use = reading.in_use_heads(self.store.prefix)
+        in_use = self._heads_in_use(reading)
         for key in self.store.scan_all_and_control(count=batch):
             # Nearly every key is the live generation's: a prefix test in C instead of parsing
             # each (1M keys: 0.06 s against 0.41 s of this loop's Python).
@@ -93,7 +89,7 @@ class Sweeper:
             users.append((key, generation))
             if len(users) >= batch:
                 count, reading = self._unlink(users, reading)
-                deleted, users, in_use = deleted + count, [], reading.in_use_heads(self.store.prefix)
+                deleted, users, in_use = deleted + count, [], self._heads_in_use(reading)
         if users:
             deleted += self._unlink(users, reading)[0]
         # After the user keys, as when positions had a pass of their own; DROP_POSITIONS
@@ -112,6 +108,10 @@ class Sweeper:
         generation, epoch = parse_pointer(live)
         claimed = int(claim.rsplit(b":", 1)[1]) if claim else None
         return Reading(generation, epoch, claimed, int(seq))
+
+    def _heads_in_use(self, reading: Reading) -> tuple[bytes, ...]:
+        """The user-key heads (`P:<g>:`) of the generations in use: most keys a sweep meets start with one."""
+        return tuple(self.store.key(g, "").encode() for g in (reading.live, reading.claimed) if g is not None)
 
     def _unlink(self, pending: list[tuple[bytes, int]], before: Reading) -> tuple[int, Reading]:
         reading = self.read(max(generation for _, generation in pending))
