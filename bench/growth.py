@@ -25,7 +25,7 @@ from adapters.store import make_redis
 from bench import growth_data as data
 from bench import growth_phases as phases
 from bench.common import LOAD_CPUS, PINNING, PORT_BASE, RESULTS, ROOT, SUT_CPUS, machine
-from bench.growth_cpu import CpuMeter, per_event_us
+from bench.growth_cpu import CpuMeter, per_event_us, wait_per_s
 from bench.growth_redis import RedisRun, check_projection, sampled_bytes_per_user
 from bench.growth_report import write
 from bench.projection import bench_name
@@ -128,11 +128,14 @@ def measure_under_reads(
         time.sleep(2.0)  # connections and workers warm before the first measured stretch
         redis_run.reset_latency()
         meter = CpuMeter(make_redis(settings, timeout_s=60), api.proc.pid)
-        before = meter.snapshot()
+        before, waited = meter.snapshot(), meter.waits()
         rebuild = phases.to_flip(settings, ["replay"], workdir)
         rebuild_cpu = per_event_us(before, meter.snapshot(), rebuild.cpu_s, events)
+        waits = {"rebuild": wait_per_s(waited, meter.waits(), rebuild.seconds)}
         latency["rebuild"] = redis_run.latency()
+        waited = meter.waits()
         baseline = quiet(min(rebuild.seconds, BASELINE_MAX_S))
+        waits["baseline"] = wait_per_s(waited, meter.waits(), baseline[1] - baseline[0])
         redis_run.reset_latency()
         collected, deleted = phases.gc(settings, workdir)  # the generation the replay replaced
         latency["gc"] = redis_run.latency()
@@ -167,6 +170,8 @@ def measure_under_reads(
         "readers_rate": RATE,
         "replay_peak_rss_mib": rebuild.peak_rss_mib,
         "rebuild_cpu_us_per_event": rebuild_cpu,
+        # What the readers waited behind: a server runnable but without a core (s per s).
+        "run_queue_wait_s_per_s": waits,
         # A rate that falls at one size only: was the machine's CPU stolen in that phase?
         "cpu_steal": {name: steal.between(run.started, run.ended) for name, run in runs.items() if run is not None},
         "gc_deleted_keys": deleted,

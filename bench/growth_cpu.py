@@ -6,6 +6,10 @@ Redis (its own INFO counters), the broker (its pid from the stack), the API the 
 (master and workers), the command itself (read by phases.Command while it runs: it may be
 SIGKILLed at its flip), and the machine's busy time, whose remainder is everything else
 (MariaDB, the load generator, this harness).
+
+CPU seconds say who worked, not who waited: on shared cores a reader's request is late when
+Redis or the API is runnable but not running. Their run-queue delay (schedstat) over a phase,
+in seconds per second, says how long that was.
 """
 
 from __future__ import annotations
@@ -35,10 +39,21 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def kafka_pid() -> int | None:
-    """The stack's broker (services/stack.sh writes its pid); None outside the stack."""
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds a process's threads (and its children's) were runnable but not running (0 if gone)."""
+    total = 0
+    for each in [pid, *children(pid)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in Path(f"/proc/{each}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    total += int((task / "schedstat").read_text().split()[1])  # nanoseconds
+    return total / 1e9
+
+
+def stack_pid(name: str) -> int | None:
+    """A server of the stack (services/stack.sh writes `<name>/<name>.pid`); None outside it."""
     stack = os.environ.get("UMS_STACK_DIR")
-    path = Path(stack, "kafka", "kafka.pid") if stack else None
+    path = Path(stack, name, f"{name}.pid") if stack else None
     try:
         return int(path.read_text().split()[0]) if path else None
     except (OSError, ValueError, IndexError):
@@ -49,7 +64,8 @@ class CpuMeter:
     """Snapshots of Redis's, the broker's, the API's and the machine's CPU seconds."""
 
     def __init__(self, client: redis.Redis, api_pid: int) -> None:
-        self.client, self.api_pid, self.kafka = client, api_pid, kafka_pid()
+        self.client, self.api_pid = client, api_pid
+        self.kafka, self.redis = stack_pid("kafka"), int(client.info("server")["process_id"])  # local here
 
     def snapshot(self) -> dict[str, float]:
         info = self.client.info("cpu")
@@ -61,6 +77,16 @@ class CpuMeter:
         if self.kafka is not None:
             shot["kafka"] = tree_cpu_s(self.kafka)
         return shot
+
+    def waits(self) -> dict[str, float]:
+        """Run-queue seconds so far of Redis, the API (master and workers) and the broker."""
+        pids = {"redis": self.redis, "api": self.api_pid, "kafka": self.kafka}
+        return {name: run_queue_wait_s(pid) for name, pid in pids.items() if pid is not None}
+
+
+def wait_per_s(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Run-queue seconds per second of a phase, by process: 0.4 means runnable, not running, 40 % of it."""
+    return {name: round((after[name] - before[name]) / seconds, 3) for name in before if name in after}
 
 
 def per_event_us(before: dict[str, float], after: dict[str, float], command_s: float, events: int) -> dict[str, float]:

@@ -41,6 +41,7 @@ TIMES = [
 ]
 # CPU µs per event over the rebuild, by process (bench/growth_cpu.py), from the details.
 CPU = [("command", "replay"), ("redis", "Redis"), ("kafka", "broker"), ("api", "API (readers)"), ("other", "other")]
+WAITS = [("redis", "Redis"), ("api", "API (readers)"), ("kafka", "broker")]
 MEMORY = [
     ("redis_used_bytes", "Redis used memory"),
     ("reconcile_peak_rss_mib", "reconcile peak RSS"),
@@ -67,6 +68,10 @@ def table(results: dict[str, Any]) -> str:
     for key, label in CPU if all(cpu) else []:
         cells = [number(c[key]) if c is not None and key in c else "-" for c in cpu]
         lines.append(f"| rebuild CPU µs/event: {label} | " + " | ".join(cells) + " |")
+    waits = [results.get("details", {}).get(str(r["users"]), {}).get("run_queue_wait_s_per_s") for r in rows]
+    for key, label in WAITS if all(waits) else []:
+        cells = [f"{w['rebuild'].get(key, 0):.2f} / {w['baseline'].get(key, 0):.2f}" for w in waits]
+        lines.append(f"| run-queue wait, rebuild / baseline (s per s): {label} | " + " | ".join(cells) + " |")
     steal = [results.get("details", {}).get(str(r["users"]), {}).get("cpu_steal", {}).get("rebuild") for r in rows]
     if any(s and s.get("mean_pct") is not None for s in steal):
         cells = ["-" if not s or s["mean_pct"] is None else f"{s['mean_pct']:.1f} / {s['max_pct']:.0f}" for s in steal]

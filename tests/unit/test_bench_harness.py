@@ -71,3 +71,39 @@ def test_growth_cpu_per_event_names_each_process_and_leaves_the_rest_to_other() 
     shares = per_event_us(before, after, command_s=12.0, events=1_000_000)
     # 25 s of the machine's busy time: 3 Redis, 4 API, 2 broker, 12 the command, 4 nobody named.
     assert shares == {"redis": 3.0, "api": 4.0, "kafka": 2.0, "command": 12.0, "other": 4.0}
+
+
+def test_growth_run_queue_wait_is_seconds_per_second_by_process() -> None:
+    from bench.growth_cpu import wait_per_s
+
+    before = {"redis": 1.0, "api": 2.0, "kafka": 0.5}
+    after = {"redis": 5.0, "api": 12.0}  # the broker was gone by the end: left out, not guessed
+    assert wait_per_s(before, after, seconds=10.0) == {"redis": 0.4, "api": 1.0}
+
+
+def test_growth_run_queue_wait_counts_the_children_that_waited_for_a_core() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bench.growth_cpu import run_queue_wait_s
+
+    # Three processes spinning 0.2 s each on one core: each waits for the others. Each says so
+    # on stdout, then blocks on stdin, so it is still there to be read.
+    spin = (
+        "import sys, time\nt = time.process_time() + 0.2\nwhile time.process_time() < t: pass\n"
+        "print(1, flush=True)\nsys.stdin.read()"
+    )
+    core = {min(os.sched_getaffinity(0))}
+    spinners = []
+    for _ in range(3):
+        spinners.append(subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        os.sched_setaffinity(spinners[-1].pid, core)
+    try:
+        for each in spinners:
+            assert each.stdout is not None and each.stdout.readline().strip() == b"1"
+        assert run_queue_wait_s(os.getpid()) >= 0.1  # this process's own threads count too
+    finally:
+        for each in spinners:
+            each.communicate(timeout=10)
+    assert run_queue_wait_s(2**22 + 1) == 0.0  # above the largest pid Linux allows: no such process
