@@ -45,21 +45,32 @@ CAUSES = {
 }
 
 
+# An OpenSSL failure in librdkafka's text ("error:0A000086:SSL routines::certificate verify failed").
+TLS_TEXT = re.compile(r"SSL routines|certificate verify failed|SSL handshake failed")
+
+
+def kind_of(err: KafkaError) -> int:
+    """The error's code, except that a TLS failure librdkafka reports as a transport error is one."""
+    # When the handshake fails while reading the broker's reply, librdkafka says _TRANSPORT
+    # with OpenSSL's text; a moment later the same failure arrives as _SSL.
+    if err.code() == KafkaError._TRANSPORT and TLS_TEXT.search(err.str()):
+        return int(KafkaError._SSL)
+    return int(err.code())
+
+
 def kafka_error_logger(every_s: float = 60.0) -> Callable[[KafkaError], None]:
     """librdkafka's error callback: one line per kind of error (again after `every_s`), with its likely cause."""
     last: dict[int, float] = {}
 
     def on_error(err: KafkaError) -> None:
-        now = time.monotonic()
-        if now - last.get(err.code(), -every_s) < every_s:
+        now, kind = time.monotonic(), kind_of(err)
+        if now - last.get(kind, -every_s) < every_s:
             return
-        if err.code() == KafkaError._ALL_BROKERS_DOWN and (
-            KafkaError._AUTHENTICATION in last or KafkaError._SSL in last
-        ):
+        if kind == KafkaError._ALL_BROKERS_DOWN and (KafkaError._AUTHENTICATION in last or KafkaError._SSL in last):
             return  # the consequence of what was already said
-        last[err.code()] = now
-        cause = CAUSES.get(err.code(), "client error")
-        if err.code() == KafkaError._TRANSPORT and "refused" in err.str().lower():
+        last[kind] = now
+        cause = CAUSES.get(kind, "client error")
+        if kind == KafkaError._TRANSPORT and "refused" in err.str().lower():
             cause = UNREACHABLE  # nothing listens there: an outage, not a protocol mismatch
         log.error("kafka: %s (%s)", cause, err.str(), extra={"kafka_error": err.name()})
 
