@@ -50,10 +50,10 @@ def run_queue_wait_s(pid: int) -> float:
     return total / 1e9
 
 
-def stack_pid(name: str) -> int | None:
-    """A server of the stack (services/stack.sh writes `<name>/<name>.pid`); None outside it."""
+def kafka_pid() -> int | None:
+    """The stack's broker (services/stack.sh writes its pid); None outside the stack."""
     stack = os.environ.get("UMS_STACK_DIR")
-    path = Path(stack, name, f"{name}.pid") if stack else None
+    path = Path(stack, "kafka", "kafka.pid") if stack else None
     try:
         return int(path.read_text().split()[0]) if path else None
     except (OSError, ValueError, IndexError):
@@ -61,11 +61,11 @@ def stack_pid(name: str) -> int | None:
 
 
 class CpuMeter:
-    """Snapshots of Redis's, the broker's, the API's and the machine's CPU seconds."""
+    """Snapshots of Redis's, the broker's, the API's and the machine's CPU seconds, and the servers' run-queue waits."""
 
     def __init__(self, client: redis.Redis, api_pid: int) -> None:
         self.client, self.api_pid = client, api_pid
-        self.kafka, self.redis = stack_pid("kafka"), int(client.info("server")["process_id"])  # local here
+        self.kafka, self.redis = kafka_pid(), int(client.info("server")["process_id"])  # local here
 
     def snapshot(self) -> dict[str, float]:
         info = self.client.info("cpu")
