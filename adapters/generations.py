@@ -7,6 +7,8 @@ one atomic script and every read one MGET:
     {P}:rebuild   "<token>:<generation>"        the claim of the one running rebuild, with a
                                                 lease (PX): if its replay stops renewing it,
                                                 consumers stop writing there and the sweep deletes it
+    {P}:rebuild:pace  "<generation>:<events/s>"  the running rebuild's pace (`ums-find pace`);
+                  one naming another generation is an ended rebuild's, and ignored
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from adapters.lua import ABANDON, FLIP, RENEW, SAVE_POSITIONS, START
+from adapters.lua import ABANDON, FLIP, PACE, RENEW, SAVE_POSITIONS, START
 from adapters.marks import Mark, WritesLost
 from adapters.store import ProjectionStore, parse_pointer
 from adapters.sweep import Sweeper
@@ -91,12 +93,14 @@ class Generations:
         self.live_key = store.pointer_key
         self.rebuild_key = f"{base}:rebuild"
         self.seq_key = f"{base}:seq"
+        self.pace_key = f"{base}:rebuild:pace"
         self.pos_prefix = f"{base}:pos:"
         self._start = self.client.register_script(START)
         self._renew = self.client.register_script(RENEW)
         self._abandon = self.client.register_script(ABANDON)
         self._flip = self.client.register_script(FLIP)
         self._save = self.client.register_script(SAVE_POSITIONS)
+        self._pace = self.client.register_script(PACE)
         self._sweeper = Sweeper(store, self.rebuild_key, self.seq_key, self.pos_prefix)
 
     def read(self) -> Pointer | None:
@@ -191,6 +195,17 @@ class Generations:
     def abandon(self, claim: str) -> bool:
         """Give the claim up (its generation is then unclaimed and swept); False if it was not ours."""
         return bool(self._abandon(keys=[self.rebuild_key], args=[claim]))
+
+    def set_pace(self, events_per_s: float) -> int | None:
+        """Pace the running rebuild (0: unpaced); the generation it builds, None if no rebuild runs."""
+        generation = int(self._pace(keys=[self.rebuild_key, self.pace_key], args=[f"{events_per_s:.15g}"]))
+        return generation or None
+
+    def pace(self, generation: int) -> float | None:
+        """The pace set for the rebuild of `generation`; None if none was."""
+        raw = self.client.get(self.pace_key)
+        of, _, rate = (raw or b"").decode().partition(":")
+        return float(rate) if raw is not None and of == str(generation) else None
 
     def flip(self, claim: str, generation: int, epoch: str, filled: Mapping[str, int] | None = None) -> int:
         """Make the claimed generation live; return the old one, or raise ClaimLost.

@@ -71,6 +71,16 @@ return {n, ''}
 RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 # KEYS: rebuild; ARGV: claim.
 ABANDON = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# KEYS: rebuild, pace; ARGV: events per second. Paces the running rebuild (`ums-find pace`): the
+# pace names the claimed generation, so a later rebuild never takes an earlier one's. Returns that
+# generation, 0 when no rebuild runs.
+PACE = """
+local claim = redis.call('GET', KEYS[1])
+if not claim then return 0 end
+local generation = string.match(claim, ':(%d+)$')
+redis.call('SET', KEYS[2], generation .. ':' .. ARGV[1])
+return tonumber(generation)
+"""
 # KEYS: live, rebuild, pos-prefix; ARGV: claim, target, epoch, then field, mark pairs.
 # Makes the claimed generation live (same epoch) and hands it the live generation's
 # positions: consumers wrote every batch to both since the claim, so the new generation

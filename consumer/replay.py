@@ -24,7 +24,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent
 from consumer.lease import Lease
-from consumer.pace import Pace
+from consumer.pace import Pace, keyed_rate
 from consumer.progress import Progress
 from consumer.replay_kafka import (
     Interrupted,
@@ -111,6 +111,7 @@ class Rebuild:
         try:
             with Lease(self.generations, claim, lease_ms) as lease:
                 self.lease = lease
+                self.generations.set_pace(self.settings.rebuild_events_per_s)  # what `ums-find pace` shows
                 plan = Plan(
                     pointer.live,
                     target,
@@ -172,9 +173,10 @@ class Rebuild:
         if self.lease is not None:
             self.lease.check()
 
-    def _pace(self) -> Pace:
-        """UMS_REBUILD_EVENTS_PER_S for this process; its sleep ends at once on SIGTERM/SIGINT."""
-        return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait)
+    def _pace(self, target: int) -> Pace:
+        """UMS_REBUILD_EVENTS_PER_S, then what `ums-find pace` sets; its sleep ends at once on SIGTERM/SIGINT."""
+        source = keyed_rate(self.generations, target)
+        return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait, source=source)
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
         consumer = replay_consumer(self.settings)
@@ -194,7 +196,7 @@ class Rebuild:
             Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress,
             contextlib.closing(self.mysql.stream(2000)) as pages,
         ):
-            pace = self._pace()
+            pace = self._pace(plan.target)
             self.mysql_rows = 0
             for users in pages:
                 self._check()
@@ -223,6 +225,6 @@ class Rebuild:
                     self._check,
                     progress.update,
                     self.on_poison,
-                    self._pace(),
+                    self._pace(plan.target),
                 )
                 self.poison += replay.run()

@@ -35,7 +35,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.loop import CHUNK, envelope
-from consumer.pace import Pace
+from consumer.pace import Pace, keyed_rate
 from consumer.tuning import tune_gc
 from domain import newest_per_user, use_collation
 from domain.projection import Event
@@ -316,7 +316,8 @@ def _worker(
         poison_queue.put((message, bad.code, str(bad)))
 
     # stop.wait: the parent's SIGTERM ends a worker's sleep at once, as it does the parent's.
-    pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait)
+    rate = keyed_rate(generations, target, share=workers)
+    pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate)
     try:
         PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
     except ClaimLost as lost:

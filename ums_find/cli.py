@@ -218,6 +218,34 @@ def gc(settings: Settings) -> None:
 
 
 @main.command()
+@click.argument("events_per_s", type=float, required=False)
+@click.pass_obj
+def pace(settings: Settings, events_per_s: float | None) -> None:
+    """Show, or change without stopping it, the running rebuild's pace in events a second (0: unpaced)."""
+    import math
+
+    from adapters.generations import Generations
+    from consumer.pace import POLL_S
+
+    if events_per_s is not None and not (math.isfinite(events_per_s) and events_per_s >= 0):
+        raise click.BadParameter(f"{events_per_s} is not a number of events a second >= 0 (0: unpaced)")
+    store, _ = _store_and_mysql(settings, False)
+    generations = Generations(store)
+    if events_per_s is None:
+        pointer = generations.read()
+        generation = pointer.building if pointer else None
+        rate = generations.pace(generation) if generation is not None else None
+    else:
+        generation, rate = generations.set_pace(events_per_s), events_per_s
+    if generation is None:
+        click.echo("error: no rebuild is running (UMS_REBUILD_EVENTS_PER_S paces the next one)", err=True)
+        raise SystemExit(1)
+    said = "not set" if rate is None else "unpaced" if rate == 0 else f"{rate:,.0f} events/s"
+    note = f" (every process of the rebuild takes it within {POLL_S:.0f} s)" if events_per_s is not None else ""
+    click.echo(f"rebuild of generation {generation}: {said}{note}")
+
+
+@main.command()
 @click.argument("name")
 @click.option("--generation", type=int, default=None, help="A generation other than the live one (a rebuild's).")
 @click.pass_obj
