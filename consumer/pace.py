@@ -78,7 +78,7 @@ class Pace:
         rate = self.source()
         if rate is None or rate == self.rate:
             return False
-        log.info("rebuild pace now %s", f"{rate:.0f} events/s" if rate > 0 else "unpaced")
+        log.info("rebuild pace now %s", f"{rate:.0f} events/s in this process" if rate > 0 else "unpaced")
         self.rate = rate
         return True
 
