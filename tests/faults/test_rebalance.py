@@ -6,6 +6,8 @@ import signal
 import threading
 import time
 
+from adapters.store import parse_value
+from domain import Version
 from tests.faults.rig import compare, produce_in_background, random_events, snapshot, wait_converged
 from tests.helpers import wait_until
 
@@ -34,8 +36,10 @@ def test_three_consumers_with_one_coming_and_going(settings, store, fault_produc
     assert diff.ok, diff
 
 
-def versions(store, keys):
-    return [(raw.split(b",", 3)[:3] if raw else None) for raw in store.client.mget(keys)]
+def versions(store, names):
+    """Each user's stored version in generation 1 (either value format), None where it holds none."""
+    raws = store.client.mget([store.key(1, name) for name in names])
+    return [parse_value(raw, name).version if raw else None for raw, name in zip(raws, names, strict=True)]
 
 
 def test_paused_member_never_moves_a_version_backwards(
@@ -44,29 +48,34 @@ def test_paused_member_never_moves_a_version_backwards(
     events = 30_000
     users = 500  # few users, many versions each: a stale write would show
     values = random_events(rng, users=users, count=events, tag=name_tag)
-    keys = [store.key(1, f"{name_tag} u{i:06d}") for i in range(users)]
+    names = [f"{name_tag} u{i:06d}" for i in range(users)]
     a, b = consumers("a").start(), consumers("b").start()
     a.wait_running()
     b.wait_running()
     wait_until(lambda: a.assigned() and b.assigned(), 30, "both members to own partitions")
 
-    backwards: list[tuple[str, tuple, tuple]] = []
-    samples = 0
+    backwards: list[tuple[str, Version, Version]] = []
+    samples = compared = 0
+    failed: list[BaseException] = []  # a watcher that died would otherwise pass by watching nothing
     watching = threading.Event()
     watching.set()
 
     def watch() -> None:
-        nonlocal samples
-        seen: dict[str, tuple[int, int, int]] = {}
-        while watching.is_set():
-            for key, parts in zip(keys, versions(store, keys), strict=True):
-                if parts is None:
-                    continue
-                version = tuple(int(p) for p in parts)
-                if key in seen and version < seen[key]:
-                    backwards.append((key, seen[key], version))
-                seen[key] = version
-            samples += 1
+        nonlocal samples, compared
+        seen: dict[str, Version] = {}
+        try:
+            while watching.is_set():
+                for name, version in zip(names, versions(store, names), strict=True):
+                    if version is None:
+                        continue
+                    if name in seen:
+                        compared += 1
+                        if version < seen[name]:
+                            backwards.append((name, seen[name], version))
+                    seen[name] = version
+                samples += 1
+        except BaseException as error:
+            failed.append(error)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -82,10 +91,11 @@ def test_paused_member_never_moves_a_version_backwards(
     watcher.join()
     diff = compare(model.view(), snapshot(store, 1))
     print(
-        f"SIGSTOP: events={model.produced} samples={samples} backwards={len(backwards)} "
+        f"SIGSTOP: events={model.produced} samples={samples} compared={compared} backwards={len(backwards)} "
         f"missing={diff.missing} stale={diff.stale} extra={diff.extra}"
     )
-    assert samples > 10
+    assert failed == []
+    assert samples > 10 and compared > users  # it read stored versions, again and again
     assert backwards == []
     assert diff.ok, diff
     assert a.alive() and b.alive()
