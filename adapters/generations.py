@@ -202,10 +202,16 @@ class Generations:
         return generation or None
 
     def pace(self, generation: int) -> float | None:
-        """The pace set for the rebuild of `generation`; None if none was."""
+        """The pace set for the rebuild of `generation`; None if none was (or the key is not one)."""
         raw = self.client.get(self.pace_key)
-        of, _, rate = (raw or b"").decode().partition(":")
-        return float(rate) if raw is not None and of == str(generation) else None
+        of, _, rate = (raw or b"").decode(errors="replace").partition(":")
+        if raw is None or of != str(generation):
+            return None
+        try:
+            return float(rate)
+        except ValueError:  # written by hand: the pace the rebuild has stays
+            log.warning("ignoring %s = %r: not <generation>:<events per second>", self.pace_key, raw)
+            return None
 
     def flip(self, claim: str, generation: int, epoch: str, filled: Mapping[str, int] | None = None) -> int:
         """Make the claimed generation live; return the old one, or raise ClaimLost.

@@ -127,6 +127,8 @@ def test_the_pace_key_names_the_rebuilds_generation(store) -> None:
     assert generations.set_pace(5000) == target and generations.pace(target) == 5000.0
     assert keyed_rate(generations, target, share=4)() == 1250.0  # each of 4 workers
     assert generations.set_pace(1_234_567) == target and generations.pace(target) == 1_234_567.0
+    store.client.set(generations.pace_key, f"{target}:fast")  # by hand, and wrong
+    assert generations.pace(target) is None  # ignored: the rebuild keeps the pace it has
     generations.abandon(claim)
     later, _ = generations.start(60_000)
     assert generations.pace(later) is None  # the ended rebuild's pace is not the next one's
