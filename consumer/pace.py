@@ -58,13 +58,17 @@ class Pace:
             return 0.0
         started = now = self.clock()
         start = now if self._due is None else max(self._due, now - CREDIT_S)
-        self._due = start + events / self.rate
-        while self._due > now:
-            if self.sleep(min(self._due - now, POLL_S)):
+        due = start + events / self.rate
+        while due > now:
+            if self.sleep(min(due - now, POLL_S)):
                 break  # stopping: the caller's next check says so
             old, now = self.rate, self.clock()
-            if self._poll() and self._rerate(old, now):
-                break
+            if self._poll():
+                if self.rate <= 0:  # lifted: nothing is owed any more
+                    self._due = None
+                    return now - started
+                due = now + (due - now) * old / self.rate  # what is still owed, at the new rate
+        self._due = due
         return now - started
 
     def _poll(self) -> bool:
@@ -81,14 +85,6 @@ class Pace:
         log.info("rebuild pace now %s", f"{rate:.0f} events/s in this process" if rate > 0 else "unpaced")
         self.rate = rate
         return True
-
-    def _rerate(self, old: float, now: float) -> bool:
-        """The events still owed at the old rate, owed at the new one instead; True if none are left."""
-        if self.rate <= 0 or self._due is None:
-            self._due = None
-            return True
-        self._due = now + (self._due - now) * old / self.rate
-        return False
 
 
 def keyed_rate(generations: Generations, generation: int, share: int = 1) -> RateSource:
