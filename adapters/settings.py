@@ -125,6 +125,9 @@ class Settings:
     api_limit_request_fields: int = 100
     api_limit_request_field_size: int = 8190
     api_access_log: str = "-"
+    # Plain lookups answered as plain WSGI before Flask (api/hot.py): the same answers at less CPU.
+    # Off: Flask answers every request (the same replies; for comparing, or if one ever differs).
+    api_hot_path: bool = True
     # Admission control before the app (api/admission.py, docs/decisions.md "Admission control").
     # CoDel-style: when no request of an interval waited under the target, requests that waited
     # over twice the target are shed (503). 0 turns shedding off. The default: measured (same section).

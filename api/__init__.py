@@ -12,14 +12,12 @@ from adapters.settings import Settings
 from api import fresh, routes
 from api.admission import Admission, AdmissionMetrics
 from api.finder import Finder
+from api.hot import HotPath
+from api.limits import MAX_HEADER_BYTES, MAX_PATH, header_bytes
 from api.links import Links
 from api.metrics import ApiMetrics
 from api.problems import problem
 from domain import use_collation
-
-# Below gunicorn's own limits (UMS_API_LIMIT_REQUEST_*), so that the app answers, with problem+json.
-MAX_PATH = 4096
-MAX_HEADER_BYTES = 16384
 
 
 def create_app(settings: Settings | None = None, finder: Finder | None = None) -> Flask:
@@ -40,8 +38,12 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     )
     app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
     fresh.init_app(app, settings.fresh_read_limit, settings.fresh_read_wait_s)
+    inner = app.wsgi_app
+    if settings.api_hot_path:
+        # Plain lookups without Flask's request context, routing and hooks (api/hot.py).
+        inner = HotPath(inner, app.extensions["ums_finder"], settings, metrics, app.config["UMS_OPS_PORT"])
     # Before Flask: a rejection costs no request context, routing or hooks.
-    app.wsgi_app = Admission(app.wsgi_app, settings, AdmissionMetrics.create(metrics.registry))  # type: ignore[method-assign]
+    app.wsgi_app = Admission(inner, settings, AdmissionMetrics.create(metrics.registry))  # type: ignore[method-assign]
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, _http_problem)
     app.before_request(_limits)
@@ -58,9 +60,7 @@ def _limits() -> Response | None:
         return problem(404, "not-found", "no such resource on this port", Cache_Control="no-store")
     if len(request.full_path) > MAX_PATH:
         return problem(414, "uri-too-long", f"the request target is longer than {MAX_PATH} characters")
-    # The WSGI environ directly: werkzeug's header view title-cases every name (slow).
-    header_bytes = sum(len(k) + len(v) for k, v in request.environ.items() if k.startswith("HTTP_"))
-    if header_bytes > MAX_HEADER_BYTES:
+    if header_bytes(request.environ) > MAX_HEADER_BYTES:
         return problem(431, "headers-too-large", f"request headers exceed {MAX_HEADER_BYTES} bytes")
     return None
 

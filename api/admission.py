@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from adapters.settings import Settings
-from api.problems import TYPE_BASE
+from api.reply import TYPE_BASE
 
 # Environ keys set by api.worker.QueueStampingWorker (time.monotonic() seconds).
 QUEUED_AT = "ums.queued_at"

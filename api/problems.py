@@ -1,23 +1,16 @@
-"""RFC 9457 problem details: every error the API returns, with a stable `type`."""
+"""Replies as Flask responses: problem() for the app's errors, to_response() for any Reply."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
+from flask import Response
 
-from flask import Response, json
+from api.reply import Reply, problem_reply
 
-TYPE_BASE = "https://ums-find.dev/problems/"
+
+def to_response(reply: Reply) -> Response:
+    return Response(reply.body, status=reply.status, headers=reply.headers)
 
 
 def problem(status: int, slug: str, detail: str, **headers: str) -> Response:
     """An `application/problem+json` response; `slug` makes the stable type URI."""
-    body = {
-        "type": TYPE_BASE + slug,
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
-    for name, value in headers.items():
-        response.headers[name.replace("_", "-")] = value
-    return response
+    return to_response(problem_reply(status, slug, detail, **headers))

@@ -6,19 +6,18 @@ listener), never a header: api/__init__.py answers 404 to an endpoint asked on t
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.routing import PathConverter
 
 from api import fresh
-from api.finder import MYSQL, PROJECTION, Finder, SourcesUnavailable
+from api.answer import lookup_reply
+from api.finder import MYSQL, PROJECTION, Finder
+from api.hot import USER_RULE
 from api.links import Links
 from api.metrics import ApiMetrics
 from api.openapi import openapi_document
-from api.problems import problem
-from api.serialize import iso, user_body
-from domain import DomainError, Name, User
+from api.problems import problem, to_response
+from domain import DomainError, Name
 
 bp = Blueprint("users", __name__)
 # Endpoints served on the operational port only.
@@ -45,7 +44,7 @@ class NameConverter(PathConverter):
     regex = "[^/](?s:.*?)"
 
 
-@bp.get("/user/<name:name>")
+@bp.get(USER_RULE)
 def get_user(name: str) -> Response:
     settings = current_app.config["UMS_SETTINGS"]
     try:
@@ -57,55 +56,11 @@ def get_user(name: str) -> Response:
         want = fresh.wanted(request.args.getlist(fresh.MIN_SINCE), request.headers.get("Cache-Control"))
     except fresh.InvalidParameter as exc:
         return problem(400, "invalid-parameter", str(exc), Cache_Control="no-store")
-    try:
-        found = finder().find(valid) if want is None else fresh_reads().find(valid, want)
-    except SourcesUnavailable:
-        return problem(
-            503, "unavailable", "neither the projection nor MySQL can answer", Retry_After="1", Cache_Control="no-store"
-        )
-    except fresh.FreshReadLimited:
-        detail = "too many fresh reads are waiting on MySQL; retry, or read without min_since/no-cache"
-        return problem(503, "fresh-read-limit", detail, Retry_After="1", Cache_Control="no-store")
-    except fresh.NotFreshEnough as exc:
-        return _not_fresh_enough(exc.available)
-    if found.user is None:
-        # Briefly, as the API itself remembers unknown names: a user added now shows soon.
-        max_age = int(settings.negative_cache_s)
-        cache = "no-store" if want else f"public, max-age={max_age}"
-        response = problem(404, "user-not-found", "no user has this name", Cache_Control=cache)
-    else:
-        # A forced read is the source of truth of this moment: no cache may keep it. A min_since
-        # answer stays true for that min_since, so it is cacheable like any other.
-        cache = "no-store" if want and want.forced else f"public, max-age={settings.cache_max_age_s}"
-        response = user_response(user_body(found.user), cache)
-    response.headers["X-Ums-Source"] = found.source
-    if found.generation is not None:
-        response.headers["X-Ums-Generation"] = str(found.generation)
-    return response
-
-
-def _not_fresh_enough(available: User) -> Response:
-    """409: even MySQL holds this user with an older `since` than min_since (never shown as fresh)."""
-    asked = request.args.get(fresh.MIN_SINCE, "")[:64]
-    detail = f"MySQL, the freshest source, holds this user with since {iso(available.since)}, before min_since={asked}"
-    response = problem(409, "not-fresh-enough", detail, Cache_Control="no-store")
-    response.headers["X-Ums-Source"] = MYSQL
-    return response
-
-
-def user_response(body: bytes, cache_control: str) -> Response:
-    """200 with a strong ETag (a hash of the body) and `cache_control`, or 304 on If-None-Match.
-
-    If-None-Match compares weakly (RFC 9110 13.1.2): W/"x" matches "x", as a cache that
-    weakened our tag sends it back. Written out rather than werkzeug's add_etag/make_conditional:
-    they cost a third of the request's time in a profile of this route.
-    """
-    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {"ETag": etag, "Cache-Control": cache_control}
-    wanted = request.headers.get("If-None-Match")
-    if wanted and (wanted.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in wanted.split(","))):
-        return Response(status=304, headers=headers)
-    return Response(body, mimetype="application/json", headers=headers)
+    find = (lambda: finder().find(valid)) if want is None else (lambda: fresh_reads().find(valid, want))
+    reply = lookup_reply(
+        find, settings, want, request.headers.get("If-None-Match"), request.args.get(fresh.MIN_SINCE, "")
+    )
+    return to_response(reply)
 
 
 @bp.get("/livez")
