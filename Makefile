@@ -10,7 +10,7 @@ API_PORT ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: help venv run stop stack-up stack-down test unit lint bench bench-quick bench-cluster bench-tail bench-tail-quick \
-	bench-growth bench-readers bench-read-cache soak clean \
+	bench-growth bench-readers bench-read-cache bench-hot-path soak clean \
 	image compose-up compose-down k8s-up k8s-down deploy-test ci-deploy
 
 help:
@@ -95,6 +95,10 @@ bench-tail-quick: venv
 	BENCH_QUICK=1 $(STACK) with -- $(BIN)/python -m bench.tail
 bench-growth: venv
 	$(STACK) with -- $(BIN)/python -m bench.growth
+
+# The API's hot path against Flask answering every request, and the ceiling (bench/hot_path.py); ~12 min
+bench-hot-path: venv
+	$(STACK) with -- $(BIN)/python -m bench.hot_path $(HOT_PATH_ARGS)
 
 # The API's read cache against plain reads (bench/read_cache.py); ~20 min with 3 rounds
 bench-read-cache: venv
