@@ -31,7 +31,12 @@ ROWS: list[tuple[str, str, str, Any]] = [
     ("api_rps", "API req/s, projection hits (closed loop, 32 connections)", "", None),
     ("api_ceiling_rps", "ceiling req/s (the same)", "", None),
     ("api_seed_rps", "the article's FindService req/s (the same; MySQL hits)", "", None),
-    ("api_vs_ceiling", "API / fixed-body ceiling (same gunicorn)", ">= 0.75", lambda v: v >= 0.75),
+    (
+        "api_vs_ceiling",
+        "API / fixed-body Flask ceiling (same gunicorn; ours answers lookups before Flask)",
+        ">= 0.75",
+        lambda v: v >= 0.75,
+    ),
     ("api_vs_seed", "API / the article's FindService (closed loop, 32 connections)", "", None),
     ("api_p50_ms", "API p50 (ms), projection hits, closed loop at saturation (queueing)", "", None),
     ("api_p99_ms", "API p99 (ms), the same (open-loop figures below are the latency users see)", "", None),
@@ -45,7 +50,12 @@ ROWS: list[tuple[str, str, str, Any]] = [
         ">= 1,200",
         lambda v: v >= 1200,
     ),
-    ("api_capacity_vs_ceiling", "API capacity / ceiling capacity at p99 <= 10 ms", ">= 0.8", lambda v: v >= 0.8),
+    (
+        "api_capacity_vs_ceiling",
+        "API capacity / fixed-body Flask ceiling's capacity at p99 <= 10 ms",
+        ">= 0.8",
+        lambda v: v >= 0.8,
+    ),
     ("seed_capacity_at_p99_10ms_rps", "seed capacity at p99 <= 10 ms, open loop (req/s)", "", None),
     ("ceiling_capacity_at_p99_10ms_rps", "ceiling capacity at p99 <= 10 ms, open loop (req/s)", "", None),
     ("overload_goodput_ratio_2x", "overload: goodput at 2x capacity / capacity", ">= 0.9", lambda v: v >= 0.9),
@@ -88,6 +98,8 @@ def table(results: dict[str, Any]) -> str:
         if value is None:
             continue
         shown = number(value)
+        if check is not None and not check(value) and check(float(shown.replace(",", ""))):
+            shown = f"{value:.3f}"  # a miss the rounding would hide (0.749 shown as 0.75 against >= 0.75)
         spread = results.get(f"{key}_spread")
         if isinstance(spread, dict) and spread.get("n", 0) > 1:
             shown += f" ({number(spread['min'])}-{number(spread['max'])})"

@@ -58,9 +58,16 @@ def test_the_table_shows_spreads_and_whether_a_target_is_met() -> None:
         "freshness_p99_ms_spread": {"median": 9.5, "min": 8.0, "max": 12.25, "n": 5},
     }
     text = table(results)
-    assert "| API / fixed-body ceiling (same gunicorn) | 0.57 | >= 0.75 | **no** |" in text
+    assert "(same gunicorn; ours answers lookups before Flask) | 0.57 | >= 0.75 | **no** |" in text
     assert "| freshness p99 at 20 events/s (ms) | 9.50 (8.00-12.25) | <= 10 | yes |" in text
     assert "projection throughput" not in text  # keys a run did not produce are left out
+
+
+def test_a_miss_the_rounding_would_hide_gets_three_decimals() -> None:
+    results = {"date": "d", "machine": "m", "scale": 1.0, "events": 1, "rounds": 5}
+    assert "| 0.749 | >= 0.75 | **no** |" in table({**results, "api_vs_ceiling": 0.7489})
+    assert "| 0.75 | >= 0.75 | yes |" in table({**results, "api_vs_ceiling": 0.7501})
+    assert "| 0.74 | >= 0.75 | **no** |" in table({**results, "api_vs_ceiling": 0.7412})
 
 
 def test_growth_cpu_per_event_names_each_process_and_leaves_the_rest_to_other() -> None:
