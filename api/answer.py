@@ -13,6 +13,7 @@ from api.serialize import iso, user_body
 from domain import User
 
 JSON = "application/json"
+USER_RULE = "/user/<name:name>"  # the route's rule: the Flask route and the hot path count under it in /metrics
 
 
 def user_reply(body: bytes, cache_control: str, if_none_match: str | None) -> Reply:
@@ -58,10 +59,10 @@ def lookup_reply(
         # answer stays true for that min_since, so it is cacheable like any other.
         cache = "no-store" if want and want.forced else f"public, max-age={settings.cache_max_age_s}"
         reply = user_reply(user_body(found.user), cache, if_none_match)
-    reply.headers.append(("X-Ums-Source", found.source))
+    sources = [("X-Ums-Source", found.source)]
     if found.generation is not None:
-        reply.headers.append(("X-Ums-Generation", str(found.generation)))
-    return reply
+        sources.append(("X-Ums-Generation", str(found.generation)))
+    return Reply(reply.status, [*reply.headers, *sources], reply.body)
 
 
 def _not_fresh_enough(available: User, min_since: str) -> Reply:
@@ -71,5 +72,4 @@ def _not_fresh_enough(available: User, min_since: str) -> Reply:
         f"before min_since={min_since[:64]}"
     )
     reply = problem_reply(409, "not-fresh-enough", detail, Cache_Control="no-store")
-    reply.headers.append(("X-Ums-Source", MYSQL))
-    return reply
+    return Reply(reply.status, [*reply.headers, ("X-Ums-Source", MYSQL)], reply.body)

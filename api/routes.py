@@ -10,9 +10,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.routing import PathConverter
 
 from api import fresh
-from api.answer import lookup_reply
+from api.answer import USER_RULE, lookup_reply
 from api.finder import MYSQL, PROJECTION, Finder
-from api.hot import USER_RULE
 from api.links import Links
 from api.metrics import ApiMetrics
 from api.openapi import openapi_document
