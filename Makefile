@@ -96,7 +96,7 @@ bench-tail-quick: venv
 bench-growth: venv
 	$(STACK) with -- $(BIN)/python -m bench.growth
 
-# The API's hot path against Flask answering every request, and the ceiling (bench/hot_path.py); ~12 min
+# The API's hot path against Flask answering every request, and the ceiling (bench/hot_path.py); ~9 min with 3 rounds
 bench-hot-path: venv
 	$(STACK) with -- $(BIN)/python -m bench.hot_path $(HOT_PATH_ARGS)
 
