@@ -8,7 +8,8 @@ the servers' CPU per request at 1,000 req/s (10 s, vegeta open loop on the other
 with no errors). Medians and spreads over the rounds.
 
 python -m bench.hot_path [ROUNDS]   (make bench-hot-path) -> bench/results/hot-path.{json,png}
-BENCH_QUICK=1: 1 round, written to .run/ (never over the published figures).
+BENCH_QUICK=1 (1 round) or fewer than 3 rounds: written to .run/, never over the published figures;
+the projected users are deleted at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from bench.common import PORT_BASE, QUICK, RESULTS, ROOT, machine, spread
 from bench.loadgen import attack, write_targets
 from bench.openloop import Series, capacity, run_series
+from bench.overload_run import forget
 from bench.plots import figure, save
 from bench.projection import bench_name
 from bench.request_costs import project
@@ -32,6 +34,7 @@ from bench.servers import Server, gunicorn
 
 log = logging.getLogger("bench")
 USERS = 20_000
+ROUNDS = 3  # fewer (BENCH_QUICK, or an argument below this) write to .run/, never over the published figures
 CPU_RATE, CPU_S = 1000, 10.0
 VARIANTS = ("hot", "flask", "ceiling")
 
@@ -97,7 +100,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    rounds = 1 if QUICK else int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    rounds = 1 if QUICK else int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
     settings = project(USERS)
     pick = random.Random(7)
     names = [bench_name(pick.randrange(USERS)) for _ in range(20_000)]
@@ -119,8 +122,9 @@ def main() -> None:
     finally:
         for server in running.values():
             server.stop()
+        forget(settings, settings.key_prefix)
     result = {"machine": machine(), "users": USERS, "rounds": rounds, **summary(results), "runs": results}
-    out = (ROOT / ".run" if QUICK else RESULTS) / "hot-path.json"
+    out = (ROOT / ".run" if QUICK or rounds < ROUNDS else RESULTS) / "hot-path.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
