@@ -138,11 +138,6 @@ class Settings:
     # worker saw the request (a proxy's X-Request-Start) is still judged when a thread takes it, and where
     # no arrival stage runs (another worker class, TLS in gunicorn) a thread sheds as before.
     api_shed_at_dequeue: bool = False
-    # While overloaded (the CoDel test above), at most this many of a worker's threads serve at once; the
-    # others wait on a semaphore, not for the interpreter's lock, so the main thread that answers the
-    # excess 503 gets the lock sooner. 0: every thread serves, the default the numbers chose (5-11 % fewer
-    # answers at 4x for 503s under 1 ms sooner at p99: docs/decisions.md "Threads under overload").
-    api_overload_threads: int = 0
     # A request that waited longer than this is answered 503 unserved: below a client's usual
     # 1 s timeout, so the answer still finds its client. 0: no deadline.
     api_request_deadline_ms: float = 500.0
@@ -166,8 +161,6 @@ class Settings:
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
         if self.api_read_cache_entries < 0:
             raise ValueError(f"UMS_API_READ_CACHE_ENTRIES={self.api_read_cache_entries} must be >= 0 (0: off)")
-        if self.api_overload_threads < 0:
-            raise ValueError(f"UMS_API_OVERLOAD_THREADS={self.api_overload_threads} must be >= 0 (0: every thread)")
         if self.api_switch_interval_ms < 0:
             raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 

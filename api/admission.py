@@ -93,11 +93,6 @@ class QueueGuard:
             self._shed_in_interval |= shed
         return shed
 
-    @property
-    def overloaded(self) -> bool:
-        """Whether the last interval ended with a standing queue (or with shedding that kept it short)."""
-        return self._overloaded
-
     def shed_arrival(self, head_wait_s: float, predicted_wait_s: float = 0.0) -> bool:
         """Whether to shed a request arriving behind a queue: its oldest has waited `head_wait_s`, and
         the newcomer would wait `predicted_wait_s` (api.drain).
@@ -184,7 +179,6 @@ class Admission:
             else None
         )
         self.shed_at_dequeue = settings.api_shed_at_dequeue
-        self.overload_threads = settings.api_overload_threads
         self.metrics = metrics
         self.clock, self.wall = clock, wall
         retry = settings.api_shed_retry_after_s
@@ -243,10 +237,6 @@ class Admission:
     def pressing(self, head_wait_s: float, predicted_wait_s: float = 0.0) -> bool:
         """Whether to shed an arriving request (QueueGuard.shed_arrival)."""
         return self.guard is not None and self.guard.shed_arrival(head_wait_s, predicted_wait_s)
-
-    def overloaded(self) -> bool:
-        """Whether CoDel's test says the queue is standing (QueueGuard.overloaded); False without a guard."""
-        return self.guard is not None and self.guard.overloaded
 
     def shed_on_arrival(self, keep_alive: bool) -> bytes:
         """The raw HTTP/1.1 503 for a request shed on arrival, counted."""

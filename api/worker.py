@@ -13,10 +13,6 @@ no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of a
 
 A just-accepted connection whose request has not come waits on the poller, not in a pool thread
 (`_park`): with a few threads, a few silent connections would otherwise stop the worker.
-
-With UMS_API_OVERLOAD_THREADS set (off by default), only that many of the pool's threads serve at
-once while overloaded (`_gate`): the main thread answering the excess competes for the interpreter's
-lock with fewer threads, so its 503s come sooner (docs/decisions.md "Threads under overload").
 """
 
 from __future__ import annotations
@@ -48,13 +44,6 @@ FAST_PATH_NEEDS = (
 PEEK_BYTES = 32 * 1024
 
 
-def overload_gate(limit: int, threads: int) -> tuple[threading.Semaphore | None, int]:
-    """The semaphore that lets `limit` of `threads` serve while overloaded, and `limit`; (None, 0): no gate."""
-    if 0 < limit < threads:
-        return threading.Semaphore(limit), limit
-    return None, 0
-
-
 class QueueStampingWorker(ThreadWorker):
     """gthread with a monotonic stamp at the hand-off to the pool and at a thread's start."""
 
@@ -66,8 +55,6 @@ class QueueStampingWorker(ThreadWorker):
         self._waiting: deque[float] = deque()
         self._drain = DrainRate()
         self._parks = False  # gthread's connection bookkeeping is there (load_wsgi): park, not wait in a thread
-        self._gate: threading.Semaphore | None = None  # the threads that serve while overloaded (load_wsgi)
-        self._gate_threads = 0
 
     def enqueue_req(self, conn: Any) -> None:
         """Park a connection whose request has not come; shed on arrival when pressed; else stamp and submit."""
@@ -77,8 +64,7 @@ class QueueStampingWorker(ThreadWorker):
                 return
             conn.data_ready = True  # what the thread's wait for data would find: it need not wait
         admission, now = self._admission, time.monotonic()
-        threads = self._gate_threads if self._gated() else self.cfg.threads
-        predicted = self._drain.predicted_wait(len(self._waiting), threads)
+        predicted = self._drain.predicted_wait(len(self._waiting), self.cfg.threads)
         if (
             admission is not None
             and admission.pressing(self._head_wait(now), predicted)
@@ -90,16 +76,7 @@ class QueueStampingWorker(ThreadWorker):
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
-        """Runs in a pool thread: past the gate while overloaded, remember this hand-off's stamps for the
-        request it serves."""
-        gate = self._gate if self._gated() else None
-        if gate is None:
-            return self._handle(conn)
-        # A thread waiting here sleeps on a lock, not for the GIL; its request still counts as waiting.
-        with gate:
-            return self._handle(conn)
-
-    def _handle(self, conn: Any) -> Any:
+        """Runs in a pool thread: remember this hand-off's stamps for the request it serves."""
         with contextlib.suppress(IndexError):
             self._waiting.popleft()  # the pool is FIFO: the oldest stamp is this request's
         self._stamps.queued_at = getattr(conn, "ums_queued_at", None)
@@ -127,8 +104,6 @@ class QueueStampingWorker(ThreadWorker):
         self._admission = admission if isinstance(admission, Admission) and fast else None
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
             self._admission.arrival_stage_runs()
-        limit = self._admission.overload_threads if self._admission is not None else 0
-        self._gate, self._gate_threads = overload_gate(limit, self.cfg.threads)
         stamps, drain = self._stamps, self._drain
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
@@ -143,10 +118,6 @@ class QueueStampingWorker(ThreadWorker):
             return app(environ, start_response)
 
         self.wsgi = stamped
-
-    def _gated(self) -> bool:
-        """Whether only the gate's threads serve now: there is a gate and admission control says overloaded."""
-        return self._gate is not None and self._admission is not None and self._admission.overloaded()
 
     def _head_wait(self, now: float) -> float:
         """How long the oldest request waiting for a thread has waited (0: none waits)."""

@@ -33,7 +33,6 @@ def worker() -> Iterator[QueueStampingWorker]:
     w = QueueStampingWorker.__new__(QueueStampingWorker)
     w.cfg, w.alive, w.nr_conns, w.worker_connections = Config(), True, 0, 1000
     w._admission, w._waiting, w._drain, w._parks = None, deque(), DrainRate(), True
-    w._gate, w._gate_threads = None, 0
     w.tpool, w.poller, w.pending_conns, w.keepalived_conns = Pool(), selectors.DefaultSelector(), deque(), deque()
     yield w
     w.poller.close()
