@@ -17,9 +17,11 @@ import base64
 import csv
 import io
 import logging
+import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,9 @@ class Step:
     generator_behind: bool
     codes: dict[str, int] = field(default_factory=dict)
     drain_s: float | None = None
+    # The 503s' p99 of each second they were sent in (NaN: none that second): a step's p99 is often a few bad
+    # seconds, such as its start (docs/decisions.md "The 4x step in make bench's sequence").
+    reject_p99_ms_by_second: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)  # a 60 s step at 4x is a few hundred thousand of these
@@ -148,6 +153,9 @@ def summarise(results: list[Result], multiple: float, rate: int, duration_s: flo
         timeouts=timeouts,
         other_errors=len(results) - len(ok) - len(rejected) - timeouts,
         failures=failures,
+        reject_p99_ms_by_second=[
+            round(percentile(sorted(b), 99), 2) for b in by_second(results, math.ceil(duration_s), is_rejection)
+        ],
         failed_at_s=failed_at[:FAILED_KEPT],
         failed_span_s=[failed_at[0], failed_at[-1]] if failed_at else [],
         generator_behind=behind(results, rate * duration_s),
@@ -168,11 +176,24 @@ def per_second_p99(results: list[Result], seconds: int) -> list[float]:
 
 def answered_by_second(results: list[Result], seconds: int) -> list[list[float]]:
     """The 2xx latencies by the second they were sent in, for the first `seconds` seconds."""
+    return by_second(results, seconds, is_answer)
+
+
+def by_second(results: list[Result], seconds: int, keep: Callable[[Result], bool]) -> list[list[float]]:
+    """The latencies of the results `keep` takes, by the second they were sent in, for the first `seconds`."""
     per_second: list[list[float]] = [[] for _ in range(seconds)]
     for r in results:
-        if r.code.startswith("2") and int(r.at_s) < seconds:
+        if keep(r) and int(r.at_s) < seconds:
             per_second[int(r.at_s)].append(r.latency_ms)
     return per_second
+
+
+def is_answer(r: Result) -> bool:
+    return r.code.startswith("2")
+
+
+def is_rejection(r: Result) -> bool:
+    return r.code == "503"
 
 
 def window_p99(results: list[Result], seconds: int, window: int) -> list[float]:

@@ -64,6 +64,15 @@ def test_requests_without_a_status_are_kept_by_what_vegeta_said_and_when() -> No
     assert f"- ours 2x, no status (sent 0.2-1.5 s into the step): 2 x {said}; 1 x connection reset by peer" in report
 
 
+def test_the_503s_p99_is_kept_for_each_second_of_the_step() -> None:
+    csv = row(100, 503, 2.0, "503") + row(900, 503, 180.0, "503") + row(1200, 200, 1.0) + row(2500, 503, 3.0, "503")
+    step = summarise(parse(csv), multiple=4.0, rate=2, duration_s=3.0)
+    first, second, third = step.reject_p99_ms_by_second
+    assert (first, third) == (180.0, 3.0)  # the slow start shows in its own second, not in the others
+    assert math.isnan(second)  # no 503 sent in that second (the 200 is not counted)
+    assert step.reject_p99_ms == 180.0
+
+
 def test_recovery_is_the_second_from_which_every_later_second_is_within_the_threshold() -> None:
     assert recovery_seconds([900.0, 12.0, 4.0, 5.0], threshold_ms=10.0) == 2.0
     assert recovery_seconds([4.0, 30.0, 4.0], threshold_ms=10.0) == 2.0  # a relapse restarts the count
