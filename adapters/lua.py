@@ -2,7 +2,7 @@
 
 # ---- the projection (adapters/store.py)
 
-# Is `new` newer than the stored `cur`? Both values lead with their version (adapters/store.py):
+# Is `new` newer than the stored `cur`? Both values lead with their version (adapters/values.py):
 # compact, 14 bytes after a first byte below "-" (time 6, partition + 1 in 2 with 65535 a repair,
 # offset 6; big-endian, exact in Lua's doubles), or text "time,partition,offset,". A stored
 # value with neither (an older format) is always replaced.

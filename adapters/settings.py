@@ -43,7 +43,7 @@ class Settings:
     redis_admin_user: str = ""
     redis_admin_password: str = field(default="", repr=False)
     key_prefix: str = "ums"
-    # How the consumer, replay and repairs write a user's value (adapters/store.py): "compact"
+    # How the consumer, replay and repairs write a user's value (adapters/values.py): "compact"
     # (~120 B per user in Redis) or "text" (~168 B, readable in redis-cli). Every reader reads
     # both; set "text" while rolling out from a release that reads text only (README "Upgrading").
     value_format: str = "compact"

@@ -31,7 +31,8 @@ from typing import Any
 
 import redis
 
-from adapters.store import ProjectionStore, Stored, parse_value
+from adapters.store import ProjectionStore
+from adapters.values import Stored, parse_value
 
 log = logging.getLogger(__name__)
 CHANNEL = b"__redis__:invalidate"

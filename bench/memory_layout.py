@@ -1,7 +1,7 @@
 """Redis memory per user and write speed by value layout, on the same users in one run (issue 25).
 
     text      <prefix>:<gen>:<canonical> -> "time,partition,offset,±delta,phone,name" (UMS_VALUE_FORMAT=text)
-    compact   the same key -> the compact bytes of adapters/store.py (UMS_VALUE_FORMAT=compact, the default)
+    compact   the same key -> the compact bytes of adapters/values.py (UMS_VALUE_FORMAT=compact, the default)
     bucketed  (a prototype, not the product) <prefix>:<gen>:b:<crc32(canonical) % buckets> hash, field
               <canonical>, the text value; ~64 users per bucket, under hash-max-listpack-entries (128) and
               -value (64 B), so every bucket stays a listpack. The fence is per field inside one key.
@@ -25,7 +25,8 @@ from dataclasses import replace
 
 from adapters.lua import NEWER
 from adapters.settings import Settings
-from adapters.store import KEYS_PER_CALL, ProjectionStore, format_value, make_redis
+from adapters.store import KEYS_PER_CALL, ProjectionStore, make_redis
+from adapters.values import format_value
 from bench.common import RESULTS
 from bench.projection import bench_name
 from domain import Name, PhoneNumber, User, UserAdded, Version

@@ -10,7 +10,8 @@ import logging
 from dataclasses import dataclass, field
 
 from adapters.mysql import MySQLUsers
-from adapters.store import ProjectionStore, Stored, parse_value
+from adapters.store import ProjectionStore
+from adapters.values import Stored, parse_value
 from domain import User, UserAdded, Version
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,1 @@
-"""Code shared by the consumer and the API: settings, the Redis read-model store, MySQL access, logging."""
+"""The `ums-find` command (cli.py): the entry point that builds the settings and clients and runs a role."""

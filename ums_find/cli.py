@@ -253,7 +253,7 @@ def show(settings: Settings, name: str, generation: int | None) -> None:
     """Print what the projection holds for one user, decoded from either value format (exit 1: nothing)."""
     import json
 
-    from adapters.store import describe
+    from adapters.values import describe
 
     try:
         canonical = Name(name).canonical

@@ -23,7 +23,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from adapters.kafka import consumer_config
 from adapters.settings import Settings
-from adapters.store import ProjectionStore, Stored, parse_value
+from adapters.store import ProjectionStore
+from adapters.values import Stored, parse_value
 from consumer.decode import Envelope, PoisonEvent, decode
 from domain import newest_per_user
 from domain.projection import Event

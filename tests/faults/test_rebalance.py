@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 
-from adapters.store import parse_value
+from adapters.values import parse_value
 from domain import Version
 from tests.faults.rig import compare, produce_in_background, random_events, snapshot, wait_converged
 from tests.helpers import wait_until

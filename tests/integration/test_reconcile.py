@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from adapters.clients import mysql_users
 from adapters.generations import Generations
-from adapters.store import format_value
+from adapters.values import format_value
 from consumer.reconcile import Reconciler
 from domain import Name, PhoneNumber, User, UserAdded, Version
 from tests.conftest import CLUSTER_TOO

@@ -4,7 +4,8 @@ import fakeredis
 import pytest
 
 from adapters.generations import Generations
-from adapters.store import ProjectionStore, format_value, parse_value
+from adapters.store import ProjectionStore
+from adapters.values import format_value, parse_value
 from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
 
 GEN = 1

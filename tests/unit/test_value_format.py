@@ -1,4 +1,4 @@
-"""The two value formats (adapters/store.py): round trips, the compact size, and the fence across both."""
+"""The two value formats (adapters/values.py): round trips, the compact size, and the fence across both."""
 
 from datetime import UTC, datetime
 
@@ -6,7 +6,8 @@ import fakeredis
 import pytest
 
 from adapters.settings import Settings
-from adapters.store import ProjectionStore, format_compact, format_value, parse_value
+from adapters.store import ProjectionStore
+from adapters.values import format_compact, format_value, parse_value
 from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version
 from domain.events import MYSQL_PARTITION, REPAIR_PARTITION
 from domain.model import PHONE_MIN
@@ -51,7 +52,7 @@ def test_compact_values_round_trip(event):
 
 
 def layout(event):
-    """The compact bytes spelled out field by field from adapters/store.py's docstring: the stored format."""
+    """The compact bytes spelled out field by field from adapters/values.py's docstring: the stored format."""
     t, p, o = event.version
     head = t.to_bytes(6, "big") + (65535 if p == REPAIR_PARTITION else p + 1).to_bytes(2, "big") + o.to_bytes(6, "big")
     if isinstance(event, UserRemoved):
