@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from adapters.settings import Settings
-from ums_find import cli
+from ums_find import maintenance
 
 
 def test_maintenance_lowers_its_cpu_priority_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(cli.os, "nice", calls.append)
-    cli._behind_serving(Settings.from_env({}))
-    cli._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "3"}))
-    cli._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "0"}))
+    monkeypatch.setattr(maintenance.os, "nice", calls.append)
+    maintenance._behind_serving(Settings.from_env({}))
+    maintenance._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "3"}))
+    maintenance._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "0"}))
     assert calls == [10, 3]
 
 
