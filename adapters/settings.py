@@ -133,6 +133,9 @@ class Settings:
     # over twice the target are shed (503). 0 turns shedding off. The default: measured (same section).
     api_queue_target_ms: float = 10.0
     api_queue_interval_ms: float = 100.0
+    # While not yet overloaded, an arriving request is shed only if it would wait longer than this (the
+    # start of an overload, before an interval has ended to say so). 0: the interval, as CoDel has it.
+    api_queue_onset_ms: float = 0.0
     # Whether a thread still sheds, on its wait in the worker's queue, a request the arrival stage let in
     # (CoDel's drop at dequeue). Off: what was let in is served, up to the deadline; a wait before the
     # worker saw the request (a proxy's X-Request-Start) is still judged when a thread takes it, and where

@@ -70,6 +70,7 @@ class QueueGuard:
     target_s: float
     interval_s: float
     at_dequeue: bool = True
+    onset_s: float = 0.0  # the wait that sheds before an interval has said "overloaded" (0: the interval)
     _overloaded: bool = False
     _interval_end: float | None = None
     _min_wait: float = math.inf
@@ -104,10 +105,11 @@ class QueueGuard:
         late as a slow answer would; the margin between the target here and twice the target
         there keeps those few. Not overloaded, a burst is let through as CoDel means to (a 30 ms
         collector pause at 80 % load queues 30 requests), unless it predicts a wait longer than
-        a whole interval: the start of an overload, before an interval has ended to say so.
+        the onset (a whole interval unless UMS_API_QUEUE_ONSET_MS is set): the start of an overload, before
+        an interval has ended to say so.
         """
         waited_long = head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s
-        shed = (self._overloaded and waited_long) or predicted_wait_s > self.interval_s
+        shed = (self._overloaded and waited_long) or predicted_wait_s > (self.onset_s or self.interval_s)
         if shed:
             self._shed_in_interval = True
         return shed
@@ -164,7 +166,7 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        for name in ("api_queue_target_ms", "api_queue_interval_ms", "api_request_deadline_ms"):
+        for name in ("api_queue_target_ms", "api_queue_interval_ms", "api_queue_onset_ms", "api_request_deadline_ms"):
             if getattr(settings, name) < 0:
                 raise ValueError(f"UMS_{name.upper()} must be >= 0")
         if settings.api_queue_target_ms > 0 and settings.api_queue_interval_ms <= 0:
@@ -174,7 +176,11 @@ class Admission:
         self.deadline_s = settings.api_request_deadline_ms / 1000
         self.trust_proxy = settings.api_trust_request_start
         self.guard = (
-            QueueGuard(settings.api_queue_target_ms / 1000, settings.api_queue_interval_ms / 1000)
+            QueueGuard(
+                settings.api_queue_target_ms / 1000,
+                settings.api_queue_interval_ms / 1000,
+                onset_s=settings.api_queue_onset_ms / 1000,
+            )
             if settings.api_queue_target_ms > 0
             else None
         )

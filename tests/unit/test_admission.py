@@ -88,6 +88,23 @@ def test_without_dequeue_shedding_a_thread_serves_what_it_takes_and_arrivals_are
     assert not guard.shed_arrival(0.050)
 
 
+def test_before_an_interval_says_overloaded_only_a_wait_past_the_onset_is_shed():
+    # The start of an overload: no interval has ended, so only the predicted wait can shed.
+    default = QueueGuard(target_s=0.010, interval_s=0.1)
+    assert not default.shed_arrival(0.0, predicted_wait_s=0.060)
+    assert default.shed_arrival(0.0, predicted_wait_s=0.101)  # 0: the interval
+    early = QueueGuard(target_s=0.010, interval_s=0.1, onset_s=0.020)
+    assert not early.shed_arrival(0.0, predicted_wait_s=0.019)  # a short burst still queues
+    assert early.shed_arrival(0.0, predicted_wait_s=0.021)
+    assert not early.shed_arrival(0.050, predicted_wait_s=0.0)  # the head's wait counts only once overloaded
+
+
+def test_the_onset_setting_reaches_the_guard(settings, store, mysql):
+    custom = replace(settings, api_queue_target_ms=10.0, api_queue_onset_ms=20.0)
+    app = create_app(custom, finder=Finder(store, mysql, custom))
+    assert app.wsgi_app.guard.onset_s == pytest.approx(0.020)
+
+
 def test_codel_stays_calm_when_some_request_waits_under_the_target():
     guard = QueueGuard(target_s=0.005, interval_s=0.1)
     for step in range(30):
@@ -218,7 +235,12 @@ def test_requests_without_stamps_are_admitted(client):
 
 @pytest.mark.parametrize(
     "change",
-    [{"api_queue_target_ms": -1.0}, {"api_request_deadline_ms": -1.0}, {"api_queue_interval_ms": 0.0}],
+    [
+        {"api_queue_target_ms": -1.0},
+        {"api_request_deadline_ms": -1.0},
+        {"api_queue_interval_ms": 0.0},
+        {"api_queue_onset_ms": -1.0},
+    ],
 )
 def test_impossible_limits_are_refused(settings, store, mysql, change):
     custom = replace(settings, **change)
