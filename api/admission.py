@@ -77,6 +77,9 @@ class QueueGuard:
     _shed_in_interval: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self.onset_s = self.onset_s or self.interval_s  # resolved once, not on every arrival
+
     def shed(self, wait_s: float, now: float, unseen_s: float = 0.0) -> bool:
         """Record the wait of a request a thread took; whether to shed it (`unseen_s`: its wait before
         the worker accepted it, e.g. behind a proxy, which the arrival stage cannot judge)."""
@@ -109,7 +112,7 @@ class QueueGuard:
         an interval has ended to say so.
         """
         waited_long = head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s
-        shed = (self._overloaded and waited_long) or predicted_wait_s > (self.onset_s or self.interval_s)
+        shed = (self._overloaded and waited_long) or predicted_wait_s > self.onset_s
         if shed:
             self._shed_in_interval = True
         return shed

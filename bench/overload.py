@@ -123,10 +123,10 @@ def raw(row: list[str]) -> bool:
 
 def summarise(results: list[Result], multiple: float, rate: int, duration_s: float) -> Step:
     """Goodput, admitted and rejection percentiles, timeouts and other errors of one step."""
-    ok = sorted(r.latency_ms for r in results if r.code.startswith("2"))
-    rejected = sorted(r.latency_ms for r in results if r.code == "503")
+    ok = sorted(r.latency_ms for r in results if is_answer(r))
+    rejected = sorted(r.latency_ms for r in results if is_rejection(r))
     arrival = sorted(r.latency_ms for r in results if r.on_arrival)
-    dequeue = sorted(r.latency_ms for r in results if r.code == "503" and not r.on_arrival)
+    dequeue = sorted(r.latency_ms for r in results if is_rejection(r) and not r.on_arrival)
     timeouts = sum(r.timed_out for r in results)
     failed_at = sorted(round(r.at_s, 3) for r in results if r.code == "0")
     codes: dict[str, int] = {}
