@@ -90,6 +90,10 @@ class Settings:
     # split among its workers; 0: as fast as it can. For a rebuild beside readers on shared cores
     # (consumer/pace.py; measured: docs/decisions.md "Readers first").
     rebuild_events_per_s: float = 0.0
+    # A replay or backfill slows down while Redis answers its probe more than this late (90th
+    # percentile, above the fastest probe), and speeds up again when it does not; 0: never
+    # (consumer/governor.py; measured: docs/decisions.md "Readers first").
+    rebuild_redis_delay_ms: float = 2.0
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
@@ -160,6 +164,10 @@ class Settings:
             raise ValueError(f"UMS_MAINTENANCE_NICE={self.maintenance_nice} must be between 0 and 19")
         if not self.rebuild_events_per_s >= 0:  # also NaN, which float() accepts
             raise ValueError(f"UMS_REBUILD_EVENTS_PER_S={self.rebuild_events_per_s} must be >= 0 (0: no pace)")
+        if not self.rebuild_redis_delay_ms >= 0:
+            raise ValueError(
+                f"UMS_REBUILD_REDIS_DELAY_MS={self.rebuild_redis_delay_ms} must be >= 0 (0: never slow down)"
+            )
         if self.value_format not in ("compact", "text"):
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
         if self.api_read_cache_entries < 0:

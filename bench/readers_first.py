@@ -3,7 +3,8 @@
 One fresh state (READERS_USERS users, 2.5 events each, as the growth run makes them), the live
 consumer running, the API (pinned as in `make bench`) read at 500 req/s open loop throughout.
 Each variant (users per fenced-script call : niceness of the rebuild process [: replay worker
-processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given]]; READERS_VARIANTS) runs `replay`
+processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given [: UMS_REBUILD_REDIS_DELAY_MS,
+0 if not given]]]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
@@ -36,14 +37,19 @@ from bench.servers import gunicorn
 
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
-# keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given]]
+# keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
+# [: governor's target in ms, 0 (none) if not given]]]
 VARIANTS = [
-    (parts := v.split(":")) + ["", "", "1", "0"][len(parts) :]
+    (parts := v.split(":")) + ["", "", "1", "0", "0"][len(parts) :]
     for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
 ]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
 OUT = Path(os.environ.get("READERS_OUT", str(ROOT / ".run" / "bench-readers")))
 SEED = 25
+
+
+def variant_of(row: dict) -> tuple[int, int, int, float, float]:
+    return (row["keys_per_call"], row["nice"], row["workers"], row["pace_events_per_s"], row["redis_delay_ms"])
 
 
 def evalsha_usec_per_call(redis_run: RedisRun) -> float:
@@ -52,8 +58,8 @@ def evalsha_usec_per_call(redis_run: RedisRun) -> float:
 
 
 def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
-    keys, nice, workers, pace = variant
-    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace]
+    keys, nice, workers, pace, delay_ms = variant
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
     rebuild = phases.to_flip(settings, ["replay"], workdir, program)
@@ -66,6 +72,7 @@ def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_ru
         "nice": int(nice),
         "workers": int(workers),
         "pace_events_per_s": float(pace),
+        "redis_delay_ms": float(delay_ms),
         "to_flip_s": round(rebuild.seconds, 2),
         "events_per_s": round(events / rebuild.seconds),
         "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},
@@ -127,13 +134,14 @@ def main() -> None:
         "baseline_p99_ms",
         "evalsha_usec_per_call",
     )
-    for keys, nice, workers, pace in VARIANTS:
-        wanted = (int(keys), int(nice), int(workers), float(pace))
-        mine = [r for r in rows if (r["keys_per_call"], r["nice"], r["workers"], r["pace_events_per_s"]) == wanted]
+    for keys, nice, workers, pace, delay_ms in VARIANTS:
+        wanted = (int(keys), int(nice), int(workers), float(pace), float(delay_ms))
+        mine = [r for r in rows if variant_of(r) == wanted]
         name = (
             f"{keys}:{nice}"
-            + (f":{workers}" if workers != "1" or pace != "0" else "")
-            + (f":{pace}" if pace != "0" else "")
+            + (f":{workers}" if workers != "1" or pace != "0" or delay_ms != "0" else "")
+            + (f":{pace}" if pace != "0" or delay_ms != "0" else "")
+            + (f":{delay_ms}" if delay_ms != "0" else "")
         )
         summary[name] = {k: round(statistics.median(r[k] for r in mine), 2) for k in figures} | {
             "failed_reads": sum(r["failed_reads"] for r in mine)

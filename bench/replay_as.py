@@ -1,11 +1,11 @@
-"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS PACE <ums-find args>`: the CLI with another script
-size, niceness, number of replay workers and pace (events/s, 0: none).
+"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS PACE DELAY_MS <ums-find args>`: the CLI with another
+script size, niceness, number of replay workers, pace (events/s, 0: none) and governor target (ms, 0: none).
 
 Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay_kafka.py
 (for Kafka events and MySQL pages alike), set here before the command runs, so a curve can be
 measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE, the workers
-UMS_REPLAY_WORKERS and the pace UMS_REBUILD_EVENTS_PER_S. A spawned replay worker imports the
-constant afresh, so another script size is refused with more than one worker.
+UMS_REPLAY_WORKERS, the pace UMS_REBUILD_EVENTS_PER_S and the target UMS_REBUILD_REDIS_DELAY_MS.
+A spawned replay worker imports the constant afresh, so another script size is refused with more than one worker.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from ums_find.cli import main as cli
 
 def main() -> None:
     keys, nice, workers, pace = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    delay_ms = float(sys.argv[5])
     if workers > 1 and keys != consumer.replay_kafka.REPLAY_KEYS_PER_CALL:
         raise SystemExit("another script size needs one replay worker (spawned workers import the constant)")
     consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
     os.environ["UMS_MAINTENANCE_NICE"] = str(nice)
     os.environ["UMS_REPLAY_WORKERS"] = str(workers)
     os.environ["UMS_REBUILD_EVENTS_PER_S"] = str(pace)
-    cli(sys.argv[5:])
+    os.environ["UMS_REBUILD_REDIS_DELAY_MS"] = str(delay_ms)
+    cli(sys.argv[6:])
 
 
 if __name__ == "__main__":

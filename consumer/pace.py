@@ -3,11 +3,13 @@
 On a host whose cores the API and Redis share with the rebuild, niceness orders only the
 rebuild's own process; the work it makes Redis and the broker do is not niced. A pace bounds
 that work too, at the price of a longer rebuild (docs/decisions.md "Readers first"). It decides
-only *when* a batch is written, never what: the projection is the same at any pace.
+only *when* a batch (a Kafka replay's: each 400-event chunk) is written, never what: the
+projection is the same at any pace.
 
 A running rebuild's pace can be changed without stopping it (a stopped rebuild starts over):
 `ums-find pace N` writes it next to the rebuild's claim, and every process of the rebuild reads
-it at most once per POLL_S (`keyed_rate`).
+it at most once per POLL_S (`keyed_rate`). With a governor (consumer/governor.py) the rate is
+the lower of the two: the operator's pace is a ceiling, the governor's limit follows the readers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import redis
 
 from adapters.generations import Generations
+from consumer.governor import Governor
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ RateSource = Callable[[], float | None]
 
 
 class Pace:
-    """Sleeps after each batch until the events so far have taken 1 / events_per_s seconds each."""
+    """Sleeps after each batch (or chunk) until the events so far have taken 1 / events_per_s seconds each."""
 
     def __init__(
         self,
@@ -41,10 +44,14 @@ class Pace:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
         source: RateSource | None = None,
+        governor: Governor | None = None,
     ) -> None:
         """`events_per_s` 0 (or less): no pace; `sleep` returns True when it was cut short by a stop
-        (a stop event's wait); `source` gives a new rate (None: keep this one), read every POLL_S."""
+        (a stop event's wait); `source` gives a new rate (None: keep this one), read every POLL_S;
+        `governor` may limit the rate further."""
         self.rate, self.clock, self.sleep, self.source = events_per_s, clock, sleep, source
+        self.governor = governor
+        self._limit = 0.0  # the governor's last limit (0: none)
         self._due: float | None = None
         self._polled: float | None = None
 
@@ -53,23 +60,38 @@ class Pace:
         if events <= 0:
             return 0.0
         self._poll()
-        if self.rate <= 0:
+        if self.governor is not None:
+            self._limit = self.governor.account(events)
+        rate = self.effective()
+        if rate <= 0:
             self._due = None
             return 0.0
         started = now = self.clock()
         start = now if self._due is None else max(self._due, now - CREDIT_S)
-        due = start + events / self.rate
+        due = start + events / rate
         while due > now:
             if self.sleep(min(due - now, POLL_S)):
                 break  # stopping: the caller's next check says so
-            old, now = self.rate, self.clock()
+            old, now = self.effective(), self.clock()
             if self._poll():
-                if self.rate <= 0:  # lifted: nothing is owed any more
+                if self.effective() <= 0:  # lifted: nothing is owed any more
                     self._due = None
                     return now - started
-                due = now + (due - now) * old / self.rate  # what is still owed, at the new rate
+                due = now + (due - now) * old / self.effective()  # what is still owed, at the new rate
         self._due = due
         return now - started
+
+    def __enter__(self) -> Pace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stops the governor's probe, if any."""
+        if self.governor is not None:
+            self.governor.close()
+
+    def effective(self) -> float:
+        """The rate in force: the lower of the pace and the governor's limit (0: neither limits)."""
+        return min((r for r in (self.rate, self._limit) if r > 0), default=0.0)
 
     def _poll(self) -> bool:
         """Read the source if POLL_S has passed since the last read; True if the rate changed."""

@@ -23,6 +23,7 @@ from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent
+from consumer.governor import governor
 from consumer.lease import Lease
 from consumer.pace import Pace, keyed_rate
 from consumer.progress import Progress
@@ -174,9 +175,11 @@ class Rebuild:
             self.lease.check()
 
     def _pace(self, target: int) -> Pace:
-        """UMS_REBUILD_EVENTS_PER_S, then what `ums-find pace` sets; its sleep ends at once on SIGTERM/SIGINT."""
+        """UMS_REBUILD_EVENTS_PER_S, then what `ums-find pace` sets, and the governor under it
+        (UMS_REBUILD_REDIS_DELAY_MS); its sleep ends at once on SIGTERM/SIGINT."""
         source = keyed_rate(self.generations, target)
-        return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait, source=source)
+        limit = governor(self.settings)
+        return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait, source=source, governor=limit)
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
         consumer = replay_consumer(self.settings)
@@ -195,8 +198,8 @@ class Rebuild:
         with (
             Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress,
             contextlib.closing(self.mysql.stream(2000)) as pages,
+            self._pace(plan.target) as pace,
         ):
-            pace = self._pace(plan.target)
             self.mysql_rows = 0
             for users in pages:
                 self._check()
@@ -217,14 +220,15 @@ class Rebuild:
                     self.settings, plan.target, groups, self._check, progress.update, self.on_poison
                 )
             elif groups:
-                replay = PartitionReplay(
-                    self.settings,
-                    self.store,
-                    plan.target,
-                    groups[0],
-                    self._check,
-                    progress.update,
-                    self.on_poison,
-                    self._pace(plan.target),
-                )
-                self.poison += replay.run()
+                with self._pace(plan.target) as pace:
+                    replay = PartitionReplay(
+                        self.settings,
+                        self.store,
+                        plan.target,
+                        groups[0],
+                        self._check,
+                        progress.update,
+                        self.on_poison,
+                        pace,
+                    )
+                    self.poison += replay.run()

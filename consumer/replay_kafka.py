@@ -34,6 +34,7 @@ from adapters.pipelined import PipelinedWrite
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
+from consumer.governor import governor
 from consumer.loop import CHUNK, envelope
 from consumer.pace import Pace, keyed_rate
 from consumer.tuning import tune_gc
@@ -107,7 +108,7 @@ class PartitionReplay:
         pace: Pace | None = None,
     ) -> None:
         """`check` raises to stop between batches; `progress` is told how many messages each batch read;
-        `pace` (default: none) may hold the next batch back."""
+        `pace` (default: none) may hold each chunk's write back."""
         self.settings, self.store, self.target = settings, store, target
         self.partitions, self.check, self.progress, self.on_poison = partitions, check, progress, on_poison
         self.pace = pace or Pace(0)
@@ -127,7 +128,6 @@ class PartitionReplay:
                 self.check()
                 seen, positions = self._replay_batch(consumer, todo)
                 self.progress(seen)
-                self.pace.after(seen)
                 # Done by position, not by last offset seen: compaction leaves gaps.
                 for tp in positions:
                     if tp.offset >= todo[tp.partition]:
@@ -158,6 +158,9 @@ class PartitionReplay:
                     write.send(newest_per_user(chunk))
                 except redis.RedisError as error:
                     write.failed(error)  # written again below
+            # Paced per chunk, not per batch: a batch's 10,000 events at full speed are a burst
+            # the readers meet; a chunk's write runs in Redis while this process sleeps.
+            self.pace.after(read)
         positions = consumer.position([TopicPartition(self.settings.topic, p) for p in todo])
         marks = {str(tp.partition): tp.offset for tp in positions if tp.offset >= 0}
         if not self._finish(write, marks):
@@ -317,9 +320,11 @@ def _worker(
 
     # stop.wait: the parent's SIGTERM ends a worker's sleep at once, as it does the parent's.
     rate = keyed_rate(generations, target, share=workers)
-    pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate)
+    limit = governor(settings)  # each worker its own, as TCP flows share a link
+    pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate, governor=limit)
     try:
-        PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
+        with pace:
+            PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
     except ClaimLost as lost:
         log.warning("%s", lost)
         sys.exit(CLAIM_LOST_EXIT)

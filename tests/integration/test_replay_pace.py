@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import pytest
 
 from adapters.clients import kafka_producer
-from adapters.generations import Generations
 from devtools.addservice import event_value
 from domain import Name, PhoneNumber, User
 from tests.helpers import BIN, ROOT, env_of, run_cli, wait_until
@@ -62,9 +61,11 @@ def test_an_operator_lifts_a_running_rebuilds_pace_and_it_finishes_without_start
         shown = wait_until(lambda: run_cli(settings, "pace").stdout, 60, "`ums-find pace` to show the rebuild")
         assert re.fullmatch(rf"rebuild of generation \d+: {slow} events/s\n", shown), shown
         generation = int(shown.split()[3].rstrip(":"))
-        # Lifted while the rebuild sleeps, not before its first batch: a batch is marked, then paced.
-        fill = Generations(store).fill_key(generation)
-        wait_until(lambda: store.client.hgetall(fill), 60, "the rebuild's first batch")
+        # Lifted while the rebuild sleeps, not before its first write: a chunk is sent, then paced.
+        written = store.key(generation, "*")
+        wait_until(
+            lambda: next(store.client.scan_iter(match=written, count=1000), None), 60, "the rebuild's first write"
+        )
         lifted_at = time.monotonic()
         lifted = run_cli(settings, "pace", "0")
         assert lifted.returncode == 0, lifted.stderr

@@ -1,0 +1,146 @@
+"""Readers first, found by measurement: a rebuild slows down while Redis answers a reader late (issue 25).
+
+A fixed pace (consumer/pace.py) is right only for the cores it was measured on. The governor
+finds the rate instead. A small probe process beside the rebuild times a PING every
+PROBE_EVERY_S on a connection of its own, as a reader's GET would meet it: behind Redis's work
+(the rebuild's writes, the readers') and behind the wait for a core, Redis's and the caller's
+own. A separate process, not a thread or the rebuild's loop: a probe sent by the rebuild's
+loop frees that loop's core for Redis at the very moment it measures, and a thread's answer
+waits for the decoder's GIL. Every DECIDE_S the probe publishes its probes' 90th percentile
+less the fastest probe seen (the network's own round trip); the governor compares that delay
+with the target: above it the rate limit falls by DECREASE, below half of it the limit rises
+by INCREASE, and a limit well above what the rebuild reaches unhindered is lifted
+(multiplicative steps both ways, as TCP shares a link: beside no readers a rebuild runs at
+full speed within seconds). Like a pace, it decides only *when* a chunk is written, never
+what: the projection is the same at any rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from adapters.clients import Role, redis_client
+from adapters.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DECIDE_S = 0.5  # long enough for ~50 probes, short enough to back off within a second
+PROBE_EVERY_S = 0.01  # 100 probes a second: one PING costs Redis ~2 us
+DECREASE = 0.7
+INCREASE = 1.15
+LIFT = 1.5  # a limit this far above the rate reached is not limiting anything: lifted
+# A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
+FLOOR_EVENTS_PER_S = 1_000.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+Reading = Callable[[], "tuple[int, float] | None"]  # (window number, delay in s) of the last window
+
+
+class Governor:
+    """An events-per-second limit for one rebuild process, from the delay its probe publishes."""
+
+    def __init__(self, reading: Reading, target_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """`reading` gives the probe's last window (number, delay); a new number is a new decision."""
+        self.reading, self.target_s, self.clock = reading, target_s, clock
+        self.limit = 0.0  # events/s; 0: not limiting
+        self.close: Callable[[], None] = lambda: None  # stops the probe, if one was started for this governor
+        self._window = 0
+        self._since = clock()
+        self._events = 0
+
+    def account(self, events: int) -> float:
+        """Count events handed over; at each new window from the probe, decide the limit. The limit (0: none)."""
+        self._events += events
+        last = self.reading()
+        if last is None or last[0] == self._window:
+            return self.limit
+        now = self.clock()
+        reached = self._events / max(now - self._since, 1e-6)
+        self._window, self._events, self._since = last[0], 0, now
+        self._decide(last[1], reached)
+        return self.limit
+
+    def _decide(self, delay: float, reached: float) -> None:
+        before = self.limit
+        if delay > self.target_s:
+            start = min(self.limit, reached) if self.limit else reached
+            self.limit = max(FLOOR_EVENTS_PER_S, DECREASE * start)
+        elif self.limit and delay < self.target_s / 2:
+            self.limit *= INCREASE
+            if self.limit > LIFT * reached:
+                self.limit = 0.0
+        log.debug("probe %.2f ms late: limit %.0f events/s (reached %.0f)", delay * 1000, self.limit, reached)
+        if bool(before) != bool(self.limit):
+            log.info(
+                "rebuild %s: Redis answered a probe %.1f ms late (target %.1f ms)",
+                f"slowed to {self.limit:.0f} events/s" if self.limit else "back to full speed",
+                delay * 1000,
+                self.target_s * 1000,
+            )
+
+
+def delay_of(probes: list[float], base: float) -> float:
+    """The 90th percentile of a window's probes less the fastest probe seen: the wait a reader meets."""
+    ordered = sorted(probes)
+    return ordered[int(0.9 * (len(ordered) - 1))] - base
+
+
+def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
+    """The probe process: PING every PROBE_EVERY_S, publish (window number, delay) every DECIDE_S."""
+    with contextlib.suppress(OSError, AttributeError):  # die with the rebuild, even by SIGKILL (Linux)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    client = redis_client(settings, Role.ADMIN)
+    probes: list[float] = []
+    base = float("inf")
+    window, since = 0, time.monotonic()
+    while os.getppid() == parent:
+        start = time.monotonic()
+        try:
+            client.ping()
+        except redis.RedisError:
+            pass  # not a sample: the rebuild's writes meet the failure and decide
+        else:
+            took = time.monotonic() - start
+            probes.append(took)
+            base = min(base, took)
+        now = time.monotonic()
+        if now - since >= DECIDE_S and probes:
+            window += 1
+            with shared.get_lock():
+                shared[0], shared[1] = window, delay_of(probes, base)
+            probes, since = [], now
+        time.sleep(max(0.0, start + PROBE_EVERY_S - time.monotonic()))
+
+
+def governor(settings: Settings) -> Governor | None:
+    """The governor for UMS_REBUILD_REDIS_DELAY_MS with its probe process started (None when 0)."""
+    if settings.rebuild_redis_delay_ms <= 0:
+        return None
+    ctx = multiprocessing.get_context("spawn")  # the rebuild holds threads and librdkafka state: no fork
+    shared = ctx.Array("d", 2)  # window number, delay (s)
+    probe = ctx.Process(target=probe_loop, args=(settings, shared, os.getpid()), name="rebuild-probe", daemon=True)
+    probe.start()
+
+    def reading() -> tuple[int, float] | None:
+        with shared.get_lock():
+            window, delay = int(shared[0]), float(shared[1])
+        return (window, delay) if window else None
+
+    gov = Governor(reading, settings.rebuild_redis_delay_ms / 1000)
+
+    def close() -> None:
+        probe.kill()
+        probe.join(5)
+
+    gov.close = close
+    return gov

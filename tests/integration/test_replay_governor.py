@@ -1,0 +1,68 @@
+"""The rebuild's governor (UMS_REBUILD_REDIS_DELAY_MS) against a real Redis: its probe, and a rebuild it slows."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import threading
+from datetime import UTC, datetime
+
+from adapters.clients import kafka_producer
+from consumer.governor import governor
+from devtools.addservice import event_value
+from domain import Name, PhoneNumber, User
+from tests.helpers import run_cli, wait_until
+
+EVENTS = 20_000
+
+
+def probes_alive() -> list[multiprocessing.Process]:
+    return [p for p in multiprocessing.active_children() if p.name == "rebuild-probe"]
+
+
+def test_the_probe_publishes_its_windows_and_stops_with_the_governor(settings):
+    gov = governor(dataclasses.replace(settings, rebuild_redis_delay_ms=2))
+    assert gov is not None
+    try:
+        window, delay = wait_until(gov.reading, 30, "the probe's first window")
+        assert window >= 1 and 0 <= delay < 1.0, (window, delay)  # seconds above the fastest probe
+        assert probes_alive()
+    finally:
+        gov.close()
+    assert not probes_alive()
+
+
+def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_user(settings, store, name_tag):
+    users = [
+        User(Name(f"{name_tag} gov {i:05d}"), PhoneNumber(9_500_000_000 + i), datetime.now(UTC)) for i in range(EVENTS)
+    ]
+    producer = kafka_producer(settings)
+    for user in users:
+        producer.produce(settings.topic, value=event_value(user))
+    assert producer.flush(30) == 0
+
+    # Redis made late for everyone (reads and the rebuild's writes alike): 30 ms paused in every 60.
+    stop = threading.Event()
+
+    def pauses() -> None:
+        while not stop.is_set():
+            store.client.execute_command("CLIENT", "PAUSE", 30, "ALL")
+            stop.wait(0.06)
+
+    pauser = threading.Thread(target=pauses, daemon=True)
+    pauser.start()
+    try:
+        # An operator's pace too, so the rebuild outlasts the probe's first windows (4 s at most unslowed).
+        result = run_cli(
+            settings, "replay", timeout=300, UMS_REBUILD_REDIS_DELAY_MS="2", UMS_REBUILD_EVENTS_PER_S="5000"
+        )
+    finally:
+        stop.set()
+        pauser.join()
+        store.client.execute_command("CLIENT", "UNPAUSE")
+    assert result.returncode == 0, result.stderr
+    assert "rebuild slowed to" in result.stderr, result.stderr[-2000:]
+    generation = store.live_generation()
+    for user in users[:: EVENTS // 200]:
+        assert store.get(user.name.canonical, generation).user == user
+    assert sum(1 for _ in store.client.scan_iter(match=store.key(generation, "*"), count=5000)) >= EVENTS

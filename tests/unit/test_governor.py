@@ -1,0 +1,130 @@
+"""The rebuild's governor (consumer/governor.py): its limit from the probe's windows, on a clock the test moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.settings import Settings
+from consumer.governor import DECIDE_S, DECREASE, FLOOR_EVENTS_PER_S, INCREASE, Governor, delay_of, governor
+from consumer.pace import Pace
+
+
+class Rig:
+    """A clock, and a probe whose windows say Redis answers `late` seconds late."""
+
+    def __init__(self) -> None:
+        self.now = 50.0
+        self.late = 0.0
+        self.window = 0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def reading(self) -> tuple[int, float] | None:
+        return (self.window, self.late) if self.window else None
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def window(rig: Rig, gov: Governor, events_per_s: float, chunks: int = 10) -> float:
+    """One DECIDE_S of chunks at `events_per_s`, then the probe's next window; the limit after it."""
+    for _ in range(chunks):
+        rig.now += DECIDE_S / chunks
+        gov.account(round(events_per_s * DECIDE_S / chunks))
+    rig.window += 1
+    return gov.account(0)
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
+
+
+@pytest.fixture
+def gov(rig: Rig) -> Governor:
+    return Governor(rig.reading, 0.002, rig.clock)
+
+
+def test_a_prompt_redis_leaves_the_rebuild_unlimited(rig: Rig, gov: Governor) -> None:
+    assert [window(rig, gov, 80_000) for _ in range(5)] == [0.0] * 5
+
+
+def test_no_window_yet_decides_nothing(rig: Rig, gov: Governor) -> None:
+    rig.late = 0.050
+    assert gov.account(10_000) == 0.0 and gov.account(10_000) == 0.0
+
+
+def test_a_late_redis_cuts_the_limit_below_the_rate_reached(rig: Rig, gov: Governor) -> None:
+    window(rig, gov, 80_000)
+    rig.late = 0.010
+    limit = window(rig, gov, 80_000)
+    assert limit == pytest.approx(DECREASE * 80_000, rel=0.01)
+    assert window(rig, gov, limit) == pytest.approx(DECREASE * limit, rel=0.01)
+
+
+def test_one_window_is_one_decision(rig: Rig, gov: Governor) -> None:
+    window(rig, gov, 80_000)
+    rig.late = 0.010
+    limit = window(rig, gov, 80_000)
+    assert [gov.account(100) for _ in range(5)] == [limit] * 5  # the same window read again
+
+
+def test_the_limit_never_falls_below_the_floor(rig: Rig, gov: Governor) -> None:
+    rig.late = 0.050
+    for _ in range(40):
+        window(rig, gov, gov.limit or 80_000)
+    assert gov.limit == FLOOR_EVENTS_PER_S
+
+
+def test_the_limit_rises_again_and_is_lifted_when_redis_is_prompt(rig: Rig, gov: Governor) -> None:
+    rig.late = 0.010
+    limit = window(rig, gov, 80_000)
+    rig.late = 0.0
+    assert window(rig, gov, limit) == pytest.approx(INCREASE * limit, rel=0.01)
+    for _ in range(20):  # the rebuild reaches at most 20,000 now: the limit passes it and goes
+        window(rig, gov, min(gov.limit or 20_000, 20_000))
+    assert gov.limit == 0.0
+
+
+def test_between_half_the_target_and_the_target_the_limit_holds(rig: Rig, gov: Governor) -> None:
+    rig.late = 0.010
+    limit = window(rig, gov, 80_000)
+    rig.late = 0.0015  # not over 2 ms, not under 1
+    assert window(rig, gov, limit) == limit
+
+
+def test_the_delay_is_the_90th_percentile_above_the_fastest_probe() -> None:
+    probes = [0.0002] * 9 + [0.0102]
+    assert delay_of(probes, 0.0002) == 0.0  # one slow probe in ten is the 10 %
+    assert delay_of([*probes, 0.0102], 0.0002) == pytest.approx(0.010)
+
+
+def test_the_pace_sleeps_to_the_lower_of_its_rate_and_the_limit(rig: Rig, gov: Governor) -> None:
+    pace = Pace(10_000, rig.clock, rig.sleep, governor=gov)
+    assert pace.effective() == 10_000
+    gov.limit = 4_000
+    pace.after(400)
+    assert pace.effective() == 4_000 and rig.slept == [pytest.approx(0.1)]
+    gov.limit = 0.0
+    pace.after(400)
+    assert pace.effective() == 10_000
+
+
+def test_leaving_the_pace_stops_the_probe(rig: Rig, gov: Governor) -> None:
+    stopped: list[bool] = []
+    gov.close = lambda: stopped.append(True)
+    with Pace(0, rig.clock, rig.sleep, governor=gov):
+        pass
+    assert stopped == [True]
+
+
+def test_zero_means_no_governor() -> None:
+    assert governor(Settings(rebuild_redis_delay_ms=0)) is None
+
+
+def test_a_negative_target_is_refused() -> None:
+    with pytest.raises(ValueError, match="UMS_REBUILD_REDIS_DELAY_MS"):
+        Settings(rebuild_redis_delay_ms=-1)
