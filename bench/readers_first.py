@@ -4,7 +4,7 @@ One fresh state (READERS_USERS users, 2.5 events each, as the growth run makes t
 consumer running, the API (pinned as in `make bench`) read at 500 req/s open loop throughout.
 Each variant (users per fenced-script call : niceness of the rebuild process [: replay worker
 processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given [: UMS_REBUILD_REDIS_DELAY_MS,
-0 if not given]]]; READERS_VARIANTS) runs `replay`
+the setting's default if not given, 0 for no governor]]]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.settings import Settings
 from adapters.store import make_redis
 from bench import growth_data as data
 from bench import growth_phases as phases
@@ -38,9 +39,9 @@ from bench.servers import gunicorn
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
-# [: governor's target in ms, 0 (none) if not given]]]
+# [: governor's target in ms, the default if not given, 0: none]]]
 VARIANTS = [
-    (parts := v.split(":")) + ["", "", "1", "0", "0"][len(parts) :]
+    (parts := v.split(":")) + ["", "", "1", "0", str(Settings().rebuild_redis_delay_ms)][len(parts) :]
     for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
 ]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
