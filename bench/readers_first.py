@@ -41,7 +41,7 @@ USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
 # [: governor's target in ms, the default if not given, 0: none]]]
 VARIANTS = [
-    (parts := v.split(":")) + ["", "", "1", "0", str(Settings().rebuild_redis_delay_ms)][len(parts) :]
+    (parts := v.split(":")) + ["", "", "1", "0", str(Settings.rebuild_redis_delay_ms)][len(parts) :]
     for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
 ]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -41,7 +41,9 @@ INCREASE = 1.15
 LIFT = 1.5  # a limit this far above the rate reached is not limiting anything: lifted
 # A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
 FLOOR_EVENTS_PER_S = 1_000.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STALE_S = 10 * DECIDE_S  # no window for this long: the probe is gone, its last limit is lifted
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # linux/prctl.h
+PROBE_NAME = b"rebuild-probe"
 
 Reading = Callable[[], "tuple[int, float] | None"]  # (window number, delay in s) of the last window
 
@@ -53,18 +55,23 @@ class Governor:
         """`reading` gives the probe's last window (number, delay); a new number is a new decision."""
         self.reading, self.target_s, self.clock = reading, target_s, clock
         self.limit = 0.0  # events/s; 0: not limiting
-        self.close: Callable[[], None] = lambda: None  # stops the probe, if one was started for this governor
         self._window = 0
-        self._since = clock()
+        self._since: float | None = None  # since the first chunk (not the probe's start-up) or the last decision
         self._events = 0
 
     def account(self, events: int) -> float:
         """Count events handed over; at each new window from the probe, decide the limit. The limit (0: none)."""
+        now = self.clock()
+        if self._since is None:
+            self._since = now
         self._events += events
         last = self.reading()
         if last is None or last[0] == self._window:
+            if self.limit and now - self._since > STALE_S:
+                # A probe that stopped publishing must not hold a rebuild at the floor for hours.
+                log.warning("rebuild probe silent for %.0f s: back to full speed", now - self._since)
+                self.limit, self._events, self._since = 0.0, 0, now
             return self.limit
-        now = self.clock()
         reached = self._events / max(now - self._since, 1e-6)
         self._window, self._events, self._since = last[0], 0, now
         self._decide(last[1], reached)
@@ -97,8 +104,10 @@ def delay_of(probes: list[float], base: float) -> float:
 
 def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
     """The probe process: PING every PROBE_EVERY_S, publish (window number, delay) every DECIDE_S."""
-    with contextlib.suppress(OSError, AttributeError):  # die with the rebuild, even by SIGKILL (Linux)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    with contextlib.suppress(OSError, AttributeError):  # Linux only
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the rebuild, even by SIGKILL
+        libc.prctl(PR_SET_NAME, PROBE_NAME)  # `ps -o comm` tells it from the replay's workers
     client = redis_client(settings, Role.ADMIN)
     probes: list[float] = []
     base = float("inf")
@@ -107,6 +116,8 @@ def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
         start = time.monotonic()
         try:
             client.ping()
+        except redis.TimeoutError:
+            probes.append(time.monotonic() - start)  # as late as it gets: a sample, not a gap
         except redis.RedisError:
             pass  # not a sample: the rebuild's writes meet the failure and decide
         else:
@@ -116,31 +127,59 @@ def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
         now = time.monotonic()
         if now - since >= DECIDE_S and probes:
             window += 1
-            with shared.get_lock():
-                shared[0], shared[1] = window, delay_of(probes, base)
+            # No lock (a probe killed while holding one would hang its readers): the delay is
+            # written before the window number, so a reader that sees a new number sees its delay.
+            shared[1] = delay_of(probes, base if base < float("inf") else 0.0)
+            shared[0] = window
             probes, since = [], now
         time.sleep(max(0.0, start + PROBE_EVERY_S - time.monotonic()))
 
 
-def governor(settings: Settings) -> Governor | None:
-    """The governor for UMS_REBUILD_REDIS_DELAY_MS with its probe process started (None when 0)."""
-    if settings.rebuild_redis_delay_ms <= 0:
-        return None
-    ctx = multiprocessing.get_context("spawn")  # the rebuild holds threads and librdkafka state: no fork
-    shared = ctx.Array("d", 2)  # window number, delay (s)
-    probe = ctx.Process(target=probe_loop, args=(settings, shared, os.getpid()), name="rebuild-probe", daemon=True)
-    probe.start()
+class Probe:
+    """One rebuild's probe process (spawned: the rebuild holds threads and librdkafka state, no fork).
+
+    Started by the rebuild's own process, not by its replay workers (a daemonic worker may not
+    start processes); the workers read the same windows through `shared`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.shared = ctx.RawArray("d", 2)  # window number, delay (s)
+        self._process = ctx.Process(
+            target=probe_loop, args=(settings, self.shared, os.getpid()), name="rebuild-probe", daemon=True
+        )
+        self._process.start()
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.join(5)
+
+
+def reading_of(shared: Any) -> Reading:
+    """The probe's last window from its shared array: (number, delay in s), None before the first."""
 
     def reading() -> tuple[int, float] | None:
-        with shared.get_lock():
-            window, delay = int(shared[0]), float(shared[1])
-        return (window, delay) if window else None
+        window = int(shared[0])
+        return (window, float(shared[1])) if window else None
 
-    gov = Governor(reading, settings.rebuild_redis_delay_ms / 1000)
+    return reading
 
-    def close() -> None:
-        probe.kill()
-        probe.join(5)
 
-    gov.close = close
-    return gov
+@contextlib.contextmanager
+def probing(settings: Settings) -> Iterator[Any]:
+    """The rebuild's probe, running for the block: its shared windows (None when UMS_REBUILD_REDIS_DELAY_MS is 0)."""
+    if settings.rebuild_redis_delay_ms <= 0:
+        yield None
+        return
+    probe = Probe(settings)
+    try:
+        yield probe.shared
+    finally:
+        probe.close()
+
+
+def governor(settings: Settings, shared: Any) -> Governor | None:
+    """A governor reading the probe's windows from `shared` (None without a probe)."""
+    if shared is None:
+        return None
+    return Governor(reading_of(shared), settings.rebuild_redis_delay_ms / 1000)

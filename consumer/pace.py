@@ -81,14 +81,6 @@ class Pace:
         self._due = due
         return now - started
 
-    def __enter__(self) -> Pace:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Stops the governor's probe, if any."""
-        if self.governor is not None:
-            self.governor.close()
-
     def effective(self) -> float:
         """The rate in force: the lower of the pace and the governor's limit (0: neither limits)."""
         return min((r for r in (self.rate, self._limit) if r > 0), default=0.0)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import TopicPartition
 
@@ -23,7 +24,7 @@ from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent
-from consumer.governor import governor
+from consumer.governor import governor, probing
 from consumer.lease import Lease
 from consumer.pace import Pace, keyed_rate
 from consumer.progress import Progress
@@ -174,11 +175,11 @@ class Rebuild:
         if self.lease is not None:
             self.lease.check()
 
-    def _pace(self, target: int) -> Pace:
-        """UMS_REBUILD_EVENTS_PER_S, then what `ums-find pace` sets, and the governor under it
-        (UMS_REBUILD_REDIS_DELAY_MS); its sleep ends at once on SIGTERM/SIGINT."""
+    def _pace(self, target: int, probe: Any) -> Pace:
+        """UMS_REBUILD_EVENTS_PER_S, then what `ums-find pace` sets, and the governor under it reading
+        `probe`'s windows (UMS_REBUILD_REDIS_DELAY_MS); its sleep ends at once on SIGTERM/SIGINT."""
         source = keyed_rate(self.generations, target)
-        limit = governor(self.settings)
+        limit = governor(self.settings, probe)
         return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait, source=source, governor=limit)
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
@@ -198,8 +199,9 @@ class Rebuild:
         with (
             Progress(plan.mysql_rows, "backfill from MySQL", self.tty) as progress,
             contextlib.closing(self.mysql.stream(2000)) as pages,
-            self._pace(plan.target) as pace,
+            probing(self.settings) as probe,
         ):
+            pace = self._pace(plan.target, probe)
             self.mysql_rows = 0
             for users in pages:
                 self._check()
@@ -212,23 +214,25 @@ class Rebuild:
                 pace.after(len(users))
 
     def _from_kafka(self, plan: Plan) -> None:
-        with Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress:
+        with (
+            Progress(plan.kafka_events, "replay from Kafka", self.tty) as progress,
+            probing(self.settings) as probe,  # one per rebuild: its workers share its windows
+        ):
             groups = split(plan.partitions, self.settings.replay_workers)
             if len(groups) > 1:
                 log.info("replaying %d partitions in %d processes", sum(map(len, groups)), len(groups))
                 self.poison += in_processes(
-                    self.settings, plan.target, groups, self._check, progress.update, self.on_poison
+                    self.settings, plan.target, groups, self._check, progress.update, self.on_poison, probe
                 )
             elif groups:
-                with self._pace(plan.target) as pace:
-                    replay = PartitionReplay(
-                        self.settings,
-                        self.store,
-                        plan.target,
-                        groups[0],
-                        self._check,
-                        progress.update,
-                        self.on_poison,
-                        pace,
-                    )
-                    self.poison += replay.run()
+                replay = PartitionReplay(
+                    self.settings,
+                    self.store,
+                    plan.target,
+                    groups[0],
+                    self._check,
+                    progress.update,
+                    self.on_poison,
+                    self._pace(plan.target, probe),
+                )
+                self.poison += replay.run()

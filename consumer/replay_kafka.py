@@ -222,8 +222,10 @@ def in_processes(
     check: Callable[[], None],
     progress: Callable[[int], None],
     on_poison: OnPoison | None = None,
+    probe: Any = None,
 ) -> int:
-    """Replay each group in a process of its own; the caller keeps the claim (`check` raises to stop them all).
+    """Replay each group in a process of its own; the caller keeps the claim (`check` raises to stop them all);
+    `probe`: the rebuild's probe windows (consumer/governor.py), shared by every worker's governor.
 
     Spawned, not forked: the parent holds threads (the lease's) and librdkafka state that a
     fork would copy half-made. Each worker builds its own clients from `settings`.
@@ -235,7 +237,7 @@ def in_processes(
     procs = [
         ctx.Process(
             target=_worker,
-            args=(settings, target, group, len(groups), stop, counter, poison_queue, logs.chosen(), os.getpid()),
+            args=(settings, target, group, len(groups), stop, counter, poison_queue, logs.chosen(), os.getpid(), probe),
             name=f"replay-{i}",
             daemon=True,
         )
@@ -292,6 +294,7 @@ def _worker(
     poison_queue: multiprocessing.Queue[tuple[Envelope, str, str]],
     log_choice: tuple[str, bool],
     parent: int,
+    probe: Any,
 ) -> None:
     """A worker process's entry point: the same process-wide set-up as `ums-find`, then its partitions."""
     _die_with(parent)
@@ -320,11 +323,10 @@ def _worker(
 
     # stop.wait: the parent's SIGTERM ends a worker's sleep at once, as it does the parent's.
     rate = keyed_rate(generations, target, share=workers)
-    limit = governor(settings)  # each worker its own, as TCP flows share a link
+    limit = governor(settings, probe)  # each worker decides its own limit, as TCP flows share a link
     pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate, governor=limit)
     try:
-        with pace:
-            PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
+        PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
     except ClaimLost as lost:
         log.warning("%s", lost)
         sys.exit(CLAIM_LOST_EXIT)

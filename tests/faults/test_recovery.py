@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from adapters.generations import Generations
+from consumer.governor import PROBE_NAME
 from tests.conftest import CLUSTER_TOO
 from tests.faults.rig import (
     PrivateRedis,
@@ -327,13 +328,22 @@ def test_wipe_of_a_million_users_with_three_consumers(settings, store, fault_pro
     )
 
 
-def replay_workers(pid: int) -> list[int]:
-    """The spawned replay workers of process `pid` (not multiprocessing's resource tracker)."""
+def replay_workers(pid: int, probe: bool = False) -> list[int]:
+    """The spawned replay workers of process `pid` (not multiprocessing's resource tracker), or its
+    governor's probe process (`probe`)."""
     try:
         kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-    return [k for k in kids if b"spawn_main" in _cmdline(k)]
+    spawned = [k for k in kids if b"spawn_main" in _cmdline(k)]
+    return [k for k in spawned if (_comm(k) == PROBE_NAME) == probe]
+
+
+def _comm(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/comm").read_bytes().strip()
+    except OSError:
+        return b""
 
 
 def _cmdline(pid: int) -> bytes:
@@ -364,11 +374,14 @@ def test_replay_workers_die_with_a_killed_replay(
     assert replay.proc is not None
     pid = replay.proc.pid
     workers = wait_until(lambda: replay_workers(pid) if len(replay_workers(pid)) == 2 else None, 60, "2 workers")
+    probe = wait_until(lambda: replay_workers(pid, probe=True), 10, "the governor's probe (one per rebuild)")
+    assert len(probe) == 1, probe
     replay.signal(signal.SIGKILL)
     replay.wait()
     # Within a second: the workers are still starting or have most of their 100k events ahead
     # (about 2 s of work); an orphan would write them into the generation the sweep deletes.
-    wait_until(lambda: all(gone(w) for w in workers), 1, "the workers to die with their parent")
+    # The probe too: an orphan probe would ping Redis forever.
+    wait_until(lambda: all(gone(w) for w in workers + probe), 1, "the workers and the probe to die with their parent")
     wait_until(lambda: generations.read().building is None, 30, "the killed replay's lease to expire")
     generations.sweep()
     assert keys_outside_live(store) == 0

@@ -7,8 +7,10 @@ import multiprocessing
 import threading
 from datetime import UTC, datetime
 
+import pytest
+
 from adapters.clients import kafka_producer
-from consumer.governor import governor
+from consumer.governor import governor, probing
 from devtools.addservice import event_value
 from domain import Name, PhoneNumber, User
 from tests.helpers import run_cli, wait_until
@@ -20,21 +22,21 @@ def probes_alive() -> list[multiprocessing.Process]:
     return [p for p in multiprocessing.active_children() if p.name == "rebuild-probe"]
 
 
-def test_the_probe_publishes_its_windows_and_stops_with_the_governor(settings):
-    gov = governor(dataclasses.replace(settings, rebuild_redis_delay_ms=2))
-    assert gov is not None
-    try:
+def test_the_probe_publishes_its_windows_and_stops_with_its_block(settings):
+    with probing(dataclasses.replace(settings, rebuild_redis_delay_ms=2)) as shared:
+        assert shared is not None and probes_alive()
+        gov = governor(settings, shared)
+        assert gov is not None
         window, delay = wait_until(gov.reading, 30, "the probe's first window")
         assert window >= 1 and 0 <= delay < 1.0, (window, delay)  # seconds above the fastest probe
-        assert probes_alive()
-    finally:
-        gov.close()
     assert not probes_alive()
 
 
-def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_user(settings, store, name_tag):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_user(settings, store, name_tag, workers):
     users = [
-        User(Name(f"{name_tag} gov {i:05d}"), PhoneNumber(9_500_000_000 + i), datetime.now(UTC)) for i in range(EVENTS)
+        User(Name(f"{name_tag} gov{workers} {i:05d}"), PhoneNumber(9_500_000_000 + i), datetime.now(UTC))
+        for i in range(EVENTS)
     ]
     producer = kafka_producer(settings)
     for user in users:
@@ -54,7 +56,12 @@ def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_us
     try:
         # An operator's pace too, so the rebuild outlasts the probe's first windows (4 s at most unslowed).
         result = run_cli(
-            settings, "replay", timeout=300, UMS_REBUILD_REDIS_DELAY_MS="2", UMS_REBUILD_EVENTS_PER_S="5000"
+            settings,
+            "replay",
+            timeout=300,
+            UMS_REBUILD_REDIS_DELAY_MS="2",
+            UMS_REBUILD_EVENTS_PER_S="5000",
+            UMS_REPLAY_WORKERS=str(workers),  # two: one probe, started by the parent, read by both workers
         )
     finally:
         stop.set()
@@ -62,6 +69,7 @@ def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_us
         store.client.execute_command("CLIENT", "UNPAUSE")
     assert result.returncode == 0, result.stderr
     assert "rebuild slowed to" in result.stderr, result.stderr[-2000:]
+    assert workers == 1 or "in 2 processes" in result.stderr
     generation = store.live_generation()
     for user in users[:: EVENTS // 200]:
         assert store.get(user.name.canonical, generation).user == user

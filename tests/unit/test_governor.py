@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from adapters.settings import Settings
-from consumer.governor import DECIDE_S, DECREASE, FLOOR_EVENTS_PER_S, INCREASE, Governor, delay_of, governor
+from consumer.governor import (
+    DECIDE_S,
+    DECREASE,
+    FLOOR_EVENTS_PER_S,
+    INCREASE,
+    STALE_S,
+    Governor,
+    delay_of,
+    governor,
+    probing,
+    reading_of,
+)
 from consumer.pace import Pace
 
 
@@ -113,16 +124,36 @@ def test_the_pace_sleeps_to_the_lower_of_its_rate_and_the_limit(rig: Rig, gov: G
     assert pace.effective() == 10_000
 
 
-def test_leaving_the_pace_stops_the_probe(rig: Rig, gov: Governor) -> None:
-    stopped: list[bool] = []
-    gov.close = lambda: stopped.append(True)
-    with Pace(0, rig.clock, rig.sleep, governor=gov):
-        pass
-    assert stopped == [True]
+def test_a_silent_probe_lifts_the_limit(rig: Rig, gov: Governor) -> None:
+    rig.late = 0.010
+    window(rig, gov, 80_000)
+    window(rig, gov, 80_000)
+    assert gov.limit > 0
+    for _ in range(int(STALE_S / DECIDE_S) + 1):  # chunks go on, no new window comes
+        rig.now += DECIDE_S
+        gov.account(1_000)
+    assert gov.limit == 0.0
 
 
-def test_zero_means_no_governor() -> None:
-    assert governor(Settings(rebuild_redis_delay_ms=0)) is None
+def test_the_first_window_counts_from_the_first_chunk_not_from_the_probes_start(rig: Rig, gov: Governor) -> None:
+    rig.now += 5.0  # the probe's spawn and the consumer's set-up
+    window(rig, gov, 80_000)  # prompt: sets nothing
+    rig.late = 0.010
+    assert window(rig, gov, 80_000) == pytest.approx(DECREASE * 80_000, rel=0.01)
+
+
+def test_the_shared_array_reads_as_windows() -> None:
+    shared = [0.0, 0.0]
+    reading = reading_of(shared)
+    assert reading() is None  # before the probe's first window
+    shared[1], shared[0] = 0.004, 3.0
+    assert reading() == (3, 0.004)
+
+
+def test_no_probe_means_no_governor() -> None:
+    assert governor(Settings(), None) is None
+    with probing(Settings(rebuild_redis_delay_ms=0)) as probe:
+        assert probe is None
 
 
 def test_a_negative_target_is_refused() -> None:
