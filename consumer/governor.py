@@ -168,14 +168,17 @@ def reading_of(shared: Any) -> Reading:
 @contextlib.contextmanager
 def probing(settings: Settings) -> Iterator[Any]:
     """The rebuild's probe, running for the block: its shared windows (None when UMS_REBUILD_REDIS_DELAY_MS is 0)."""
-    if settings.rebuild_redis_delay_ms <= 0:
-        yield None
-        return
-    probe = Probe(settings)
+    probe = None
+    if settings.rebuild_redis_delay_ms > 0:
+        try:
+            probe = Probe(settings)
+        except OSError as error:  # no /dev/shm, no process slots: a rebuild is worth more than its governor
+            log.warning("rebuild probe could not start (%r): no governor for this rebuild", error)
     try:
-        yield probe.shared
+        yield None if probe is None else probe.shared
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
 
 
 def governor(settings: Settings, shared: Any) -> Governor | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.settings import Settings
+from consumer import governor as governor_module
 from consumer.governor import (
     DECIDE_S,
     DECREASE,
@@ -148,6 +149,16 @@ def test_the_shared_array_reads_as_windows() -> None:
     assert reading() is None  # before the probe's first window
     shared[1], shared[0] = 0.004, 3.0
     assert reading() == (3, 0.004)
+
+
+def test_a_probe_that_cannot_start_leaves_the_rebuild_ungoverned(monkeypatch, caplog) -> None:
+    def refuse(self, settings) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(governor_module.Probe, "__init__", refuse)
+    with probing(Settings(rebuild_redis_delay_ms=2)) as probe:
+        assert probe is None
+    assert "rebuild probe could not start" in caplog.text
 
 
 def test_no_probe_means_no_governor() -> None:
