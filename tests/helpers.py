@@ -123,3 +123,19 @@ def save_written(generations: Any, pointer: Any, offsets: dict[int, int], floors
     """Save positions as a consumer does: its batch's fill mark first (sent after the batch's data)."""
     generations.store.send_mark(generations.mark(pointer.live, {str(p): o for p, o in offsets.items()}))
     return bool(generations.save_positions(pointer, offsets, floors))
+
+
+def produce_users(settings: Settings, names: str, count: int, first_phone: int) -> list[Any]:
+    """Produce `count` "user added" events named "<names> 00000".. with phones from `first_phone`; the users."""
+    from datetime import UTC, datetime
+
+    from adapters.clients import kafka_producer
+    from devtools.addservice import event_value
+    from domain import Name, PhoneNumber, User
+
+    users = [User(Name(f"{names} {i:05d}"), PhoneNumber(first_phone + i), datetime.now(UTC)) for i in range(count)]
+    producer = kafka_producer(settings)
+    for user in users:
+        producer.produce(settings.topic, value=event_value(user))
+    assert producer.flush(30) == 0
+    return users

@@ -5,15 +5,11 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import threading
-from datetime import UTC, datetime
 
 import pytest
 
-from adapters.clients import kafka_producer
 from consumer.governor import governor, probing
-from devtools.addservice import event_value
-from domain import Name, PhoneNumber, User
-from tests.helpers import run_cli, wait_until
+from tests.helpers import produce_users, run_cli, wait_until
 
 EVENTS = 20_000
 
@@ -34,14 +30,7 @@ def test_the_probe_publishes_its_windows_and_stops_with_its_block(settings):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_user(settings, store, name_tag, workers):
-    users = [
-        User(Name(f"{name_tag} gov{workers} {i:05d}"), PhoneNumber(9_500_000_000 + i), datetime.now(UTC))
-        for i in range(EVENTS)
-    ]
-    producer = kafka_producer(settings)
-    for user in users:
-        producer.produce(settings.topic, value=event_value(user))
-    assert producer.flush(30) == 0
+    users = produce_users(settings, f"{name_tag} gov{workers}", EVENTS, 9_500_000_000 + workers * EVENTS)
 
     # Redis made late for everyone (reads and the rebuild's writes alike): 30 ms paused in every 60.
     stop = threading.Event()

@@ -5,28 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from datetime import UTC, datetime
 
 import pytest
 
-from adapters.clients import kafka_producer
-from devtools.addservice import event_value
-from domain import Name, PhoneNumber, User
-from tests.helpers import BIN, ROOT, env_of, run_cli, wait_until
+from domain import User
+from tests.helpers import BIN, ROOT, env_of, produce_users, run_cli, wait_until
 
 EVENTS, RATE = 600, 100  # 6 s at the pace; unpaced, the same replay takes 1-2 s of process start and work
 
 
 def _produce(settings, name_tag: str, tag: str) -> list[User]:
-    users = [
-        User(Name(f"{name_tag} {tag} {i:03d}"), PhoneNumber(9_400_000_000 + i), datetime.now(UTC))
-        for i in range(EVENTS)
-    ]
-    producer = kafka_producer(settings)
-    for user in users:
-        producer.produce(settings.topic, value=event_value(user))
-    assert producer.flush(10) == 0
-    return users
+    return produce_users(settings, f"{name_tag} {tag}", EVENTS, 9_400_000_000)
 
 
 def test_a_paced_replay_takes_its_events_over_the_rate_and_builds_the_same_projection(settings, store, name_tag):
