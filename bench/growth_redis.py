@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from typing import Any
 
 import redis
 
@@ -16,6 +18,10 @@ log = logging.getLogger("bench")
 # Redis's latency monitor is off by default (0). 2 ms: any single command that could take a good
 # part of the readers' 5 ms budget on its own is recorded.
 LATENCY_THRESHOLD_MS = 2
+# The latency monitor says when a command was slow, not which one: the slow log does (its default
+# threshold is 10 ms and it keeps 128). Same 2 ms here, and room for a 10M rebuild's worth.
+SLOWLOG_KEPT = 1024
+SLOW_SHOWN = 5
 # Two generations live during a rebuild, at ~170 B per user each (README), with headroom.
 REDIS_BYTES_PER_USER_BOUND = 500
 
@@ -25,8 +31,11 @@ class RedisRun:
 
     def __init__(self, client: redis.Redis, users: int) -> None:
         self.client = client
-        self.saved = {k: client.config_get(k)[k] for k in ("latency-monitor-threshold", "maxmemory")}
+        names = ("latency-monitor-threshold", "maxmemory", "slowlog-log-slower-than", "slowlog-max-len")
+        self.saved = {k: client.config_get(k)[k] for k in names}
         client.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
+        client.config_set("slowlog-log-slower-than", LATENCY_THRESHOLD_MS * 1000)  # microseconds
+        client.config_set("slowlog-max-len", SLOWLOG_KEPT)
         wanted = users * REDIS_BYTES_PER_USER_BOUND + 512 * 2**20
         current = int(self.saved["maxmemory"])
         if current and current < wanted:  # a 2 GB cap cannot hold two 10M generations
@@ -42,15 +51,35 @@ class RedisRun:
 
     def reset_latency(self) -> None:
         self.client.execute_command("LATENCY", "RESET")
+        self.client.slowlog_reset()
 
-    def latency(self) -> dict[str, dict[str, float]]:
-        """Per event since the last reset: samples (one per second with a spike, 160 kept) and max ms."""
-        events: dict[str, dict[str, float]] = {}
+    def latency(self) -> dict[str, Any]:
+        """Per event since the last reset: samples (one per second with a spike, 160 kept) and max ms;
+        under `slow_commands`, the slow log's commands over the threshold by name: count and max ms."""
+        events: dict[str, Any] = {}
         for row in self.client.execute_command("LATENCY", "LATEST"):
             name = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
             history = self.client.execute_command("LATENCY", "HISTORY", name)
             events[name] = {"samples": len(history), "max_ms": int(row[3])}
+        events["slow_commands"] = slow_commands(self.client.slowlog_get(SLOWLOG_KEPT))
         return events
+
+
+def slow_commands(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The slow log by command name (EVALSHA and the like by name only): count and max ms; the
+    slowest few logged with their time, so a stall can be set against what else ran then."""
+    by_name: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        command = entry["command"]
+        text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
+        name = text.split(" ", 1)[0].upper()
+        seen = by_name.setdefault(name, {"count": 0, "max_ms": 0.0})
+        seen["count"] += 1
+        seen["max_ms"] = max(seen["max_ms"], round(entry["duration"] / 1000, 2))
+    for entry in sorted(entries, key=lambda e: -e["duration"])[:SLOW_SHOWN]:
+        log.info("  slow log: %.1f ms at %s: %.60r", entry["duration"] / 1000,
+                 time.strftime("%H:%M:%S", time.gmtime(entry["start_time"])), entry["command"])  # fmt: skip
+    return by_name
 
 
 def check_projection(settings: Settings, users: int, seed: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from bench.common import percentile, spread
+from bench.growth_redis import slow_commands
 from bench.loadgen import Point, summarise
 from bench.openloop import SLO_MS, capacity
 from bench.report import table
@@ -114,3 +115,16 @@ def test_growth_run_queue_wait_counts_the_children_that_waited_for_a_core() -> N
         for each in spinners:
             each.communicate(timeout=10)
     assert run_queue_wait_s(2**22 + 1) == 0.0  # above the largest pid Linux allows: no such process
+
+
+def test_the_slow_log_is_summed_up_by_command_name_with_its_worst() -> None:
+    entries = [
+        {"id": 3, "start_time": 1764900000, "duration": 71_000, "command": b"EVALSHA abc 2 k1 k2"},
+        {"id": 2, "start_time": 1764900001, "duration": 2_500, "command": b"evalsha abc 2 k3 k4"},
+        {"id": 1, "start_time": 1764900002, "duration": 3_000, "command": "GET u:1:alice"},
+    ]
+    assert slow_commands(entries) == {
+        "EVALSHA": {"count": 2, "max_ms": 71.0},
+        "GET": {"count": 1, "max_ms": 3.0},
+    }
+    assert slow_commands([]) == {}
