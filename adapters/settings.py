@@ -145,6 +145,10 @@ class Settings:
     # worker saw the request (a proxy's X-Request-Start) is still judged when a thread takes it, and where
     # no arrival stage runs (another worker class, TLS in gunicorn) a thread sheds as before.
     api_shed_at_dequeue: bool = False
+    # A request's wait counts from when the kernel received its first byte (Linux's SO_TIMESTAMPNS on
+    # the listening sockets), so time spent in the accept queue and in a kept-alive connection's buffer
+    # is seen; off (or where the platform has no such stamp): from the worker's hand-off to its pool.
+    api_kernel_stamps: bool = True
     # A request that waited longer than this is answered 503 unserved: below a client's usual
     # 1 s timeout, so the answer still finds its client. 0: no deadline.
     api_request_deadline_ms: float = 500.0

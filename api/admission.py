@@ -97,9 +97,10 @@ class QueueGuard:
             self._shed_in_interval |= shed
         return shed
 
-    def shed_arrival(self, head_wait_s: float, predicted_wait_s: float = 0.0) -> bool:
-        """Whether to shed a request arriving behind a queue: its oldest has waited `head_wait_s`, and
-        the newcomer would wait `predicted_wait_s` (api.drain).
+    def shed_arrival(self, head_wait_s: float, predicted_wait_s: float = 0.0, waited_s: float = 0.0) -> bool:
+        """Whether to shed a request arriving behind a queue: its oldest has waited `head_wait_s`, the
+        newcomer would wait `predicted_wait_s` (api.drain) and has waited `waited_s` already (in the
+        kernel's buffers before the worker saw it: api.worker's kernel stamps).
 
         In a FIFO queue the newcomer waits about as long as the head has, or as long as the
         requests ahead of it take. While overloaded, a head over twice the target (as a thread
@@ -109,9 +110,13 @@ class QueueGuard:
         there keeps those few. Not overloaded, a burst is let through as CoDel means to (a 30 ms
         collector pause at 80 % load queues 30 requests), unless it predicts a wait longer than
         the onset (a whole interval unless UMS_API_QUEUE_ONSET_MS is set): the start of an overload, before
-        an interval has ended to say so.
+        an interval has ended to say so. While overloaded, a newcomer that waited over twice the target
+        before the worker could look at it is shed as a thread would shed it, for a fraction of the
+        cost: served, it would only hold the worker while fresher requests wait behind it.
         """
-        waited_long = head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s
+        waited_long = (
+            head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s or waited_s > 2 * self.target_s
+        )
         shed = (self._overloaded and waited_long) or predicted_wait_s > self.onset_s
         if shed:
             self._shed_in_interval = True
@@ -188,6 +193,7 @@ class Admission:
             else None
         )
         self.shed_at_dequeue = settings.api_shed_at_dequeue
+        self.kernel_stamps = settings.api_kernel_stamps  # read by api.worker
         self.metrics = metrics
         self.clock, self.wall = clock, wall
         retry = settings.api_shed_retry_after_s
@@ -243,9 +249,9 @@ class Admission:
         if self.guard is not None:
             self.guard.at_dequeue = self.shed_at_dequeue
 
-    def pressing(self, head_wait_s: float, predicted_wait_s: float = 0.0) -> bool:
+    def pressing(self, head_wait_s: float, predicted_wait_s: float = 0.0, waited_s: float = 0.0) -> bool:
         """Whether to shed an arriving request (QueueGuard.shed_arrival)."""
-        return self.guard is not None and self.guard.shed_arrival(head_wait_s, predicted_wait_s)
+        return self.guard is not None and self.guard.shed_arrival(head_wait_s, predicted_wait_s, waited_s)
 
     def shed_on_arrival(self, keep_alive: bool) -> bytes:
         """The raw HTTP/1.1 503 for a request shed on arrival, counted."""

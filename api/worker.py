@@ -13,6 +13,11 @@ no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of a
 
 A just-accepted connection whose request has not come waits on the poller, not in a pool thread
 (`_park`): with a few threads, a few silent connections would otherwise stop the worker.
+
+Where Linux stamps received segments (SO_TIMESTAMPNS on the listening sockets, inherited by each
+accepted one; UMS_API_KERNEL_STAMPS), a request is stamped from when the kernel took its first byte,
+not from when the main thread got round to it: under overload, requests wait in the accept queue
+and in kept-alive connections' buffers, a queue the worker's own stamps cannot see.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -42,6 +49,12 @@ FAST_PATH_NEEDS = (
 )
 # Larger than any request the fast path answers (the app refuses more than 16 KB of headers).
 PEEK_BYTES = 32 * 1024
+# Linux's SO_TIMESTAMPNS (the socket module does not name it); its control message is a timespec.
+SO_TIMESTAMPNS = 35
+STAMP = struct.Struct("@ll")
+STAMP_SPACE = socket.CMSG_SPACE(STAMP.size)
+# A kernel stamp further back than this is a stepped wall clock, not a wait: treated as no stamp.
+PLAUSIBLE_WAIT_S = 60.0
 
 
 class QueueStampingWorker(ThreadWorker):
@@ -55,6 +68,7 @@ class QueueStampingWorker(ThreadWorker):
         self._waiting: deque[float] = deque()
         self._drain = DrainRate()
         self._parks = False  # gthread's connection bookkeeping is there (load_wsgi): park, not wait in a thread
+        self._kernel_stamps = False  # the listening sockets stamp what they receive (load_wsgi)
 
     def enqueue_req(self, conn: Any) -> None:
         """Park a connection whose request has not come; shed on arrival when pressed; else stamp and submit."""
@@ -64,15 +78,16 @@ class QueueStampingWorker(ThreadWorker):
                 return
             conn.data_ready = True  # what the thread's wait for data would find: it need not wait
         admission, now = self._admission, time.monotonic()
+        waited = self._socket_wait(conn) if self._kernel_stamps else 0.0
         predicted = self._drain.predicted_wait(len(self._waiting), self.cfg.threads)
         if (
             admission is not None
-            and admission.pressing(self._head_wait(now), predicted)
+            and admission.pressing(self._head_wait(now), predicted, waited)
             and self._shed(conn, admission)
         ):
             return
-        conn.ums_queued_at = now
-        self._waiting.append(now)
+        conn.ums_queued_at = now - waited
+        self._waiting.append(now - waited)
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
@@ -104,6 +119,7 @@ class QueueStampingWorker(ThreadWorker):
         self._admission = admission if isinstance(admission, Admission) and fast else None
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
             self._admission.arrival_stage_runs()
+            self._kernel_stamps = self._admission.kernel_stamps and self._stamp_listeners()
         stamps, drain = self._stamps, self._drain
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
@@ -118,6 +134,32 @@ class QueueStampingWorker(ThreadWorker):
             return app(environ, start_response)
 
         self.wsgi = stamped
+
+    def _stamp_listeners(self) -> bool:
+        """Ask the kernel to stamp what the listening sockets (and the connections they accept) receive."""
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            for listener in self.sockets:
+                listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError as exc:
+            self.log.warning("no kernel stamps on the listening sockets (%s): waits count from the hand-off", exc)
+            return False
+        return True
+
+    @staticmethod
+    def _socket_wait(conn: Any) -> float:
+        """How long the first unread byte on `conn` has been in the kernel's hands (0: none, or no stamp)."""
+        try:
+            _, ancillary, _, _ = conn.sock.recvmsg(1, STAMP_SPACE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:  # nothing there yet, or the client is gone: the thread finds out as before
+            return 0.0
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
+                seconds, nanos = STAMP.unpack_from(data)
+                waited = time.time() - seconds - nanos / 1e9
+                return waited if 0.0 <= waited <= PLAUSIBLE_WAIT_S else 0.0
+        return 0.0
 
     def _head_wait(self, now: float) -> float:
         """How long the oldest request waiting for a thread has waited (0: none waits)."""

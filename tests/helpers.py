@@ -53,6 +53,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def worker_pids(master: int) -> list[int]:
+    """A gunicorn master's workers (its children, from /proc)."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

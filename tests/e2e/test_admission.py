@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
+import signal
 import socket
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server
-from tests.helpers import wait_until
+from tests.helpers import wait_until, worker_pids
 
 # Bounds small enough to trip on purpose: a 5 ms target, a 1 ms interval (no need to wait for
 # one to end), and a deadline far beyond any wait the test makes.
@@ -194,3 +197,36 @@ def test_connections_that_send_nothing_do_not_hold_the_worker(start_api):
     finally:
         for sock in silent:
             sock.close()
+
+
+@pytest.mark.parametrize("kernel_stamps", [True, False])
+def test_a_request_that_waited_in_the_kernel_past_its_deadline_is_not_served(start_api, kernel_stamps):
+    # A stopped worker stands for one too busy to read its sockets: the request waits in the accept
+    # queue, where only the kernel's stamp sees it. With stamps, its wait counts from its arrival
+    # and it is past the deadline when the worker reads it; without them, it looks fresh and is served.
+    api = start_api(
+        UMS_API_WORKERS="1",
+        UMS_API_REQUEST_DEADLINE_MS="200",
+        UMS_API_KERNEL_STAMPS=str(kernel_stamps).lower(),
+    )
+    assert api.get(SERVED_PATH).status_code == SERVED
+    (worker,) = worker_pids(api.proc.pid)
+    host, port = api.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            sock.sendall(f"GET {SERVED_PATH} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            time.sleep(0.5)  # not a synchronisation: the wait itself, twice and a half the deadline
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        status, headers, body = read_response(sock)
+    records = [json.loads(line) for line in api.log.read_text().splitlines() if line.startswith("{")]
+    waited = [r["queue_ms"] for r in records if r.get("path") == SERVED_PATH][-1]
+    if kernel_stamps:
+        assert status == 503 and json.loads(body)["type"].endswith("/deadline-exceeded")
+        assert headers["retry-after"] == "1"
+        assert waited >= 500
+        assert metric(api, "ums_api_admission_total", outcome="expired") == 1
+    else:
+        assert status == SERVED
+        assert waited < 500

@@ -17,7 +17,7 @@ import requests
 from adapters.generations import Generations
 from api.serialize import iso
 from domain import Name, PhoneNumber, User, UserAdded, Version
-from tests.helpers import ADMISSION_OFF, wait_until
+from tests.helpers import ADMISSION_OFF, wait_until, worker_pids
 
 USERS = 20  # names saved again and again: each save replaces a phone the projection holds
 SAVES = 1000  # per phase: consumer stopped, then running
@@ -124,11 +124,6 @@ def test_bad_parameters_are_400_and_fresh_reads_are_counted(api, store, mysql_wr
 # ---- a flood of forced reads
 
 MYSQL_PORT_HEX = f"{int(os.environ.get('UMS_MYSQL_PORT', '3306')):04X}"
-
-
-def worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 def mysql_client_ports(pids: list[int]) -> set[int]:

@@ -67,6 +67,15 @@ def test_arrivals_are_shed_while_overloaded_behind_a_queue_that_waited_long():
     assert guard.shed_arrival(0.050)
 
 
+def test_while_overloaded_a_newcomer_that_waited_long_before_the_worker_saw_it_is_shed():
+    guard = QueueGuard(target_s=0.005, interval_s=0.1)
+    assert not guard.shed_arrival(0.0, waited_s=0.050)  # not overloaded: a burst is let through
+    guard.shed(0.050, now=0.0)
+    guard.shed(0.050, now=0.1)  # an interval without a short wait: overloaded
+    assert guard.shed_arrival(0.0, waited_s=0.011)  # an empty queue, but it waited in the kernel
+    assert not guard.shed_arrival(0.0, waited_s=0.009)
+
+
 def test_without_dequeue_shedding_a_thread_serves_what_it_takes_and_arrivals_are_still_shed():
     guard = QueueGuard(target_s=0.005, interval_s=0.1, at_dequeue=False)
     assert not guard.shed(0.050, now=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -33,6 +34,7 @@ def worker() -> Iterator[QueueStampingWorker]:
     w = QueueStampingWorker.__new__(QueueStampingWorker)
     w.cfg, w.alive, w.nr_conns, w.worker_connections = Config(), True, 0, 1000
     w._admission, w._waiting, w._drain, w._parks = None, deque(), DrainRate(), True
+    w._kernel_stamps = False
     w.tpool, w.poller, w.pending_conns, w.keepalived_conns = Pool(), selectors.DefaultSelector(), deque(), deque()
     yield w
     w.poller.close()
@@ -78,3 +80,39 @@ def test_a_connection_closed_before_its_request_goes_to_a_thread_which_closes_it
     client.close()
     worker.accept(listener)
     assert len(worker.tpool.submitted) == 1  # end of stream is readable: the thread sees it and closes
+
+
+def stamp_listener(worker: QueueStampingWorker, listener: socket.socket) -> None:
+    worker.sockets = [listener]
+    assert worker._stamp_listeners()
+    worker._kernel_stamps = True
+
+
+def test_a_request_is_stamped_from_when_the_kernel_received_it(worker, listener):
+    stamp_listener(worker, listener)
+    with socket.create_connection(listener.getsockname()) as client:
+        client.sendall(REQUEST)
+        time.sleep(0.05)  # not a synchronisation: the wait in the accept queue being measured
+        before = time.monotonic()
+        worker.accept(listener)
+        (conn,) = worker.tpool.submitted
+        assert conn.ums_queued_at <= before - 0.05
+        assert worker._waiting[0] == conn.ums_queued_at  # the queue's head wait counts from there too
+
+
+def test_without_kernel_stamps_a_request_is_stamped_at_the_hand_off(worker, listener):
+    with socket.create_connection(listener.getsockname()) as client:
+        client.sendall(REQUEST)
+        time.sleep(0.05)
+        before = time.monotonic()
+        worker.accept(listener)
+        (conn,) = worker.tpool.submitted
+        assert conn.ums_queued_at >= before
+
+
+def test_a_connection_with_nothing_to_read_has_no_kernel_wait(worker, listener):
+    stamp_listener(worker, listener)
+    with socket.create_connection(listener.getsockname()):
+        worker.accept(listener)  # parked: nothing was sent
+        (conn,) = worker.pending_conns
+        assert worker._socket_wait(conn) == 0.0
