@@ -2,7 +2,9 @@
 
 vegeta sends each request at its scheduled time whether or not earlier ones have answered
 (it adds workers as needed), so a slow server shows up as latency instead of as a lower
-request rate: no coordinated omission. The load generator runs pinned to its own core.
+request rate: no coordinated omission. Its connections are bounded as a client's pool is
+(MAX_CONNECTIONS): a request that finds them all busy waits for one, and the wait counts in its
+latency. The load generator runs pinned to its own core.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import functools
 import io
 import logging
+import os
 import subprocess
 import urllib.parse
 from dataclasses import asdict, dataclass, field
@@ -20,6 +23,11 @@ from bench.common import LOAD_CPUS, ROOT, percentile, pinned
 
 log = logging.getLogger("bench")
 TIMEOUT_S = 5
+# vegeta's -max-connections (0: no bound), as a client's pool bounds them (Envoy's default circuit
+# breaker allows 1,024). Unbounded, one vegeta core opened 12,000 connections once a server's
+# latency rose at 4x the capacity, then spent its core on them and sent a fraction of the offered
+# rate while the server idled: the figure measured vegeta (docs/decisions.md "Kernel stamps").
+MAX_CONNECTIONS = int(os.environ.get("BENCH_MAX_CONNECTIONS", "1000"))
 
 
 @functools.cache
@@ -80,6 +88,7 @@ def attack_csv(
                 f"-timeout={timeout_s}s",
                 f"-keepalive={str(keepalive).lower()}",
                 f"-output={out}",
+                f"-max-connections={MAX_CONNECTIONS}",
             ],
             LOAD_CPUS,
         ),

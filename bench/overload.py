@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from bench.common import QUICK, percentile
-from bench.loadgen import attack_csv
+from bench.loadgen import MAX_CONNECTIONS, attack_csv
 from bench.openloop import LADDER, Series
 
 log = logging.getLogger("bench")
@@ -338,6 +338,7 @@ def overload_suite(series: list[Series], capacity: float, workdir: Path) -> dict
         "step_s": STEP_S,
         "recovery_window_s": RECOVERY_S,
         "client_timeout_s": CLIENT_TIMEOUT_S,
+        "client_max_connections": MAX_CONNECTIONS,
         "good_ms": GOOD_MS,
         "recovery_margin_ms": MARGIN_MS,
         "recovery_p99_window_s": WINDOW_S,

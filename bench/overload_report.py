@@ -10,6 +10,12 @@ from bench.plots import figure, save
 PEERS = ("ours", "ceiling", "seed")
 
 
+def connections(settings: dict[str, Any]) -> str:
+    """The client's connection bound, as the run had it (runs before it was recorded had none)."""
+    bound = settings.get("client_max_connections")
+    return f", at most {bound:,} connections" if bound else ", connections unbounded"
+
+
 def step_at(steps: list[dict[str, Any]], multiple: float) -> dict[str, Any]:
     return next(s for s in steps if s["multiple"] == multiple)
 
@@ -50,7 +56,7 @@ def overload_table(results: dict[str, Any]) -> str:
     lines = [
         "",
         f"Overload (vegeta open loop, {settings['step_s']:.0f} s per step, client timeout "
-        f"{settings['client_timeout_s']:.0f} s; offered load in multiples of our capacity, "
+        f"{settings['client_timeout_s']:.0f} s{connections(settings)}; offered load in multiples of our capacity, "
         f"{settings['capacity_rps']:,} req/s from {settings['capacity_source']}; goodput = 2xx within "
         f"{settings['good_ms']:.0f} ms): goodput/s, 2xx p99 ms, 503s (p99 ms), those answered on arrival by gunicorn's "
         "main thread (the rest waited in the queue first), client timeouts, other errors:",
