@@ -201,9 +201,10 @@ def test_connections_that_send_nothing_do_not_hold_the_worker(start_api):
 
 @pytest.mark.parametrize("kernel_stamps", [True, False])
 def test_a_request_that_waited_in_the_kernel_past_its_deadline_is_not_served(start_api, kernel_stamps):
-    # A stopped worker stands for one too busy to read its sockets: the request waits in the accept
-    # queue, where only the kernel's stamp sees it. With stamps, its wait counts from its arrival
-    # and it is past the deadline when the worker reads it; without them, it looks fresh and is served.
+    # A stopped worker stands for one too busy to read its sockets: the request waits in the kernel
+    # (the connection's buffer, or the accept queue if the worker had not accepted it yet), where
+    # only the kernel's stamp sees it. With stamps, its wait counts from its arrival and it is past
+    # the deadline when the worker reads it; without them, it looks fresh and is served.
     api = start_api(
         UMS_API_WORKERS="1",
         UMS_API_REQUEST_DEADLINE_MS="200",
