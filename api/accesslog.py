@@ -31,7 +31,8 @@ class JsonAccessLogger(Logger):
             "source": headers.get("x-ums-source", "none"),
             "generation": headers.get("x-ums-generation"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
-            # Waits before a thread took the request: from gunicorn's hand-off, from the proxy's stamp.
+            # Waits before a thread took the request: from its arrival (the kernel's stamp, else gunicorn's
+            # hand-off), and from the proxy's stamp.
             "queue_ms": _ms(environ.get(QUEUE_WAIT)),
             "proxy_queue_ms": _ms(environ.get(PROXY_WAIT)),
             "admission": environ.get(OUTCOME),

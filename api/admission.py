@@ -117,10 +117,11 @@ class QueueGuard:
         waited_long = (
             head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s or waited_s > 2 * self.target_s
         )
-        shed = (self._overloaded and waited_long) or predicted_wait_s > self.onset_s
-        if shed:
-            self._shed_in_interval = True
-        return shed
+        return (self._overloaded and waited_long) or predicted_wait_s > self.onset_s
+
+    def note_shed(self) -> None:
+        """A request was shed on arrival: the interval it fell in shed (so the overload goes on)."""
+        self._shed_in_interval = True
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,11 @@ class Admission:
         return self.guard is not None and self.guard.shed_arrival(head_wait_s, predicted_wait_s, waited_s)
 
     def shed_on_arrival(self, keep_alive: bool) -> bytes:
-        """The raw HTTP/1.1 503 for a request shed on arrival, counted."""
+        """The raw HTTP/1.1 503 for a request shed on arrival, counted (only once the worker sheds it:
+        a request the arrival stage cannot answer, such as a POST or the ops port, goes on as usual)."""
         self._shed_on_arrival.inc()
+        if self.guard is not None:
+            self.guard.note_shed()
         return self._raw_shed[keep_alive]
 
     def decide(self, wait_s: float | None, unseen_s: float = 0.0) -> str:

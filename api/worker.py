@@ -2,14 +2,15 @@
 
 gthread accepts a connection (or sees a kept-alive one readable) on its main thread and submits
 it to a thread pool whose queue has no bound; how long a request waits there is invisible to
-the app. This worker stamps the hand-off and the thread's start and gives both to the app in
-the WSGI environ (api.admission.QUEUED_AT / STARTED_AT), which measures and sheds on them.
+the app. This worker stamps the hand-off (or the kernel's receipt, below) and the thread's start
+and gives both to the app in the WSGI environ (api.admission.QUEUED_AT / STARTED_AT), which
+measures and sheds on them.
 
 While admission control says the queue is too slow (api.admission.QueueGuard.shed_arrival: the
-oldest request waiting for a thread has waited too long, or the requests ahead of a newcomer
-would take too long by api.drain's measure), a plain GET arriving is answered 503 on the main
-thread:
-no thread, no HTTP parser, no WSGI environ, so a rejection costs a fraction of an answer.
+request a thread takes next has waited too long, or the requests ahead of a newcomer would take
+too long by api.drain's measure, or, while overloaded, the newcomer waited too long in the
+kernel), a plain GET arriving is answered 503 on the main thread: no thread, no HTTP parser, no
+WSGI environ, so a rejection costs a fraction of an answer.
 
 A just-accepted connection whose request has not come waits on the poller, not in a pool thread
 (`_park`): with a few threads, a few silent connections would otherwise stop the worker.
@@ -23,6 +24,7 @@ and in kept-alive connections' buffers, a queue the worker's own stamps cannot s
 from __future__ import annotations
 
 import contextlib
+import platform
 import selectors
 import socket
 import struct
@@ -49,8 +51,12 @@ FAST_PATH_NEEDS = (
 )
 # Larger than any request the fast path answers (the app refuses more than 16 KB of headers).
 PEEK_BYTES = 32 * 1024
-# Linux's SO_TIMESTAMPNS (the socket module does not name it); its control message is a timespec.
+# Linux's SO_TIMESTAMPNS (the socket module does not name it; 35 in asm-generic, which these
+# machines use; alpha, mips, parisc and sparc number it otherwise); its control message is a timespec.
 SO_TIMESTAMPNS = 35
+STAMPING_MACHINES = frozenset(
+    {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "riscv64", "s390x", "ppc64le"}
+)
 STAMP = struct.Struct("@ll")
 STAMP_SPACE = socket.CMSG_SPACE(STAMP.size)
 # A kernel stamp further back than this is a stepped wall clock, not a wait: treated as no stamp.
@@ -58,13 +64,15 @@ PLAUSIBLE_WAIT_S = 60.0
 
 
 class QueueStampingWorker(ThreadWorker):
-    """gthread with a monotonic stamp at the hand-off to the pool and at a thread's start."""
+    """gthread with a monotonic stamp at a request's arrival (the hand-off to the pool, or the kernel's
+    receipt) and at a thread's start."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stamps = threading.local()
         self._admission: Admission | None = None
-        # When each request still waiting for a thread was handed over, oldest first.
+        # When each request still waiting for a thread arrived, in the pool's (FIFO) order: the first is
+        # the next a thread takes, not always the oldest arrival (kernel stamps go back in time).
         self._waiting: deque[float] = deque()
         self._drain = DrainRate()
         self._parks = False  # gthread's connection bookkeeping is there (load_wsgi): park, not wait in a thread
@@ -119,7 +127,7 @@ class QueueStampingWorker(ThreadWorker):
         self._admission = admission if isinstance(admission, Admission) and fast else None
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
             self._admission.arrival_stage_runs()
-            self._kernel_stamps = self._admission.kernel_stamps and self._stamp_listeners()
+            self._kernel_stamps = self._stamp_listeners(self._admission.kernel_stamps)
         stamps, drain = self._stamps, self._drain
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
@@ -135,17 +143,18 @@ class QueueStampingWorker(ThreadWorker):
 
         self.wsgi = stamped
 
-    def _stamp_listeners(self) -> bool:
-        """Ask the kernel to stamp what the listening sockets (and the connections they accept) receive."""
-        if not sys.platform.startswith("linux"):
+    def _stamp_listeners(self, wanted: bool) -> bool:
+        """Ask the kernel to stamp what the listening sockets (and the TCP connections they accept)
+        receive, or to stop (the sockets outlive a reload that turned stamps off); whether they do."""
+        if not sys.platform.startswith("linux") or platform.machine() not in STAMPING_MACHINES:
             return False
         try:
             for listener in self.sockets:
-                listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, int(wanted))
         except OSError as exc:
             self.log.warning("no kernel stamps on the listening sockets (%s): waits count from the hand-off", exc)
             return False
-        return True
+        return wanted
 
     @staticmethod
     def _socket_wait(conn: Any) -> float:
@@ -162,7 +171,7 @@ class QueueStampingWorker(ThreadWorker):
         return 0.0
 
     def _head_wait(self, now: float) -> float:
-        """How long the oldest request waiting for a thread has waited (0: none waits)."""
+        """How long the request a thread takes next has waited (0: none waits)."""
         try:
             return now - self._waiting[0]
         except IndexError:

@@ -61,10 +61,20 @@ def test_arrivals_are_shed_while_overloaded_behind_a_queue_that_waited_long():
     assert not guard.shed_arrival(0.050)  # no interval has ended yet
     guard.shed(0.002, now=0.1)
     assert guard.shed_arrival(0.050)
+    guard.note_shed()  # the worker shed it
     assert not guard.shed_arrival(0.008)  # the queue in front of it is short
     # The arrival shed counts: the next interval stays overloaded despite its short waits.
     assert not guard.shed(0.001, now=0.2)
     assert guard.shed_arrival(0.050)
+
+
+def test_a_shed_the_worker_did_not_make_does_not_prolong_the_overload():
+    guard = QueueGuard(target_s=0.005, interval_s=0.1)
+    guard.shed(0.050, now=0.0)
+    guard.shed(0.002, now=0.1)  # overloaded
+    assert guard.shed_arrival(0.050)  # pressing, but the worker could not answer it (a POST, say)
+    guard.shed(0.001, now=0.2)  # an interval with a short wait and no shed: the overload is over
+    assert not guard.shed_arrival(0.050)
 
 
 def test_while_overloaded_a_newcomer_that_waited_long_before_the_worker_saw_it_is_shed():
@@ -82,11 +92,14 @@ def test_without_dequeue_shedding_a_thread_serves_what_it_takes_and_arrivals_are
     # Overloaded from here on (the first interval's shortest wait was 50 ms), yet a thread sheds nothing.
     assert not guard.shed(0.030, now=0.1)
     assert guard.shed_arrival(0.050)
+    guard.note_shed()
     assert not guard.shed(0.001, now=0.2)
     assert guard.shed_arrival(0.050)
+    guard.note_shed()
     # That interval's waits were short, but the arrival stage shed in it: the overload stays on.
     assert not guard.shed(0.001, now=0.31)
     assert guard.shed_arrival(0.050)
+    guard.note_shed()
     assert not guard.shed(0.001, now=0.42)
     # A wait the arrival stage could not see (before the worker accepted the request) is still judged.
     assert guard.shed(0.030, now=0.45, unseen_s=0.025)

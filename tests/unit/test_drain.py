@@ -90,6 +90,7 @@ def test_a_predicted_wait_sheds_over_the_target_while_overloaded_over_an_interva
     guard.shed(0.002, now=0.1)  # overloaded: the first interval's shortest wait was 50 ms
     assert not guard.shed_arrival(head_wait_s=0.0, predicted_wait_s=0.005)
     assert guard.shed_arrival(head_wait_s=0.0, predicted_wait_s=0.006)
+    guard.note_shed()  # the worker shed it
     # The shed counts for CoDel: the interval it happened in keeps the overload going.
     assert not guard.shed(0.001, now=0.2)  # a short wait, but that interval shed: still overloaded
     assert guard.shed_arrival(head_wait_s=0.050)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import selectors
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from gunicorn.config import Config
 
 from api.drain import DrainRate
-from api.worker import QueueStampingWorker
+from api.worker import SO_TIMESTAMPNS, QueueStampingWorker
+from tests.helpers import wait_until
 
 
 class Pool:
@@ -82,12 +85,28 @@ def test_a_connection_closed_before_its_request_goes_to_a_thread_which_closes_it
     assert len(worker.tpool.submitted) == 1  # end of stream is readable: the thread sees it and closes
 
 
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's")
+
+
 def stamp_listener(worker: QueueStampingWorker, listener: socket.socket) -> None:
+    """Stamps on, and flowing: the kernel turns stamping on for the whole host a moment after the first
+    socket asks (a deferred work item), so a segment sent at once may come unstamped."""
     worker.sockets = [listener]
-    assert worker._stamp_listeners()
+    assert worker._stamp_listeners(True)
     worker._kernel_stamps = True
 
+    def a_stamp_arrives() -> bool:
+        with socket.create_connection(listener.getsockname()) as client:
+            client.sendall(REQUEST)
+            served, _ = listener.accept()
+            with served:
+                wait_until(lambda: served.recv(1, socket.MSG_PEEK), 5, "the request's first byte")
+                return QueueStampingWorker._socket_wait(SimpleNamespace(sock=served)) > 0
 
+    wait_until(a_stamp_arrives, 5, "the kernel to stamp a received segment")
+
+
+@linux_only
 def test_a_request_is_stamped_from_when_the_kernel_received_it(worker, listener):
     stamp_listener(worker, listener)
     with socket.create_connection(listener.getsockname()) as client:
@@ -100,6 +119,13 @@ def test_a_request_is_stamped_from_when_the_kernel_received_it(worker, listener)
         assert worker._waiting[0] == conn.ums_queued_at  # the queue's head wait counts from there too
 
 
+@linux_only
+def test_turned_off_the_listeners_stop_stamping(worker, listener):
+    stamp_listener(worker, listener)
+    assert not worker._stamp_listeners(False)
+    assert listener.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS) == 0
+
+
 def test_without_kernel_stamps_a_request_is_stamped_at_the_hand_off(worker, listener):
     with socket.create_connection(listener.getsockname()) as client:
         client.sendall(REQUEST)
@@ -110,6 +136,7 @@ def test_without_kernel_stamps_a_request_is_stamped_at_the_hand_off(worker, list
         assert conn.ums_queued_at >= before
 
 
+@linux_only
 def test_a_connection_with_nothing_to_read_has_no_kernel_wait(worker, listener):
     stamp_listener(worker, listener)
     with socket.create_connection(listener.getsockname()):
