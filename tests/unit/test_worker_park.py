@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import selectors
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -85,9 +84,6 @@ def test_a_connection_closed_before_its_request_goes_to_a_thread_which_closes_it
     assert len(worker.tpool.submitted) == 1  # end of stream is readable: the thread sees it and closes
 
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's")
-
-
 def stamp_listener(worker: QueueStampingWorker, listener: socket.socket) -> None:
     """Stamps on, and flowing: the kernel turns stamping on for the whole host a moment after the first
     socket asks (a deferred work item), so a segment sent at once may come unstamped."""
@@ -106,7 +102,6 @@ def stamp_listener(worker: QueueStampingWorker, listener: socket.socket) -> None
     wait_until(a_stamp_arrives, 5, "the kernel to stamp a received segment")
 
 
-@linux_only
 def test_a_request_is_stamped_from_when_the_kernel_received_it(worker, listener):
     stamp_listener(worker, listener)
     with socket.create_connection(listener.getsockname()) as client:
@@ -119,7 +114,6 @@ def test_a_request_is_stamped_from_when_the_kernel_received_it(worker, listener)
         assert worker._waiting[0] == conn.ums_queued_at  # the queue's head wait counts from there too
 
 
-@linux_only
 def test_turned_off_the_listeners_stop_stamping(worker, listener):
     stamp_listener(worker, listener)
     assert not worker._stamp_listeners(False)
@@ -136,7 +130,6 @@ def test_without_kernel_stamps_a_request_is_stamped_at_the_hand_off(worker, list
         assert conn.ums_queued_at >= before
 
 
-@linux_only
 def test_a_connection_with_nothing_to_read_has_no_kernel_wait(worker, listener):
     stamp_listener(worker, listener)
     with socket.create_connection(listener.getsockname()):
