@@ -145,6 +145,10 @@ class Settings:
     # worker saw the request (a proxy's X-Request-Start) is still judged when a thread takes it, and where
     # no arrival stage runs (another worker class, TLS in gunicorn) a thread sheds as before.
     api_shed_at_dequeue: bool = False
+    # While overloaded, an arriving request that already waited longer than this before the worker saw it
+    # (in the kernel's buffers: UMS_API_KERNEL_STAMPS) is shed on arrival. 0: twice the target, as a thread
+    # would shed it. The default: measured against twice the target (docs/decisions.md "The arrival wait").
+    api_arrival_wait_ms: float = 5.0
     # A request's wait counts from when the kernel received its first byte (Linux's SO_TIMESTAMPNS on
     # the listening sockets), so time spent in the accept queue and in a kept-alive connection's buffer
     # is seen; off (or where the platform has no such stamp): from the worker's hand-off to its pool.

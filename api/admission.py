@@ -71,6 +71,7 @@ class QueueGuard:
     interval_s: float
     at_dequeue: bool = True
     onset_s: float = 0.0  # the wait that sheds before an interval has said "overloaded" (0: the interval)
+    arrival_wait_s: float = 0.0  # a kernel wait that sheds an arrival while overloaded (0: twice the target)
     _overloaded: bool = False
     _interval_end: float | None = None
     _min_wait: float = math.inf
@@ -79,6 +80,7 @@ class QueueGuard:
 
     def __post_init__(self) -> None:
         self.onset_s = self.onset_s or self.interval_s  # resolved once, not on every arrival
+        self.arrival_wait_s = self.arrival_wait_s or 2 * self.target_s
 
     def shed(self, wait_s: float, now: float, unseen_s: float = 0.0) -> bool:
         """Record the wait of a request a thread took; whether to shed it (`unseen_s`: its wait before
@@ -112,10 +114,11 @@ class QueueGuard:
         the onset (a whole interval unless UMS_API_QUEUE_ONSET_MS is set): the start of an overload, before
         an interval has ended to say so. While overloaded, a newcomer that waited over twice the target
         before the worker could look at it is shed as a thread would shed it, for a fraction of the
-        cost: served, it would only hold the worker while fresher requests wait behind it.
+        cost: served, it would only hold the worker while fresher requests wait behind it (over
+        `arrival_wait_s`: twice the target unless UMS_API_ARRIVAL_WAIT_MS is set).
         """
         waited_long = (
-            head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s or waited_s > 2 * self.target_s
+            head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s or waited_s > self.arrival_wait_s
         )
         return (self._overloaded and waited_long) or predicted_wait_s > self.onset_s
 
@@ -175,7 +178,8 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        for name in ("api_queue_target_ms", "api_queue_interval_ms", "api_queue_onset_ms", "api_request_deadline_ms"):
+        limits = ("api_queue_target_ms", "api_queue_interval_ms", "api_queue_onset_ms", "api_arrival_wait_ms")
+        for name in (*limits, "api_request_deadline_ms"):
             if getattr(settings, name) < 0:
                 raise ValueError(f"UMS_{name.upper()} must be >= 0")
         if settings.api_queue_target_ms > 0 and settings.api_queue_interval_ms <= 0:
@@ -189,6 +193,7 @@ class Admission:
                 settings.api_queue_target_ms / 1000,
                 settings.api_queue_interval_ms / 1000,
                 onset_s=settings.api_queue_onset_ms / 1000,
+                arrival_wait_s=settings.api_arrival_wait_ms / 1000,
             )
             if settings.api_queue_target_ms > 0
             else None

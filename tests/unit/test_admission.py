@@ -86,6 +86,23 @@ def test_while_overloaded_a_newcomer_that_waited_long_before_the_worker_saw_it_i
     assert not guard.shed_arrival(0.0, waited_s=0.009)
 
 
+def test_the_arrival_wait_setting_sets_how_long_a_newcomer_may_have_waited_while_overloaded():
+    guard = QueueGuard(target_s=0.005, interval_s=0.1, arrival_wait_s=0.002)
+    assert not guard.shed_arrival(0.0, waited_s=0.003)  # not overloaded: the setting does not apply
+    guard.shed(0.050, now=0.0)
+    guard.shed(0.050, now=0.1)
+    assert guard.shed_arrival(0.0, waited_s=0.003)
+    assert not guard.shed_arrival(0.0, waited_s=0.001)
+    assert not guard.shed_arrival(0.009, waited_s=0.001)  # the head's wait keeps twice the target
+
+
+def test_the_arrival_wait_setting_reaches_the_guard(settings, store, mysql):
+    assert create_app(settings, finder=Finder(store, mysql, settings)).wsgi_app.guard.arrival_wait_s == 0.005
+    twice = replace(settings, api_queue_target_ms=10.0, api_arrival_wait_ms=0.0)
+    app = create_app(twice, finder=Finder(store, mysql, twice))
+    assert app.wsgi_app.guard.arrival_wait_s == pytest.approx(0.020)  # 0: twice the target
+
+
 def test_without_dequeue_shedding_a_thread_serves_what_it_takes_and_arrivals_are_still_shed():
     guard = QueueGuard(target_s=0.005, interval_s=0.1, at_dequeue=False)
     assert not guard.shed(0.050, now=0.0)
@@ -262,6 +279,7 @@ def test_requests_without_stamps_are_admitted(client):
         {"api_request_deadline_ms": -1.0},
         {"api_queue_interval_ms": 0.0},
         {"api_queue_onset_ms": -1.0},
+        {"api_arrival_wait_ms": -1.0},
     ],
 )
 def test_impossible_limits_are_refused(settings, store, mysql, change):
