@@ -61,17 +61,20 @@ class QueueGuard:
     """CoDel's test on a server queue: overloaded when no request of the last interval waited under the target.
 
     While overloaded, a request that waited more than twice the target is shed, already on arrival
-    or when a thread takes it; otherwise only the deadline bounds the wait (Facebook's variant of
-    CoDel for server queues). Shedding keeps the queue short by itself, so the overload ends only
-    after an interval that needed no shedding and had a short wait. With `at_dequeue` off (the
-    worker sheds on arrival), a thread judges only the wait the arrival stage could not see.
+    (a wait in the kernel's buffers: over `arrival_wait_s`) or when a thread takes it; otherwise
+    only the deadline bounds the wait (Facebook's variant of CoDel for server queues). Shedding
+    keeps the queue short by itself, so the overload ends only after an interval that needed no
+    shedding and had a short wait. With `at_dequeue` off (the worker sheds on arrival), a thread
+    judges only the wait the arrival stage could not see.
     """
 
     target_s: float
     interval_s: float
     at_dequeue: bool = True
     onset_s: float = 0.0  # the wait that sheds before an interval has said "overloaded" (0: the interval)
-    arrival_wait_s: float = 0.0  # a kernel wait that sheds an arrival while overloaded (0: twice the target)
+    # A kernel wait that sheds an arrival while overloaded; 0 (here): twice the target. Admission passes
+    # UMS_API_ARRIVAL_WAIT_MS, 5 ms by default.
+    arrival_wait_s: float = 0.0
     _overloaded: bool = False
     _interval_end: float | None = None
     _min_wait: float = math.inf
@@ -112,10 +115,9 @@ class QueueGuard:
         there keeps those few. Not overloaded, a burst is let through as CoDel means to (a 30 ms
         collector pause at 80 % load queues 30 requests), unless it predicts a wait longer than
         the onset (a whole interval unless UMS_API_QUEUE_ONSET_MS is set): the start of an overload, before
-        an interval has ended to say so. While overloaded, a newcomer that waited over twice the target
-        before the worker could look at it is shed as a thread would shed it, for a fraction of the
-        cost: served, it would only hold the worker while fresher requests wait behind it (over
-        `arrival_wait_s`: twice the target unless UMS_API_ARRIVAL_WAIT_MS is set).
+        an interval has ended to say so. While overloaded, a newcomer that waited over `arrival_wait_s`
+        before the worker could look at it is shed, for a fraction of what a thread's shed costs:
+        served, it would only hold the worker while fresher requests wait behind it.
         """
         waited_long = (
             head_wait_s > 2 * self.target_s or predicted_wait_s > self.target_s or waited_s > self.arrival_wait_s
