@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -48,6 +49,9 @@ OUT = RESULTS if FULL else Path(os.environ.get("GROWTH_OUT", str(ROOT / ".run" /
 SEED = int(os.environ.get("GROWTH_SEED", "25"))
 # The baseline (readers alone) lasts as long as the rebuild did, up to this many seconds.
 BASELINE_MAX_S = float(os.environ.get("GROWTH_BASELINE_MAX_S", "30"))
+# The commands' own logs (the replay's governor decisions among them), kept per size after the
+# size's temporary directory is gone: never under bench/results.
+LOGS = ROOT / ".run" / "bench-growth" / "logs"
 REDIS_DB = 3  # the growth run's own Redis database (bench: 1, memory_layout: 2), flushed per size
 DATABASE = "ums_growth"  # its own MariaDB database, same table as the AddService's
 
@@ -194,6 +198,12 @@ def from_mysql(
     return reconciled, backfill
 
 
+def keep_logs(workdir: Path, users: int) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for path in workdir.glob("*.log"):
+        shutil.copyfile(path, LOGS / f"{users}-{path.name}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_at_start = os.getloadavg()
@@ -202,7 +212,10 @@ def main() -> None:
     for users in sorted(SIZES):
         with tempfile.TemporaryDirectory() as workdir:
             started = time.monotonic()
-            row, more = run_size(users, Path(workdir))
+            try:
+                row, more = run_size(users, Path(workdir))
+            finally:
+                keep_logs(Path(workdir), users)
             more["size_total_s"] = round(time.monotonic() - started, 1)
             log.info("%d users done in %.0f s: %s", users, more["size_total_s"], row)
         rows.append(row)

@@ -34,6 +34,8 @@ class Window:
     max_ms: float
     failed: int  # transport errors, timeouts, and every status but the expected one (503 shed included)
     codes: dict[str, int]  # status -> requests (0: no answer within the timeout, or a transport error)
+    # Seconds from the window's start (whole, by send time) -> failed reads sent in it: when they failed.
+    failed_at_s: dict[str, int]
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -65,11 +67,15 @@ class Reader:
 
     def window(self, start: float, end: float) -> Window:
         """Requests sent in [start, end) (time.time() seconds)."""
-        picked = [(code, ms) for sent, code, ms in self.rows if start <= sent < end]
-        latencies = sorted(ms for _, ms in picked)
+        picked = [(sent, code, ms) for sent, code, ms in self.rows if start <= sent < end]
+        latencies = sorted(ms for _, _, ms in picked)
         codes: dict[str, int] = {}
-        for code, _ in picked:
+        failed_at: dict[str, int] = {}
+        for sent, code, _ in picked:
             codes[str(code)] = codes.get(str(code), 0) + 1
+            if code != self.expect:
+                second = str(int(sent - start))
+                failed_at[second] = failed_at.get(second, 0) + 1
         return Window(
             requests=len(picked),
             p50_ms=round(percentile(latencies, 50), 3),
@@ -77,6 +83,7 @@ class Reader:
             max_ms=round(latencies[-1], 3) if latencies else float("nan"),
             failed=sum(n for code, n in codes.items() if code != str(self.expect)),
             codes=codes,
+            failed_at_s=failed_at,
         )
 
 

@@ -94,3 +94,33 @@ def test_a_predicted_wait_sheds_over_the_target_while_overloaded_over_an_interva
     # The shed counts for CoDel: the interval it happened in keeps the overload going.
     assert not guard.shed(0.001, now=0.2)  # a short wait, but that interval shed: still overloaded
     assert guard.shed_arrival(head_wait_s=0.050)
+
+
+def stall_then_backlog(stall_s: float, waiting: int) -> float:
+    """Three threads in service at 0.5 ms a request when Redis stalls for `stall_s`; the predicted
+    wait of a request arriving behind the `waiting` the stall queued, once the three have finished."""
+    drain = DrainRate()
+    drain.per_request_s = 0.0005
+    for _ in range(3):
+        drain.entered()
+        drain.started(0.0)
+    for finished in (stall_s, stall_s + 0.0001, stall_s + 0.0002):  # all three were waiting on Redis
+        drain.left(finished, served=True)
+    return drain.predicted_wait(waiting, threads=3)
+
+
+def test_a_stall_counts_as_a_slow_request_not_as_its_length():
+    # 100 ms at 500 req/s queues 50 requests, which drain in ~25 ms: a burst CoDel lets through.
+    predicted = stall_then_backlog(0.100, waiting=50)
+    assert predicted < 0.050
+    assert not QueueGuard(target_s=0.010, interval_s=0.1).shed_arrival(head_wait_s=0.0, predicted_wait_s=predicted)
+
+
+def test_a_slowdown_that_lasts_lifts_the_estimate_within_a_few_dozen_requests():
+    drain = DrainRate()
+    drain.per_request_s = 0.0005
+    start = 0.0
+    for _ in range(40):  # every request now takes 10 ms (a MySQL fallback, a slow Redis)
+        serve(drain, start, start + 0.010)
+        start += 0.010
+    assert drain.per_request_s > 0.005
