@@ -94,6 +94,9 @@ class Settings:
     # percentile, above the fastest probe), and speeds up again when it does not; 0: never
     # (consumer/governor.py; measured: docs/decisions.md "Readers first").
     rebuild_redis_delay_ms: float = 2.0
+    # With the governor, a rebuild starts at this many events a second and rises from there while
+    # Redis answers promptly; 0: full speed from the start (docs/decisions.md "A slow start").
+    rebuild_start_events_per_s: float = 20_000.0
     negative_cache_s: float = 2.0
     breaker_reset_s: float = 2.0
     cache_max_age_s: int = 5
@@ -175,6 +178,10 @@ class Settings:
         if not self.rebuild_redis_delay_ms >= 0:
             raise ValueError(
                 f"UMS_REBUILD_REDIS_DELAY_MS={self.rebuild_redis_delay_ms} must be >= 0 (0: never slow down)"
+            )
+        if not self.rebuild_start_events_per_s >= 0:
+            raise ValueError(
+                f"UMS_REBUILD_START_EVENTS_PER_S={self.rebuild_start_events_per_s} must be >= 0 (0: full speed at once)"
             )
         if self.value_format not in ("compact", "text"):
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")

@@ -11,14 +11,17 @@ Writes .run/admission-ab.json; never bench/results (a run of one part). docs/dec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+from adapters.settings import Settings
 from bench.common import BIN, PORT_BASE, ROOT, env_for
 from bench.loadgen import attack_csv, write_targets
 from bench.overload import CLIENT_TIMEOUT_S, drain, parse, summarise
@@ -59,33 +62,51 @@ def run_variant(env: dict[str, str], names: list[str], capacity: int, step_s: fl
         server.stop()
 
 
+def alternating(
+    settings: Settings, chosen: dict[str, dict[str, str]], rounds: int
+) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """(round, variant, the API's environment) for every variant of every round, in alternating order."""
+    for r in range(rounds):
+        for name in list(chosen) if r % 2 == 0 else list(reversed(chosen)):
+            env = env_for(settings, UMS_API_BIND=f"127.0.0.1:{PORT_BASE}", UMS_API_ACCESS_LOG="/dev/null",
+                          UMS_LOG_LEVEL="WARNING", **chosen[name])  # fmt: skip
+            yield r + 1, name, env
+
+
+@contextlib.contextmanager
+def projected_names(prefix: str) -> Iterator[tuple[Settings, list[str]]]:
+    """Settings under a fresh key prefix and the names of the users projected there, deleted after."""
+    run = uuid.uuid4().hex[:6]
+    tag = f"{prefix}-{run}"
+    settings, people = projected(run, tag)
+    try:
+        yield settings, [u.name.value for u in people]
+    finally:
+        forget(settings, tag)
+
+
+def write_run(name: str, payload: dict) -> None:
+    """A comparison's figures under .run/ (never bench/results: a run of one part)."""
+    out = ROOT / ".run" / name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     capacity, rounds, step_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     chosen = variants(sys.argv[4:])
-    run = uuid.uuid4().hex[:6]
-    tag = f"bench-ab-{run}"
-    settings, people = projected(run, tag)
-    names = [u.name.value for u in people]
     results: dict[str, list[dict]] = {name: [] for name in chosen}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for r in range(rounds):
-                for name in list(chosen) if r % 2 == 0 else list(reversed(chosen)):
-                    env = env_for(settings, UMS_API_BIND=f"127.0.0.1:{PORT_BASE}", UMS_API_ACCESS_LOG="/dev/null",
-                                  UMS_LOG_LEVEL="WARNING", **chosen[name])  # fmt: skip
-                    for step in run_variant(env, names, capacity, step_s, Path(tmp)):
-                        results[name].append(step)
-                        log.info("round %d %s %.0fx: goodput %.0f/s, 2xx p99 %.1f ms, 503 %d p99 %.1f ms (on arrival "
-                                 "%d, p99 %.1f; after queueing p99 %.1f), timeouts %d", r + 1, name, step["multiple"],
-                                 step["goodput_rps"], step["admitted_p99_ms"], step["rejected"], step["reject_p99_ms"],
-                                 step["rejected_on_arrival"], step["reject_arrival_p99_ms"],
-                                 step["reject_dequeue_p99_ms"], step["timeouts"])  # fmt: skip
-    finally:
-        forget(settings, tag)
-    out = ROOT / ".run" / "admission-ab.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"capacity": capacity, "step_s": step_s, "variants": chosen, "steps": results}, indent=1))
+    with projected_names("bench-ab") as (settings, names), tempfile.TemporaryDirectory() as tmp:
+        for r, name, env in alternating(settings, chosen, rounds):
+            for step in run_variant(env, names, capacity, step_s, Path(tmp)):
+                results[name].append(step)
+                log.info("round %d %s %.0fx: goodput %.0f/s, 2xx p99 %.1f ms, 503 %d p99 %.1f ms (on arrival "
+                         "%d, p99 %.1f; after queueing p99 %.1f), timeouts %d", r, name, step["multiple"],
+                         step["goodput_rps"], step["admitted_p99_ms"], step["rejected"], step["reject_p99_ms"],
+                         step["rejected_on_arrival"], step["reject_arrival_p99_ms"],
+                         step["reject_dequeue_p99_ms"], step["timeouts"])  # fmt: skip
+    write_run("admission-ab.json", {"capacity": capacity, "step_s": step_s, "variants": chosen, "steps": results})
 
 
 if __name__ == "__main__":

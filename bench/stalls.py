@@ -15,21 +15,18 @@ order. Writes .run/stalls.json; never bench/results (a run of one part).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import redis
 
 from adapters.store import make_redis
-from bench.admission_ab import variants
-from bench.common import BIN, PORT_BASE, ROOT, env_for
+from bench.admission_ab import alternating, projected_names, variants, write_run
+from bench.common import BIN, PORT_BASE
 from bench.overload import drain
-from bench.overload_run import forget, projected
 from bench.readers import RATE, Reader
 from bench.servers import Server
 
@@ -80,28 +77,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     chosen = variants(sys.argv[2:]) or {"defaults": {}}
-    run = uuid.uuid4().hex[:6]
-    tag = f"bench-stall-{run}"
-    settings, people = projected(run, tag)
-    names = [u.name.value for u in people]
-    client = make_redis(settings, timeout_s=10)
     results: dict[str, list[dict]] = {name: [] for name in chosen}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for r in range(rounds):
-                for name in list(chosen) if r % 2 == 0 else list(reversed(chosen)):
-                    env = env_for(settings, UMS_API_BIND=f"127.0.0.1:{PORT_BASE}", UMS_API_ACCESS_LOG="/dev/null",
-                                  UMS_LOG_LEVEL="WARNING", **chosen[name])  # fmt: skip
-                    windows = run_variant(env, names, client, Path(tmp))
-                    results[name].append(windows)
-                    for ms, w in windows.items():
-                        log.info("round %d %s stall %s ms: p99 %.1f ms, max %.1f ms, failed %d %s", r + 1, name, ms,
-                                 w["p99_ms"], w["max_ms"], w["failed"], w["codes"])  # fmt: skip
-    finally:
-        forget(settings, tag)
-    out = ROOT / ".run" / "stalls.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rate": RATE, "stalls_ms": STALLS_MS, "variants": chosen, "rounds": results}, indent=1))
+    with projected_names("bench-stall") as (settings, names), tempfile.TemporaryDirectory() as tmp:
+        client = make_redis(settings, timeout_s=10)
+        for r, name, env in alternating(settings, chosen, rounds):
+            windows = run_variant(env, names, client, Path(tmp))
+            results[name].append(windows)
+            for ms, w in windows.items():
+                log.info("round %d %s stall %s ms: p99 %.1f ms, max %.1f ms, failed %d %s", r, name, ms,
+                         w["p99_ms"], w["max_ms"], w["failed"], w["codes"])  # fmt: skip
+    write_run("stalls.json", {"rate": RATE, "stalls_ms": STALLS_MS, "variants": chosen, "rounds": results})
 
 
 if __name__ == "__main__":

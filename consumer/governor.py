@@ -10,9 +10,12 @@ waits for the decoder's GIL. Every DECIDE_S the probe publishes its probes' 90th
 less the fastest probe seen (the network's own round trip); the governor compares that delay
 with the target: above it the rate limit falls by DECREASE, below half of it the limit rises
 by INCREASE, and a limit well above what the rebuild reaches unhindered is lifted
-(multiplicative steps both ways, as TCP shares a link: beside no readers a rebuild runs at
-full speed within seconds). Like a pace, it decides only *when* a chunk is written, never
-what: the projection is the same at any rate.
+(multiplicative steps both ways, as TCP shares a link). Like TCP, a rebuild does not start at
+full speed: it starts at UMS_REBUILD_START_EVENTS_PER_S and rises by SLOW_START a window until
+the first late probe (beside no readers it is at full speed within seconds): at full speed from
+its first chunk, a rebuild had taken the readers' core for the second or two before its probe's
+first windows could slow it (docs/decisions.md "A slow start"). Like a pace, it decides only
+*when* a chunk is written, never what: the projection is the same at any rate.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ PROBE_EVERY_S = 0.01  # 100 probes a second: one PING costs Redis ~2 us
 DECREASE = 0.7
 INCREASE = 1.15
 LIFT = 1.5  # a limit this far above the rate reached is not limiting anything: lifted
+SLOW_START = 1.4  # per prompt window until the first late one; under LIFT, so a limit that binds rises
 # A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
 FLOOR_EVENTS_PER_S = 1_000.0
 STALE_S = 10 * DECIDE_S  # no window for this long: the probe is gone, its last limit is lifted
@@ -51,10 +55,14 @@ Reading = Callable[[], "tuple[int, float] | None"]  # (window number, delay in s
 class Governor:
     """An events-per-second limit for one rebuild process, from the delay its probe publishes."""
 
-    def __init__(self, reading: Reading, target_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        """`reading` gives the probe's last window (number, delay); a new number is a new decision."""
+    def __init__(
+        self, reading: Reading, target_s: float, clock: Callable[[], float] = time.monotonic, start: float = 0.0
+    ) -> None:
+        """`reading` gives the probe's last window (number, delay); a new number is a new decision;
+        `start`: the limit before the first window (0: none, full speed from the first chunk)."""
         self.reading, self.target_s, self.clock = reading, target_s, clock
-        self.limit = 0.0  # events/s; 0: not limiting
+        self.limit = start  # events/s; 0: not limiting
+        self._starting = start > 0  # rising by SLOW_START until a window is late
         self._window = 0
         self._since: float | None = None  # since the first chunk (not the probe's start-up) or the last decision
         self._events = 0
@@ -78,16 +86,18 @@ class Governor:
         return self.limit
 
     def _decide(self, delay: float, reached: float) -> None:
-        before = self.limit
+        before, starting = self.limit, self._starting
         if delay > self.target_s:
             start = min(self.limit, reached) if self.limit else reached
             self.limit = max(FLOOR_EVENTS_PER_S, DECREASE * start)
+            self._starting = False
         elif self.limit and delay < self.target_s / 2:
-            self.limit *= INCREASE
+            self.limit *= SLOW_START if self._starting else INCREASE
             if self.limit > LIFT * reached:
-                self.limit = 0.0
+                self.limit, self._starting = 0.0, False
         log.debug("probe %.2f ms late: limit %.0f events/s (reached %.0f)", delay * 1000, self.limit, reached)
-        if bool(before) != bool(self.limit):
+        # Logged when the rebuild starts being held back (from full speed or its slow start) or is let go.
+        if (delay > self.target_s and (not before or starting)) or (before and not self.limit):
             log.info(
                 "rebuild %s: Redis answered a probe %.1f ms late (target %.1f ms)",
                 f"slowed to {self.limit:.0f} events/s" if self.limit else "back to full speed",
@@ -181,8 +191,10 @@ def probing(settings: Settings) -> Iterator[Any]:
             probe.close()
 
 
-def governor(settings: Settings, shared: Any) -> Governor | None:
-    """A governor reading the probe's windows from `shared` (None without a probe)."""
+def governor(settings: Settings, shared: Any, share: float = 1.0) -> Governor | None:
+    """A governor reading the probe's windows from `shared` (None without a probe), starting at
+    `share` of UMS_REBUILD_START_EVENTS_PER_S (one of several workers starts at its part)."""
     if shared is None:
         return None
-    return Governor(reading_of(shared), settings.rebuild_redis_delay_ms / 1000)
+    start = settings.rebuild_start_events_per_s * share
+    return Governor(reading_of(shared), settings.rebuild_redis_delay_ms / 1000, start=start)

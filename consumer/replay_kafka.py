@@ -323,7 +323,7 @@ def _worker(
 
     # stop.wait: the parent's SIGTERM ends a worker's sleep at once, as it does the parent's.
     rate = keyed_rate(generations, target, share=workers)
-    limit = governor(settings, probe)  # each worker decides its own limit, as TCP flows share a link
+    limit = governor(settings, probe, 1 / workers)  # each worker decides its own limit, as TCP flows share a link
     pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate, governor=limit)
     try:
         PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()

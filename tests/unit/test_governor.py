@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from adapters.settings import Settings
@@ -11,6 +13,8 @@ from consumer.governor import (
     DECREASE,
     FLOOR_EVENTS_PER_S,
     INCREASE,
+    LIFT,
+    SLOW_START,
     STALE_S,
     Governor,
     delay_of,
@@ -141,6 +145,44 @@ def test_the_first_window_counts_from_the_first_chunk_not_from_the_probes_start(
     window(rig, gov, 80_000)  # prompt: sets nothing
     rig.late = 0.010
     assert window(rig, gov, 80_000) == pytest.approx(DECREASE * 80_000, rel=0.01)
+
+
+def test_a_rebuild_starts_at_its_start_rate_before_any_window(rig: Rig) -> None:
+    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
+    assert gov.account(400) == 20_000  # the probe has said nothing yet: not full speed
+
+
+def test_a_slow_start_rises_by_its_own_step_while_redis_is_prompt_and_goes_once_it_no_longer_binds(rig: Rig) -> None:
+    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
+    assert window(rig, gov, 20_000) == pytest.approx(20_000 * SLOW_START)
+    assert window(rig, gov, gov.limit) == pytest.approx(20_000 * SLOW_START**2)
+    assert SLOW_START < LIFT  # a limit the rebuild reaches is raised, never lifted, while it starts
+    unhindered = 40_000  # what this rebuild reaches at most: a limit past it by LIFT goes
+    while gov.limit:
+        window(rig, gov, min(gov.limit, unhindered))
+    assert window(rig, gov, unhindered) == 0.0  # full speed from here, as without a start
+
+
+def test_the_first_late_window_ends_the_slow_start(rig: Rig) -> None:
+    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
+    limit = window(rig, gov, 20_000)
+    rig.late = 0.010
+    limit = window(rig, gov, limit)
+    assert limit == pytest.approx(DECREASE * 20_000 * SLOW_START, rel=0.01)
+    rig.late = 0.0
+    assert window(rig, gov, limit) == pytest.approx(INCREASE * limit, rel=0.01)  # the usual step from here
+
+
+def test_each_worker_starts_at_its_share() -> None:
+    settings = Settings(rebuild_redis_delay_ms=2, rebuild_start_events_per_s=30_000)
+    shared = [0.0, 0.0]
+    assert governor(settings, shared, 1 / 3).limit == pytest.approx(10_000)  # type: ignore[union-attr]
+    assert governor(replace(settings, rebuild_start_events_per_s=0), shared).limit == 0.0  # type: ignore[union-attr]
+
+
+def test_a_negative_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="UMS_REBUILD_START_EVENTS_PER_S"):
+        Settings(rebuild_start_events_per_s=-1)
 
 
 def test_the_shared_array_reads_as_windows() -> None:
