@@ -198,15 +198,19 @@ def from_mysql(
     return reconciled, backfill
 
 
-def keep_logs(workdir: Path, users: int) -> None:
-    LOGS.mkdir(parents=True, exist_ok=True)
-    for path in workdir.glob("*.log"):
-        shutil.copyfile(path, LOGS / f"{users}-{path.name}")
+def keep_logs(workdir: Path, into: Path, users: int) -> None:
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+        for path in workdir.glob("*.log"):
+            shutil.copyfile(path, into / f"{users}-{path.name}")
+    except OSError as error:  # a full disk must not hide what the size itself raised
+        log.warning("could not keep the %d users' logs in %s: %r", users, into, error)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_at_start = os.getloadavg()
+    logs = LOGS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")  # this run's, apart from earlier runs'
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
     for users in sorted(SIZES):
@@ -215,7 +219,7 @@ def main() -> None:
             try:
                 row, more = run_size(users, Path(workdir))
             finally:
-                keep_logs(Path(workdir), users)
+                keep_logs(Path(workdir), logs, users)
             more["size_total_s"] = round(time.monotonic() - started, 1)
             log.info("%d users done in %.0f s: %s", users, more["size_total_s"], row)
         rows.append(row)

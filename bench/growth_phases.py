@@ -58,7 +58,7 @@ class Command:
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [*(program or [str(BIN / "ums-find")]), "--log-text", *args],
-                env=env_for(settings, UMS_LOG_LEVEL="WARNING"),
+                env=env_for(settings, UMS_LOG_LEVEL="INFO"),  # the governor says when it slows down
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -72,13 +72,16 @@ class Governor:
         now = self.clock()
         if self._since is None:
             self._since = now
+            first = self.reading()
+            if first is not None:  # a window from before the first chunk says nothing of the rebuild's rate
+                self._window = first[0]
         self._events += events
         last = self.reading()
         if last is None or last[0] == self._window:
             if self.limit and now - self._since > STALE_S:
                 # A probe that stopped publishing must not hold a rebuild at the floor for hours.
                 log.warning("rebuild probe silent for %.0f s: back to full speed", now - self._since)
-                self.limit, self._events, self._since = 0.0, 0, now
+                self.limit, self._events, self._since, self._starting = 0.0, 0, now, False
             return self.limit
         reached = self._events / max(now - self._since, 1e-6)
         self._window, self._events, self._since = last[0], 0, now
@@ -91,19 +94,21 @@ class Governor:
             start = min(self.limit, reached) if self.limit else reached
             self.limit = max(FLOOR_EVENTS_PER_S, DECREASE * start)
             self._starting = False
-        elif self.limit and delay < self.target_s / 2:
-            self.limit *= SLOW_START if self._starting else INCREASE
-            if self.limit > LIFT * reached:
+        elif self.limit and (starting or delay < self.target_s / 2):
+            # Starting, any window that is not late raises the limit; it goes once the rebuild fell
+            # well short of the limit in force (a chunk's jitter must not end a slow start at once).
+            self.limit *= SLOW_START if starting else INCREASE
+            if (before if starting else self.limit) > LIFT * reached:
                 self.limit, self._starting = 0.0, False
         log.debug("probe %.2f ms late: limit %.0f events/s (reached %.0f)", delay * 1000, self.limit, reached)
-        # Logged when the rebuild starts being held back (from full speed or its slow start) or is let go.
-        if (delay > self.target_s and (not before or starting)) or (before and not self.limit):
-            log.info(
-                "rebuild %s: Redis answered a probe %.1f ms late (target %.1f ms)",
-                f"slowed to {self.limit:.0f} events/s" if self.limit else "back to full speed",
-                delay * 1000,
-                self.target_s * 1000,
-            )
+        if delay > self.target_s and (not before or starting):
+            what = f"slowed to {self.limit:.0f} events/s"
+        elif before and not self.limit:
+            what = "slow start over, at full speed" if starting else "back to full speed"
+        else:
+            return  # the usual steps: debug only
+        log.info("rebuild %s: Redis answered a probe %.1f ms late (target %.1f ms)", what, delay * 1000,
+                 self.target_s * 1000)  # fmt: skip
 
 
 def delay_of(probes: list[float], base: float) -> float:

@@ -173,6 +173,20 @@ def test_the_first_late_window_ends_the_slow_start(rig: Rig) -> None:
     assert window(rig, gov, limit) == pytest.approx(INCREASE * limit, rel=0.01)  # the usual step from here
 
 
+def test_starting_a_window_short_of_late_still_raises_and_a_short_window_does_not_lift(rig: Rig) -> None:
+    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
+    rig.late = 0.0015  # over half the target, not over it: held in normal running, raised while starting
+    assert window(rig, gov, 20_000) == pytest.approx(20_000 * SLOW_START)
+    rig.late = 0.0
+    assert window(rig, gov, 0.8 * gov.limit) == pytest.approx(20_000 * SLOW_START**2)  # a chunk's jitter
+
+
+def test_a_window_published_before_the_first_chunk_decides_nothing(rig: Rig) -> None:
+    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
+    rig.window = 3  # the probe started first
+    assert gov.account(400) == 20_000 and gov.account(400) == 20_000
+
+
 def test_each_worker_starts_at_its_share() -> None:
     settings = Settings(rebuild_redis_delay_ms=2, rebuild_start_events_per_s=30_000)
     shared = [0.0, 0.0]
