@@ -39,18 +39,14 @@ from bench.servers import gunicorn
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
-# [: governor's target in ms, the default if not given, 0: none]]]
-VARIANTS = [
-    (parts := v.split(":")) + ["", "", "1", "0", str(Settings.rebuild_redis_delay_ms)][len(parts) :]
-    for v in os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
-]
+# [: governor's target in ms, the default if not given, 0: none [: its start in events/s, the default
+# if not given, 0: full speed at once]]]]; a variant is named as written.
+DEFAULTS = ["", "", "1", "0", str(Settings.rebuild_redis_delay_ms), str(Settings.rebuild_start_events_per_s)]
+SPECS = os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
+VARIANTS = [(parts := spec.split(":")) + DEFAULTS[len(parts) :] for spec in SPECS]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
 OUT = Path(os.environ.get("READERS_OUT", str(ROOT / ".run" / "bench-readers")))
 SEED = 25
-
-
-def variant_of(row: dict) -> tuple[int, int, int, float, float]:
-    return (row["keys_per_call"], row["nice"], row["workers"], row["pace_events_per_s"], row["redis_delay_ms"])
 
 
 def evalsha_usec_per_call(redis_run: RedisRun) -> float:
@@ -59,8 +55,8 @@ def evalsha_usec_per_call(redis_run: RedisRun) -> float:
 
 
 def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
-    keys, nice, workers, pace, delay_ms = variant
-    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms]
+    keys, nice, workers, pace, delay_ms, start = variant
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
     rebuild = phases.to_flip(settings, ["replay"], workdir, program)
@@ -74,6 +70,7 @@ def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_ru
         "workers": int(workers),
         "pace_events_per_s": float(pace),
         "redis_delay_ms": float(delay_ms),
+        "start_events_per_s": float(start),
         "to_flip_s": round(rebuild.seconds, 2),
         "events_per_s": round(events / rebuild.seconds),
         "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},
@@ -115,8 +112,9 @@ def main() -> None:
             reader = Reader(api.base, names, workdir)
             time.sleep(2.0)  # connections and workers warm before the first measured stretch
             for r in range(ROUNDS):
-                for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-                    rows.append({"round": r, **one(settings, variant, events, reader, redis_run, workdir)})
+                for spec, variant in list(zip(SPECS, VARIANTS, strict=True))[:: 1 if r % 2 == 0 else -1]:
+                    row = one(settings, variant, events, reader, redis_run, workdir)
+                    rows.append({"round": r, "variant": spec, **row})
         finally:
             for part in (reader, api, consumer):
                 if part is not None:
@@ -135,16 +133,9 @@ def main() -> None:
         "baseline_p99_ms",
         "evalsha_usec_per_call",
     )
-    for keys, nice, workers, pace, delay_ms in VARIANTS:
-        wanted = (int(keys), int(nice), int(workers), float(pace), float(delay_ms))
-        mine = [r for r in rows if variant_of(r) == wanted]
-        name = (
-            f"{keys}:{nice}"
-            + (f":{workers}" if workers != "1" or pace != "0" or delay_ms != "0" else "")
-            + (f":{pace}" if pace != "0" or delay_ms != "0" else "")
-            + (f":{delay_ms}" if delay_ms != "0" else "")
-        )
-        summary[name] = {k: round(statistics.median(r[k] for r in mine), 2) for k in figures} | {
+    for spec in SPECS:
+        mine = [r for r in rows if r["variant"] == spec]
+        summary[spec] = {k: round(statistics.median(r[k] for r in mine), 2) for k in figures} | {
             "failed_reads": sum(r["failed_reads"] for r in mine)
         }
     OUT.mkdir(parents=True, exist_ok=True)

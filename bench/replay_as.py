@@ -1,10 +1,12 @@
-"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS PACE DELAY_MS <ums-find args>`: the CLI with another
-script size, niceness, number of replay workers, pace (events/s, 0: none) and governor target (ms, 0: none).
+"""`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS PACE DELAY_MS START <ums-find args>`: the CLI with another
+script size, niceness, number of replay workers, pace (events/s, 0: none), governor target (ms, 0: none)
+and the governor's start (events/s, 0: full speed at once).
 
 Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay_kafka.py
 (for Kafka events and MySQL pages alike), set here before the command runs, so a curve can be
 measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE, the workers
-UMS_REPLAY_WORKERS, the pace UMS_REBUILD_EVENTS_PER_S and the target UMS_REBUILD_REDIS_DELAY_MS.
+UMS_REPLAY_WORKERS, the pace UMS_REBUILD_EVENTS_PER_S, the target UMS_REBUILD_REDIS_DELAY_MS and the start
+UMS_REBUILD_START_EVENTS_PER_S.
 A spawned replay worker imports the constant afresh, so another script size is refused with more than one worker.
 """
 
@@ -19,7 +21,7 @@ from ums_find.cli import main as cli
 
 def main() -> None:
     keys, nice, workers, pace = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    delay_ms = float(sys.argv[5])
+    delay_ms, start = float(sys.argv[5]), float(sys.argv[6])
     if workers > 1 and keys != consumer.replay_kafka.REPLAY_KEYS_PER_CALL:
         raise SystemExit("another script size needs one replay worker (spawned workers import the constant)")
     consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
@@ -27,7 +29,8 @@ def main() -> None:
     os.environ["UMS_REPLAY_WORKERS"] = str(workers)
     os.environ["UMS_REBUILD_EVENTS_PER_S"] = str(pace)
     os.environ["UMS_REBUILD_REDIS_DELAY_MS"] = str(delay_ms)
-    cli(sys.argv[6:])
+    os.environ["UMS_REBUILD_START_EVENTS_PER_S"] = str(start)
+    cli(sys.argv[7:])
 
 
 if __name__ == "__main__":
