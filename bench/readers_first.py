@@ -90,6 +90,7 @@ def with_reads(row: dict, reader: Reader) -> dict:
         "readers_p50_ms": during.p50_ms,
         "baseline_p99_ms": calm.p99_ms,
         "failed_reads": during.failed + calm.failed,
+        "failed_at_s": during.failed_at_s,  # seconds into the rebuild
     }
 
 
