@@ -4,7 +4,8 @@ One fresh state (READERS_USERS users, 2.5 events each, as the growth run makes t
 consumer running, the API (pinned as in `make bench`) read at 500 req/s open loop throughout.
 Each variant (users per fenced-script call : niceness of the rebuild process [: replay worker
 processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given [: UMS_REBUILD_REDIS_DELAY_MS,
-the setting's default if not given, 0 for no governor]]]; READERS_VARIANTS) runs `replay`
+the setting's default if not given, 0 for no governor [: UMS_REBUILD_START_EVENTS_PER_S, the
+setting's default if not given, 0 for full speed at once]]]]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
