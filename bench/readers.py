@@ -81,7 +81,7 @@ class Reader:
             p50_ms=round(percentile(latencies, 50), 3),
             p99_ms=round(percentile(latencies, 99), 3),
             max_ms=round(latencies[-1], 3) if latencies else float("nan"),
-            failed=sum(n for code, n in codes.items() if code != str(self.expect)),
+            failed=sum(failed_at.values()),
             codes=codes,
             failed_at_s=failed_at,
         )
