@@ -42,6 +42,7 @@ from domain import Name, PhoneNumber, User
 log = logging.getLogger("bench")
 LUA = ROOT / "bench" / "random_names.lua"
 DURATION = "3s" if QUICK else "6s"
+REBUILD_LOG = ROOT / ".run" / "bench" / "rebuild.log"  # the last run's, quick or full: a log, not a result
 WRK_THREADS = 1 if PINNING else 2  # pinned: wrk has one core
 
 
@@ -181,14 +182,16 @@ def rebuild_under_reads(settings: Settings, ours: Server, hits: Path) -> dict[st
         time.sleep(1.0)  # let the load settle before the rebuild starts
         store = ProjectionStore(make_redis(settings, timeout_s=10), settings.key_prefix)
         before = store.live_generation()
+        REBUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
         started, wall_start = time.monotonic(), time.time()
-        replay = subprocess.Popen(
-            [str(BIN / "ums-find"), "--log-text", "replay"],
-            env=env_for(settings),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with REBUILD_LOG.open("w") as out:  # the governor's decisions, for a rebuild slower than the last run's
+            replay = subprocess.Popen(
+                [str(BIN / "ums-find"), "--log-text", "replay"],
+                env=env_for(settings, UMS_LOG_LEVEL="INFO"),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         # The rebuild is done when the new generation serves reads; deleting the old one follows.
         wait_for(lambda: store.live_generation() != before, 900, "the flip", interval=0.05)
         flipped = time.monotonic() - started

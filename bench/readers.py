@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import signal
 import subprocess
@@ -36,6 +37,10 @@ class Window:
     codes: dict[str, int]  # status -> requests (0: no answer within the timeout, or a transport error)
     # Seconds from the window's start (whole, by send time) -> failed reads sent in it: when they failed.
     failed_at_s: dict[str, int]
+    # The longest pause between two sends (nominal 1/rate) and when it began, seconds into the window: a
+    # load generator that lost its core sends what it owes in a burst, which an API may rightly shed.
+    max_send_gap_ms: float = 0.0
+    max_send_gap_at_s: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -76,6 +81,8 @@ class Reader:
             if code != self.expect:
                 second = str(int(sent - start))
                 failed_at[second] = failed_at.get(second, 0) + 1
+        sends = sorted(sent for sent, _, _ in picked)
+        gap, gap_at = max(((b - a, a) for a, b in itertools.pairwise(sends)), default=(0.0, start))
         return Window(
             requests=len(picked),
             p50_ms=round(percentile(latencies, 50), 3),
@@ -84,6 +91,8 @@ class Reader:
             failed=sum(failed_at.values()),
             codes=codes,
             failed_at_s=failed_at,
+            max_send_gap_ms=round(gap * 1000, 1),
+            max_send_gap_at_s=round(gap_at - start, 2),
         )
 
 

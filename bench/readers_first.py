@@ -5,12 +5,14 @@ consumer running, the API (pinned as in `make bench`) read at 500 req/s open loo
 Each variant (users per fenced-script call : niceness of the rebuild process [: replay worker
 processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given [: UMS_REBUILD_REDIS_DELAY_MS,
 the setting's default if not given, 0 for no governor [: UMS_REBUILD_START_EVENTS_PER_S, the
-setting's default if not given, 0 for full speed at once]]]]; READERS_VARIANTS) runs `replay`
+setting's default if not given, 0 for full speed at once [: the governor's CONFIRM, its own if not
+given, 0 for a cut at every late window]]]]]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
 each rebuild) and its latency events (commands >= 2 ms, bench/growth_redis.py).
-Results go to .run/bench-readers/readers-first.json; nothing published is touched.
+Results go to .run/bench-readers/readers-first.json, each rebuild's log to .run/bench-readers/logs/<run>/;
+nothing published is touched.
 """
 
 from __future__ import annotations
@@ -36,18 +38,22 @@ from bench.growth_redis import RedisRun
 from bench.projection import bench_name
 from bench.readers import Reader, quiet
 from bench.servers import gunicorn
+from consumer.governor import CONFIRM
 
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
 # [: governor's target in ms, the default if not given, 0: none [: its start in events/s, the default
-# if not given, 0: full speed at once]]]]; a variant is named as written.
+# if not given, 0: full speed at once [: CONFIRM, the governor's if not given]]]]]; named as written.
 DEFAULTS = ["", "", "1", "0", str(Settings.rebuild_redis_delay_ms), str(Settings.rebuild_start_events_per_s)]
+DEFAULTS.append(str(CONFIRM))
 SPECS = os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
 VARIANTS = [(parts := spec.split(":")) + DEFAULTS[len(parts) :] for spec in SPECS]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
 OUT = Path(os.environ.get("READERS_OUT", str(ROOT / ".run" / "bench-readers")))
 SEED = 25
+# Each rebuild's own log, in the order run (the governor's decisions; READERS_LOG_LEVEL=DEBUG for every window).
+LOGS = OUT / "logs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 def evalsha_usec_per_call(redis_run: RedisRun) -> float:
@@ -56,11 +62,13 @@ def evalsha_usec_per_call(redis_run: RedisRun) -> float:
 
 
 def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
-    keys, nice, workers, pace, delay_ms, start = variant
-    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start]
+    keys, nice, workers, pace, delay_ms, start, confirm = variant
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start, confirm]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
     rebuild = phases.to_flip(settings, ["replay"], workdir, program)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    (LOGS / f"{len(list(LOGS.iterdir())):02d}-{':'.join(variant)}.log").write_text(rebuild.output)
     usec = evalsha_usec_per_call(redis_run)
     latency = redis_run.latency()
     phases.gc(settings, workdir)
@@ -72,6 +80,7 @@ def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_ru
         "pace_events_per_s": float(pace),
         "redis_delay_ms": float(delay_ms),
         "start_events_per_s": float(start),
+        "confirm": float(confirm),
         "to_flip_s": round(rebuild.seconds, 2),
         "events_per_s": round(events / rebuild.seconds),
         "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},
@@ -92,6 +101,8 @@ def with_reads(row: dict, reader: Reader) -> dict:
         "baseline_p99_ms": calm.p99_ms,
         "failed_reads": during.failed + calm.failed,
         "failed_at_s": during.failed_at_s,  # seconds into the rebuild
+        "max_send_gap_ms": during.max_send_gap_ms,  # the reader's own pause, and when (a burst follows)
+        "max_send_gap_at_s": during.max_send_gap_at_s,
     }
 
 
