@@ -9,6 +9,7 @@ import pytest
 from adapters.settings import Settings
 from consumer import governor as governor_module
 from consumer.governor import (
+    CONFIRM,
     DECIDE_S,
     DECREASE,
     FLOOR_EVENTS_PER_S,
@@ -110,6 +111,37 @@ def test_between_half_the_target_and_the_target_the_limit_holds(rig: Rig, gov: G
     limit = window(rig, gov, 80_000)
     rig.late = 0.0015  # not over 2 ms, not under 1
     assert window(rig, gov, limit) == limit
+
+
+def test_one_window_a_little_late_holds_and_the_next_late_one_cuts(rig: Rig, gov: Governor) -> None:
+    window(rig, gov, 80_000)
+    rig.late = 0.003  # over the target, under CONFIRM times it: the readers' own noise, or the start of a harm
+    assert CONFIRM * 0.002 > 0.003
+    assert window(rig, gov, 80_000) == 0.0
+    assert window(rig, gov, 80_000) == pytest.approx(DECREASE * 80_000, rel=0.01)
+    rig.late = 0.0
+    limit = window(rig, gov, gov.limit)
+    rig.late = 0.003
+    assert window(rig, gov, limit) == limit  # late once more after a prompt window: held, not cut
+    rig.late = 0.0015
+    assert window(rig, gov, limit) == limit  # and not late: nothing owed to the window before
+
+
+def test_one_window_far_over_the_target_cuts_at_once(rig: Rig, gov: Governor) -> None:
+    window(rig, gov, 80_000)
+    rig.late = 0.002 * CONFIRM + 0.0001
+    assert window(rig, gov, 80_000) == pytest.approx(DECREASE * 80_000, rel=0.01)
+
+
+def test_starting_one_window_a_little_late_holds_the_slow_start(rig: Rig) -> None:
+    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
+    rig.late = 0.003
+    assert window(rig, gov, 20_000) == 20_000  # neither raised nor cut: the slow start goes on
+    rig.late = 0.0
+    assert window(rig, gov, 20_000) == pytest.approx(20_000 * SLOW_START)
+    rig.late, limit = 0.003, gov.limit
+    window(rig, gov, limit)
+    assert window(rig, gov, limit) == pytest.approx(DECREASE * limit, rel=0.01)  # late twice: cut, started
 
 
 def test_the_delay_is_the_90th_percentile_above_the_fastest_probe() -> None:
