@@ -49,6 +49,10 @@ SLOW_START = 1.4  # per prompt window until the first late one; under LIFT, so a
 CONFIRM = 2.0
 # A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
 FLOOR_EVENTS_PER_S = 1_000.0
+# The probe's own wait for a core, taken out of each PING's time: it runs at the rebuild's lowered
+# priority, so on a busy host it waits behind every reader-side process, at any rebuild rate.
+OWN_WAIT = True
+SCHEDSTAT = "/proc/thread-self/schedstat"  # ns on a CPU, ns waiting on a run queue, slices
 STALE_S = 10 * DECIDE_S  # no window for this long: the probe is gone, its last limit is lifted
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # linux/prctl.h
 PROBE_NAME = b"rebuild-probe"
@@ -124,18 +128,28 @@ def delay_of(probes: list[float], base: float) -> float:
     return ordered[int(0.9 * (len(ordered) - 1))] - base
 
 
-def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
+def own_wait() -> Callable[[], float]:
+    """Seconds this thread has waited for a core so far (always 0 where the kernel does not say)."""
+    try:
+        fd = os.open(SCHEDSTAT, os.O_RDONLY)
+    except OSError:
+        return lambda: 0.0
+    return lambda: int(os.pread(fd, 64, 0).split()[1]) / 1e9
+
+
+def probe_loop(settings: Settings, shared: Any, parent: int, subtract_own_wait: bool = True) -> None:
     """The probe process: PING every PROBE_EVERY_S, publish (window number, delay) every DECIDE_S."""
     with contextlib.suppress(OSError, AttributeError):  # Linux only
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the rebuild, even by SIGKILL
         libc.prctl(PR_SET_NAME, PROBE_NAME)  # `ps -o comm` tells it from the replay's workers
     client = redis_client(settings, Role.ADMIN)
+    waited = own_wait() if subtract_own_wait else (lambda: 0.0)
     probes: list[float] = []
     base = float("inf")
     window, since = 0, time.monotonic()
     while os.getppid() == parent:
-        start = time.monotonic()
+        start, waited_before = time.monotonic(), waited()
         try:
             client.ping()
         except redis.TimeoutError:
@@ -143,7 +157,7 @@ def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
         except redis.RedisError:
             pass  # not a sample: the rebuild's writes meet the failure and decide
         else:
-            took = time.monotonic() - start
+            took = time.monotonic() - start - (waited() - waited_before)
             probes.append(took)
             base = min(base, took)
         now = time.monotonic()
@@ -168,7 +182,10 @@ class Probe:
         ctx = multiprocessing.get_context("spawn")
         self.shared = ctx.RawArray("d", 2)  # window number, delay (s)
         self._process = ctx.Process(
-            target=probe_loop, args=(settings, self.shared, os.getpid()), name="rebuild-probe", daemon=True
+            target=probe_loop,
+            args=(settings, self.shared, os.getpid(), OWN_WAIT),
+            name="rebuild-probe",
+            daemon=True,
         )
         self._process.start()
 

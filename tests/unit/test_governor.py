@@ -20,6 +20,7 @@ from consumer.governor import (
     Governor,
     delay_of,
     governor,
+    own_wait,
     probing,
     reading_of,
 )
@@ -148,6 +149,14 @@ def test_the_delay_is_the_90th_percentile_above_the_fastest_probe() -> None:
     probes = [0.0002] * 9 + [0.0102]
     assert delay_of(probes, 0.0002) == 0.0  # one slow probe in ten is the 10 %
     assert delay_of([*probes, 0.0102], 0.0002) == pytest.approx(0.010)
+
+
+def test_the_probe_reads_its_own_wait_for_a_core_and_none_where_the_kernel_does_not_say(monkeypatch) -> None:
+    waited = own_wait()
+    first = waited()
+    assert first >= 0.0 and waited() >= first  # a running total, in seconds
+    monkeypatch.setattr(governor_module, "SCHEDSTAT", "/nonexistent/schedstat")
+    assert own_wait()() == 0.0
 
 
 def test_the_pace_sleeps_to_the_lower_of_its_rate_and_the_limit(rig: Rig, gov: Governor) -> None:
