@@ -5,9 +5,7 @@ consumer running, the API (pinned as in `make bench`) read at 500 req/s open loo
 Each variant (users per fenced-script call : niceness of the rebuild process [: replay worker
 processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given [: UMS_REBUILD_REDIS_DELAY_MS,
 the setting's default if not given, 0 for no governor [: UMS_REBUILD_START_EVENTS_PER_S, the
-setting's default if not given, 0 for full speed at once [: the governor's CONFIRM, its own if not
-given, 0 for a cut at every late window [: 1 (the default) to take the probe's own wait for a core out
-of its PINGs, 0 to keep it in]]]]]]; READERS_VARIANTS) runs `replay`
+setting's default if not given, 0 for full speed at once]]]]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
@@ -39,16 +37,13 @@ from bench.growth_redis import RedisRun
 from bench.projection import bench_name
 from bench.readers import Reader, quiet
 from bench.servers import gunicorn
-from consumer.governor import CONFIRM, OWN_WAIT
 
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
 # [: governor's target in ms, the default if not given, 0: none [: its start in events/s, the default
-# if not given, 0: full speed at once [: CONFIRM, the governor's if not given [: OWN_WAIT, 1 or 0]]]]]];
-# a variant is named as written.
+# if not given, 0: full speed at once]]]]; a variant is named as written.
 DEFAULTS = ["", "", "1", "0", str(Settings.rebuild_redis_delay_ms), str(Settings.rebuild_start_events_per_s)]
-DEFAULTS += [str(CONFIRM), "1" if OWN_WAIT else "0"]
 SPECS = os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
 VARIANTS = [(parts := spec.split(":")) + DEFAULTS[len(parts) :] for spec in SPECS]
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
@@ -64,8 +59,8 @@ def evalsha_usec_per_call(redis_run: RedisRun) -> float:
 
 
 def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
-    keys, nice, workers, pace, delay_ms, start, confirm, own_wait = variant
-    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start, confirm, own_wait]
+    keys, nice, workers, pace, delay_ms, start = variant
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
     rebuild = phases.to_flip(settings, ["replay"], workdir, program)
@@ -82,8 +77,6 @@ def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_ru
         "pace_events_per_s": float(pace),
         "redis_delay_ms": float(delay_ms),
         "start_events_per_s": float(start),
-        "confirm": float(confirm),
-        "probe_own_wait_out": own_wait == "1",
         "to_flip_s": round(rebuild.seconds, 2),
         "events_per_s": round(events / rebuild.seconds),
         "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},

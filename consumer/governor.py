@@ -8,8 +8,7 @@ own. A separate process, not a thread or the rebuild's loop: a probe sent by the
 loop frees that loop's core for Redis at the very moment it measures, and a thread's answer
 waits for the decoder's GIL. Every DECIDE_S the probe publishes its probes' 90th percentile
 less the fastest probe seen (the network's own round trip); the governor compares that delay
-with the target: above it the rate limit falls by DECREASE (two windows in a row, or one at
-CONFIRM times the target: beside readers a single window goes over at any rate), below half of it the limit rises
+with the target: above it the rate limit falls by DECREASE, below half of it the limit rises
 by INCREASE, and a limit well above what the rebuild reaches unhindered is lifted
 (multiplicative steps both ways, as TCP shares a link). Like TCP, a rebuild does not start at
 full speed: it starts at UMS_REBUILD_START_EVENTS_PER_S and rises by SLOW_START a window until
@@ -44,15 +43,8 @@ DECREASE = 0.7
 INCREASE = 1.15
 LIFT = 1.5  # a limit this far above the rate reached is not limiting anything: lifted
 SLOW_START = 1.4  # per prompt window until the first late one; under LIFT, so a limit that binds rises
-# Late once is noise (the readers' own load puts a window over 2 ms at any rate): a cut needs two late
-# windows in a row, or one this many times the target.
-CONFIRM = 2.0
 # A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
 FLOOR_EVENTS_PER_S = 1_000.0
-# The probe's own wait for a core, taken out of each PING's time: it runs at the rebuild's lowered
-# priority, so on a busy host it waits behind every reader-side process, at any rebuild rate.
-OWN_WAIT = True
-SCHEDSTAT = "/proc/thread-self/schedstat"  # ns on a CPU, ns waiting on a run queue, slices
 STALE_S = 10 * DECIDE_S  # no window for this long: the probe is gone, its last limit is lifted
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # linux/prctl.h
 PROBE_NAME = b"rebuild-probe"
@@ -74,7 +66,6 @@ class Governor:
         self._window = 0
         self._since: float | None = None  # since the first chunk (not the probe's start-up) or the last decision
         self._events = 0
-        self._late = False  # the last window was over the target
 
     def account(self, events: int) -> float:
         """Count events handed over; at each new window from the probe, decide the limit. The limit (0: none)."""
@@ -98,21 +89,19 @@ class Governor:
         return self.limit
 
     def _decide(self, delay: float, reached: float) -> None:
-        before, starting, late_before = self.limit, self._starting, self._late
-        self._late = late = delay > self.target_s
-        cut = late and (late_before or delay > CONFIRM * self.target_s)  # late once, by a little: held
-        if cut:
+        before, starting = self.limit, self._starting
+        if delay > self.target_s:
             start = min(self.limit, reached) if self.limit else reached
             self.limit = max(FLOOR_EVENTS_PER_S, DECREASE * start)
             self._starting = False
-        elif self.limit and not late and (starting or delay < self.target_s / 2):
+        elif self.limit and (starting or delay < self.target_s / 2):
             # Starting, any window that is not late raises the limit; it goes once the rebuild fell
             # well short of the limit in force (a chunk's jitter must not end a slow start at once).
             self.limit *= SLOW_START if starting else INCREASE
             if (before if starting else self.limit) > LIFT * reached:
                 self.limit, self._starting = 0.0, False
         log.debug("probe %.2f ms late: limit %.0f events/s (reached %.0f)", delay * 1000, self.limit, reached)
-        if cut and (not before or starting):
+        if delay > self.target_s and (not before or starting):
             what = f"slowed to {self.limit:.0f} events/s"
         elif before and not self.limit:
             what = "slow start over, at full speed" if starting else "back to full speed"
@@ -128,28 +117,18 @@ def delay_of(probes: list[float], base: float) -> float:
     return ordered[int(0.9 * (len(ordered) - 1))] - base
 
 
-def own_wait() -> Callable[[], float]:
-    """Seconds this thread has waited for a core so far (always 0 where the kernel does not say)."""
-    try:
-        fd = os.open(SCHEDSTAT, os.O_RDONLY)
-    except OSError:
-        return lambda: 0.0
-    return lambda: int(os.pread(fd, 64, 0).split()[1]) / 1e9
-
-
-def probe_loop(settings: Settings, shared: Any, parent: int, subtract_own_wait: bool = True) -> None:
+def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
     """The probe process: PING every PROBE_EVERY_S, publish (window number, delay) every DECIDE_S."""
     with contextlib.suppress(OSError, AttributeError):  # Linux only
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the rebuild, even by SIGKILL
         libc.prctl(PR_SET_NAME, PROBE_NAME)  # `ps -o comm` tells it from the replay's workers
     client = redis_client(settings, Role.ADMIN)
-    waited = own_wait() if subtract_own_wait else (lambda: 0.0)
     probes: list[float] = []
     base = float("inf")
     window, since = 0, time.monotonic()
     while os.getppid() == parent:
-        start, waited_before = time.monotonic(), waited()
+        start = time.monotonic()
         try:
             client.ping()
         except redis.TimeoutError:
@@ -157,7 +136,7 @@ def probe_loop(settings: Settings, shared: Any, parent: int, subtract_own_wait: 
         except redis.RedisError:
             pass  # not a sample: the rebuild's writes meet the failure and decide
         else:
-            took = time.monotonic() - start - (waited() - waited_before)
+            took = time.monotonic() - start
             probes.append(took)
             base = min(base, took)
         now = time.monotonic()
@@ -182,10 +161,7 @@ class Probe:
         ctx = multiprocessing.get_context("spawn")
         self.shared = ctx.RawArray("d", 2)  # window number, delay (s)
         self._process = ctx.Process(
-            target=probe_loop,
-            args=(settings, self.shared, os.getpid(), OWN_WAIT),
-            name="rebuild-probe",
-            daemon=True,
+            target=probe_loop, args=(settings, self.shared, os.getpid()), name="rebuild-probe", daemon=True
         )
         self._process.start()
 

@@ -9,7 +9,6 @@ import pytest
 from adapters.settings import Settings
 from consumer import governor as governor_module
 from consumer.governor import (
-    CONFIRM,
     DECIDE_S,
     DECREASE,
     FLOOR_EVENTS_PER_S,
@@ -20,7 +19,6 @@ from consumer.governor import (
     Governor,
     delay_of,
     governor,
-    own_wait,
     probing,
     reading_of,
 )
@@ -114,49 +112,10 @@ def test_between_half_the_target_and_the_target_the_limit_holds(rig: Rig, gov: G
     assert window(rig, gov, limit) == limit
 
 
-def test_one_window_a_little_late_holds_and_the_next_late_one_cuts(rig: Rig, gov: Governor) -> None:
-    window(rig, gov, 80_000)
-    rig.late = 0.003  # over the target, under CONFIRM times it: the readers' own noise, or the start of a harm
-    assert CONFIRM * 0.002 > 0.003
-    assert window(rig, gov, 80_000) == 0.0
-    assert window(rig, gov, 80_000) == pytest.approx(DECREASE * 80_000, rel=0.01)
-    rig.late = 0.0
-    limit = window(rig, gov, gov.limit)
-    rig.late = 0.003
-    assert window(rig, gov, limit) == limit  # late once more after a prompt window: held, not cut
-    rig.late = 0.0015
-    assert window(rig, gov, limit) == limit  # and not late: nothing owed to the window before
-
-
-def test_one_window_far_over_the_target_cuts_at_once(rig: Rig, gov: Governor) -> None:
-    window(rig, gov, 80_000)
-    rig.late = 0.002 * CONFIRM + 0.0001
-    assert window(rig, gov, 80_000) == pytest.approx(DECREASE * 80_000, rel=0.01)
-
-
-def test_starting_one_window_a_little_late_holds_the_slow_start(rig: Rig) -> None:
-    gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
-    rig.late = 0.003
-    assert window(rig, gov, 20_000) == 20_000  # neither raised nor cut: the slow start goes on
-    rig.late = 0.0
-    assert window(rig, gov, 20_000) == pytest.approx(20_000 * SLOW_START)
-    rig.late, limit = 0.003, gov.limit
-    window(rig, gov, limit)
-    assert window(rig, gov, limit) == pytest.approx(DECREASE * limit, rel=0.01)  # late twice: cut, started
-
-
 def test_the_delay_is_the_90th_percentile_above_the_fastest_probe() -> None:
     probes = [0.0002] * 9 + [0.0102]
     assert delay_of(probes, 0.0002) == 0.0  # one slow probe in ten is the 10 %
     assert delay_of([*probes, 0.0102], 0.0002) == pytest.approx(0.010)
-
-
-def test_the_probe_reads_its_own_wait_for_a_core_and_none_where_the_kernel_does_not_say(monkeypatch) -> None:
-    waited = own_wait()
-    first = waited()
-    assert first >= 0.0 and waited() >= first  # a running total, in seconds
-    monkeypatch.setattr(governor_module, "SCHEDSTAT", "/nonexistent/schedstat")
-    assert own_wait()() == 0.0
 
 
 def test_the_pace_sleeps_to_the_lower_of_its_rate_and_the_limit(rig: Rig, gov: Governor) -> None:
