@@ -184,10 +184,10 @@ def rebuild_under_reads(settings: Settings, ours: Server, hits: Path) -> dict[st
         before = store.live_generation()
         REBUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
         started, wall_start = time.monotonic(), time.time()
-        with REBUILD_LOG.open("w") as out:  # the governor's decisions, for a rebuild slower than the last run's
+        with REBUILD_LOG.open("w") as out:  # the governor's every window, for a rebuild slower than the last run's
             replay = subprocess.Popen(
                 [str(BIN / "ums-find"), "--log-text", "replay"],
-                env=env_for(settings, UMS_LOG_LEVEL="INFO"),
+                env=env_for(settings, UMS_LOG_LEVEL="DEBUG"),
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

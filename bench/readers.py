@@ -37,8 +37,9 @@ class Window:
     codes: dict[str, int]  # status -> requests (0: no answer within the timeout, or a transport error)
     # Seconds from the window's start (whole, by send time) -> failed reads sent in it: when they failed.
     failed_at_s: dict[str, int]
-    # The longest pause between two sends (nominal 1/rate) and when it began, seconds into the window: a
-    # load generator that lost its core sends what it owes in a burst, which an API may rightly shed.
+    # The longest pause between two sends (nominal 1/rate; the window's ends count as sends) and when it
+    # began, seconds into the window: a load generator that lost its core sends what it owes in a burst,
+    # which an API may rightly shed.
     max_send_gap_ms: float = 0.0
     max_send_gap_at_s: float = 0.0
 
@@ -81,8 +82,9 @@ class Reader:
             if code != self.expect:
                 second = str(int(sent - start))
                 failed_at[second] = failed_at.get(second, 0) + 1
-        sends = sorted(sent for sent, _, _ in picked)
-        gap, gap_at = max(((b - a, a) for a, b in itertools.pairwise(sends)), default=(0.0, start))
+        # The window's ends count as sends: a reader silent through the whole window paused through it.
+        sends = [start, *sorted(sent for sent, _, _ in picked), end]
+        gap, gap_at = max((b - a, a) for a, b in itertools.pairwise(sends))
         return Window(
             requests=len(picked),
             p50_ms=round(percentile(latencies, 50), 3),

@@ -10,8 +10,8 @@ to its flip; `gc` then deletes the generation it replaced, and a quiet stretch a
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
 each rebuild) and its latency events (commands >= 2 ms, bench/growth_redis.py).
-Results go to .run/bench-readers/readers-first.json, each rebuild's log to .run/bench-readers/logs/<run>/;
-nothing published is touched.
+Results go to readers-first.json in READERS_OUT (.run/bench-readers), each rebuild's log to
+logs/<run>/ there (READERS_LOG_LEVEL=DEBUG: every governor window); nothing published is touched.
 """
 
 from __future__ import annotations
@@ -63,9 +63,13 @@ def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_ru
     program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
-    rebuild = phases.to_flip(settings, ["replay"], workdir, program)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    (LOGS / f"{len(list(LOGS.iterdir())):02d}-{':'.join(variant)}.log").write_text(rebuild.output)
+    try:
+        rebuild = phases.to_flip(settings, ["replay"], workdir, program)
+    finally:  # a rebuild that failed or never flipped is the one whose log is wanted
+        if (output := workdir / "replay.log").exists():
+            LOGS.mkdir(parents=True, exist_ok=True)
+            kept = LOGS / f"{len(list(LOGS.iterdir())):02d}-{':'.join(variant)}.log"
+            kept.write_text(output.read_text(errors="replace"))
     usec = evalsha_usec_per_call(redis_run)
     latency = redis_run.latency()
     phases.gc(settings, workdir)
