@@ -49,8 +49,6 @@ VARIANTS = [(parts := spec.split(":")) + DEFAULTS[len(parts) :] for spec in SPEC
 ROUNDS = int(os.environ.get("READERS_ROUNDS", "2"))
 OUT = Path(os.environ.get("READERS_OUT", str(ROOT / ".run" / "bench-readers")))
 SEED = 25
-# Each rebuild's own log, in the order run (the governor's decisions; READERS_LOG_LEVEL=DEBUG for every window).
-LOGS = OUT / "logs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 def evalsha_usec_per_call(redis_run: RedisRun) -> float:
@@ -58,7 +56,10 @@ def evalsha_usec_per_call(redis_run: RedisRun) -> float:
     return round(float(stats.get("usec_per_call", 0.0)), 1)
 
 
-def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path) -> dict:
+def one(
+    settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path, logs: Path
+) -> dict:
+    """One variant's rebuild to its flip, its gc and its baseline; the rebuild's log kept in `logs`, in run order."""
     keys, nice, workers, pace, delay_ms, start = variant
     program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start]
     redis_run.client.config_resetstat()
@@ -67,8 +68,8 @@ def one(settings: Any, variant: list[str], events: int, reader: Reader, redis_ru
         rebuild = phases.to_flip(settings, ["replay"], workdir, program)
     finally:  # a rebuild that failed or never flipped is the one whose log is wanted
         if (output := workdir / "replay.log").exists():
-            LOGS.mkdir(parents=True, exist_ok=True)
-            kept = LOGS / f"{len(list(LOGS.iterdir())):02d}-{':'.join(variant)}.log"
+            logs.mkdir(parents=True, exist_ok=True)
+            kept = logs / f"{len(list(logs.iterdir())):02d}-{':'.join(variant)}.log"
             kept.write_text(output.read_text(errors="replace"))
     usec = evalsha_usec_per_call(redis_run)
     latency = redis_run.latency()
@@ -109,6 +110,7 @@ def with_reads(row: dict, reader: Reader) -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_at_start = os.getloadavg()
+    logs = OUT / "logs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # this run's, apart from earlier runs'
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -126,7 +128,7 @@ def main() -> None:
             time.sleep(2.0)  # connections and workers warm before the first measured stretch
             for r in range(ROUNDS):
                 for spec, variant in list(zip(SPECS, VARIANTS, strict=True))[:: 1 if r % 2 == 0 else -1]:
-                    row = one(settings, variant, events, reader, redis_run, workdir)
+                    row = one(settings, variant, events, reader, redis_run, workdir, logs)
                     rows.append({"round": r, "variant": spec, **row})
         finally:
             for part in (reader, api, consumer):
