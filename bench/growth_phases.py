@@ -51,14 +51,16 @@ class Run:
 class Command:
     """`ums-find <args>` started now, with the run's settings; its output kept in `workdir`."""
 
-    def __init__(self, settings: Settings, args: list[str], workdir: Path, program: list[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, args: list[str], workdir: Path, program: list[str] | None = None, level: str = "INFO"
+    ) -> None:
         self.args = args
         self.log = workdir / f"{args[0]}.log"
         self.run = Run(time.time())
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [*(program or [str(BIN / "ums-find")]), "--log-text", *args],
-                env=env_for(settings, UMS_LOG_LEVEL="INFO"),  # the governor says when it slows down
+                env=env_for(settings, UMS_LOG_LEVEL=level),  # at INFO the governor says when it slows down
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -157,7 +159,8 @@ def to_flip(settings: Settings, args: list[str], workdir: Path, program: list[st
     anything; polling every 20 ms lands well inside that, and its deletion is the very call
     `gc` makes (Generations.sweep), so it is measured once, as `gc`."""
     store = store_for(settings)
-    command = Command(settings, args, workdir, program)
+    # DEBUG: every governor window (~2 lines a second), so a shed second can be set against them.
+    command = Command(settings, args, workdir, program, level="DEBUG")
     until_flip(command, store, store.live_generation())
     run = command.finish(kill=True)
     run.ended = run.marks["flip"]
