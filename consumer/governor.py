@@ -9,7 +9,7 @@ loop frees that loop's core for Redis at the very moment it measures, and a thre
 waits for the decoder's GIL. Every DECIDE_S the probe publishes its probes' 90th percentile
 less the fastest probe seen (the network's own round trip); the governor compares that delay
 with the target: above it the rate limit falls by DECREASE, below half of it the limit rises
-by INCREASE, between the two it holds (or creeps up by CREEP, off by default: it stops a long
+by INCREASE, between the two it holds (or creeps up by CREEP, off by default: it slows a long
 rebuild's walk down, but let a short one run fast enough to cost the readers more than 5 ms;
 docs/decisions.md "A creep"), and a limit well above what the rebuild reaches unhindered is lifted
 (multiplicative steps both ways, as TCP shares a link). Like TCP, a rebuild does not start at
