@@ -12,7 +12,7 @@ rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alte
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
 each rebuild) and its latency events (commands >= 2 ms, bench/growth_redis.py).
 Results go to readers-first.json in READERS_OUT (.run/bench-readers), each rebuild's log to
-logs/<run>/ there (READERS_LOG_LEVEL=DEBUG: every governor window); nothing published is touched.
+logs/<run>/ there (at DEBUG, every governor window; READERS_LOG_LEVEL sets another level); nothing published is touched.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Bench only (bench/readers_first.py): a rebuild's script size is a constant of co
 measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_NICE, the workers
 UMS_REPLAY_WORKERS, the pace UMS_REBUILD_EVENTS_PER_S, the target UMS_REBUILD_REDIS_DELAY_MS and the start
 UMS_REBUILD_START_EVENTS_PER_S, and the creep is a constant of consumer/governor.py set as the script size
-is. READERS_LOG_LEVEL, when set, is the command's log level.
+is. READERS_LOG_LEVEL, when set, is the command's log level (DEBUG otherwise: bench/growth_phases.to_flip).
 A spawned replay worker imports the constants afresh, so another script size or creep is refused with more than
 one worker.
 """
@@ -36,7 +36,7 @@ def main() -> None:
     os.environ["UMS_REBUILD_EVENTS_PER_S"] = str(pace)
     os.environ["UMS_REBUILD_REDIS_DELAY_MS"] = str(delay_ms)
     os.environ["UMS_REBUILD_START_EVENTS_PER_S"] = str(start)
-    if level := os.environ.get("READERS_LOG_LEVEL"):  # DEBUG: the governor's every window
+    if level := os.environ.get("READERS_LOG_LEVEL"):  # over to_flip's DEBUG (every governor window)
         os.environ["UMS_LOG_LEVEL"] = level
     cli(sys.argv[8:])
 
