@@ -25,6 +25,7 @@ from tests.helpers import run_cli, wait_until
 # governor has its own tests (tests/integration/test_replay_governor.py, tests/unit/test_governor.py).
 FIXED_PACE = {"UMS_REBUILD_REDIS_DELAY_MS": "0", "UMS_REBUILD_EVENTS_PER_S": "20000"}
 
+
 def test_rebuild_100k_under_reads_and_writes(
     settings, store, fault_producer, model, consumers, rng, name_tag, start_api
 ):
