@@ -6,7 +6,7 @@ Each variant (users per fenced-script call : niceness of the rebuild process [: 
 processes, 1 if not given [: UMS_REBUILD_EVENTS_PER_S, 0 if not given [: UMS_REBUILD_REDIS_DELAY_MS,
 the setting's default if not given, 0 for no governor [: UMS_REBUILD_START_EVENTS_PER_S, the
 setting's default if not given, 0 for full speed at once [: the governor's CREEP, its value if not
-given, 1 for none]]]]]; READERS_VARIANTS) runs `replay`
+given, 1 for none [: CREEP_AFTER_S, its value if not given]]]]]]; READERS_VARIANTS) runs `replay`
 to its flip; `gc` then deletes the generation it replaced, and a quiet stretch as long as the
 rebuild (up to 20 s) is that variant's baseline. Rounds run the variants in alternating order.
 Redis's own view per variant: EVALSHA microseconds per call (INFO commandstats, reset before
@@ -38,14 +38,17 @@ from bench.growth_redis import RedisRun
 from bench.projection import bench_name
 from bench.readers import Reader, quiet
 from bench.servers import gunicorn
-from consumer.governor import CREEP
+from consumer.governor import CREEP, CREEP_AFTER_S
 
 log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
 # [: governor's target in ms, the default if not given, 0: none [: its start in events/s, the default
-# if not given, 0: full speed at once [: its creep, CREEP if not given, 1: none]]]]]; a variant is named as written.
-GOVERNOR = [str(Settings.rebuild_redis_delay_ms), str(Settings.rebuild_start_events_per_s), str(CREEP)]
+# if not given, 0: full speed at once [: its creep, CREEP if not given, 1: none [: seconds into the rebuild
+# before the creep, CREEP_AFTER_S if not given]]]]]]; a variant is named as written.
+GOVERNOR = [
+    str(value) for value in (Settings.rebuild_redis_delay_ms, Settings.rebuild_start_events_per_s, CREEP, CREEP_AFTER_S)
+]
 DEFAULTS = ["", "", "1", "0", *GOVERNOR]
 SPECS = os.environ.get("READERS_VARIANTS", "200:0,50:0,800:0,200:10,50:10").split(",")
 VARIANTS = [(parts := spec.split(":")) + DEFAULTS[len(parts) :] for spec in SPECS]
@@ -63,8 +66,8 @@ def one(
     settings: Any, variant: list[str], events: int, reader: Reader, redis_run: RedisRun, workdir: Path, logs: Path
 ) -> dict:
     """One variant's rebuild to its flip, its gc and its baseline; the rebuild's log kept in `logs`, in run order."""
-    keys, nice, workers, pace, delay_ms, start, creep = variant
-    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start, creep]
+    keys, nice, workers, pace, delay_ms, start, creep, after = variant
+    program = [sys.executable, "-m", "bench.replay_as", keys, nice, workers, pace, delay_ms, start, creep, after]
     redis_run.client.config_resetstat()
     redis_run.reset_latency()
     try:
@@ -86,6 +89,7 @@ def one(
         "redis_delay_ms": float(delay_ms),
         "start_events_per_s": float(start),
         "creep": float(creep),
+        "creep_after_s": float(after),
         "to_flip_s": round(rebuild.seconds, 2),
         "events_per_s": round(events / rebuild.seconds),
         "windows": {"rebuild": (rebuild.started, rebuild.ended), "baseline": baseline},

@@ -47,6 +47,7 @@ INCREASE = 1.15
 # "A creep"): a 4M-event rebuild beside readers 294 s -> 173 s with them within + 5 ms, but a 1M-event
 # one reached 44-54k events/s and put them at + 7.3 ms (median of 3 rounds, + 3.8 without). Readers first.
 CREEP = 1.0
+CREEP_AFTER_S = 0.0  # from the rebuild's first chunk: a creep that spares a short rebuild waits this long
 LIFT = 1.5  # a limit this far above the rate reached is not limiting anything: lifted
 SLOW_START = 1.4  # per prompt window until the first late one; under LIFT, so a limit that binds rises
 # A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
@@ -71,13 +72,14 @@ class Governor:
         self._starting = start > 0  # rising by SLOW_START until a window is late
         self._window = 0
         self._since: float | None = None  # since the first chunk (not the probe's start-up) or the last decision
+        self._began = 0.0  # the first chunk
         self._events = 0
 
     def account(self, events: int) -> float:
         """Count events handed over; at each new window from the probe, decide the limit. The limit (0: none)."""
         now = self.clock()
         if self._since is None:
-            self._since = now
+            self._since = self._began = now
             first = self.reading()
             if first is not None:  # a window from before the first chunk says nothing of the rebuild's rate
                 self._window = first[0]
@@ -91,10 +93,10 @@ class Governor:
             return self.limit
         reached = self._events / max(now - self._since, 1e-6)
         self._window, self._events, self._since = last[0], 0, now
-        self._decide(last[1], reached)
+        self._decide(last[1], reached, CREEP if now - self._began >= CREEP_AFTER_S else 1.0)
         return self.limit
 
-    def _decide(self, delay: float, reached: float) -> None:
+    def _decide(self, delay: float, reached: float, creep: float) -> None:
         before, starting = self.limit, self._starting
         if delay > self.target_s:
             start = min(self.limit, reached) if self.limit else reached
@@ -104,7 +106,7 @@ class Governor:
             # Starting, any window that is not late raises the limit; it goes once the rebuild fell
             # well short of the limit in force (a chunk's jitter must not end a slow start at once).
             prompt = delay < self.target_s / 2
-            self.limit *= SLOW_START if starting else INCREASE if prompt else CREEP
+            self.limit *= SLOW_START if starting else INCREASE if prompt else creep
             # Lifted only after a prompt window: in the band Redis is near the target, and a rate that
             # fell short there may be the rebuild's own writes waiting in a stall, not a limit unused.
             if (starting or prompt) and (before if starting else self.limit) > LIFT * reached:

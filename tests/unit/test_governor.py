@@ -121,6 +121,17 @@ def test_a_creep_raises_the_limit_between_half_the_target_and_the_target(rig: Ri
     assert window(rig, gov, limit) == pytest.approx(1.05 * limit, rel=0.01)
 
 
+def test_a_creep_with_a_wait_holds_until_the_rebuild_is_that_old(rig: Rig, gov: Governor, monkeypatch) -> None:
+    monkeypatch.setattr(governor_module, "CREEP", 1.05)
+    monkeypatch.setattr(governor_module, "CREEP_AFTER_S", 10 * DECIDE_S)
+    rig.late = 0.010
+    limit = window(rig, gov, 80_000)
+    rig.late = 0.0015  # not over 2 ms, not under 1
+    held = [window(rig, gov, limit) for _ in range(9)]  # windows 2 to 10: the rebuild is younger than the wait
+    assert held == [limit] * 9
+    assert window(rig, gov, limit) == pytest.approx(1.05 * limit, rel=0.01)  # the eleventh: past it
+
+
 @pytest.mark.parametrize("creep", [1.05, 1.0])
 def test_in_the_mix_seen_at_20_40k_the_limit_walks_down_only_without_the_creep(
     rig: Rig, gov: Governor, monkeypatch, creep: float
