@@ -44,8 +44,8 @@ log = logging.getLogger("bench")
 USERS = int(os.environ.get("READERS_USERS", "400000"))
 # keys per call : niceness [: replay workers, 1 if not given [: pace in events/s, 0 (none) if not given
 # [: governor's target in ms, the default if not given, 0: none [: its start in events/s, the default
-# if not given, 0: full speed at once [: its creep, CREEP if not given, 1: none [: seconds into the rebuild
-# before the creep, CREEP_AFTER_S if not given]]]]]]; a variant is named as written.
+# if not given, 0: full speed at once [: its creep, CREEP if not given, 1: none [: the creep's wait in s
+# from the first chunk, CREEP_AFTER_S if not given]]]]]]; a variant is named as written.
 GOVERNOR = [
     str(value) for value in (Settings.rebuild_redis_delay_ms, Settings.rebuild_start_events_per_s, CREEP, CREEP_AFTER_S)
 ]

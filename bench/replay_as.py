@@ -1,7 +1,7 @@
 """`python -m bench.replay_as KEYS_PER_CALL NICE WORKERS PACE DELAY_MS START CREEP CREEP_AFTER_S <ums-find args>`:
 the CLI with another script size, niceness, number of replay workers, pace (events/s, 0: none), governor target
 (ms, 0: none), the governor's start (events/s, 0: full speed at once), its creep (1: the limit holds between half the
-target and the target) and how long into the rebuild the creep begins (s).
+target and the target) and how long the creep waits (s, from the first chunk each replay phase or worker hands over).
 
 Bench only (bench/readers_first.py): a rebuild's script size is a constant of consumer/replay_kafka.py
 (for Kafka events and MySQL pages alike), set here before the command runs, so a curve can be
@@ -9,8 +9,8 @@ measured without a setting nobody should turn; the niceness is UMS_MAINTENANCE_N
 UMS_REPLAY_WORKERS, the pace UMS_REBUILD_EVENTS_PER_S, the target UMS_REBUILD_REDIS_DELAY_MS and the start
 UMS_REBUILD_START_EVENTS_PER_S, and the creep and its wait are constants of consumer/governor.py set as the
 script size is. READERS_LOG_LEVEL, when set, is the command's log level (DEBUG otherwise: bench/growth_phases.to_flip).
-A spawned replay worker imports the constants afresh, so another script size or creep is refused with more than
-one worker.
+A spawned replay worker imports the constants afresh, so another script size, creep or creep wait is refused
+with more than one worker.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def main() -> None:
     delay_ms, start, creep, after = float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
     constants = (consumer.replay_kafka.REPLAY_KEYS_PER_CALL, consumer.governor.CREEP, consumer.governor.CREEP_AFTER_S)
     if workers > 1 and (keys, creep, after) != constants:
-        raise SystemExit("another script size or creep needs one replay worker (spawned workers import the constants)")
+        raise SystemExit(
+            "another script size, creep or creep wait needs one replay worker (spawned workers import the constants)"
+        )
     consumer.replay_kafka.REPLAY_KEYS_PER_CALL = keys
     consumer.governor.CREEP = creep
     consumer.governor.CREEP_AFTER_S = after

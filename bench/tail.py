@@ -38,7 +38,7 @@ from bench.servers import Server
 
 log = logging.getLogger("bench")
 RATES = [750, 1500] if QUICK else [750, 1000, 1250, 1500]
-ABOVE = [] if QUICK else [2000, 2500]  # the capacity ladder goes on while the SLO holds
+ABOVE = [] if QUICK else [2000, 2500]  # this bench's own ladder goes on while the SLO holds (coarser than make bench's)
 BELOW = 500  # measured only when the first rate misses, so a capacity under it still reads
 DURATION_S = 1.5 if QUICK else 2.0
 # A full run stops starting rounds that would end past this (the issue asks <= 15 minutes in all).

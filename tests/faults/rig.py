@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -390,3 +391,18 @@ class ReplayProcess:
 
 def run_replay(settings: Settings, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     return run_cli(settings, "replay", *args, timeout=timeout, **env)
+
+
+# Fixed-pace tests: the governor stays in the loop (its probe runs, its code decides every window) but a
+# target of 1 s is never reached here, so the pace alone sets the rebuild's length, whatever the host's load
+# does to the probe (with the default 2 ms, the governor's walk on this loaded 2-core host set the length of
+# those tests: 15-63 s and 26-77 s for the whole test). The governor slowing a rebuild has its own tests
+# (tests/integration/test_replay_governor.py, tests/unit/test_governor.py).
+UNHINDERED_GOVERNOR = {"UMS_REBUILD_REDIS_DELAY_MS": "1000"}
+
+
+def replayed_events(stdout: str) -> int:
+    """The Kafka events a finished replay wrote (the backlog at its claim; later ones are the live consumers')."""
+    found = re.search(r"generation \d+ is live: (\d+) events", stdout)
+    assert found, f"no 'generation N is live' line in the replay's output: {stdout[-500:]!r}"
+    return int(found.group(1))

@@ -10,6 +10,7 @@ from adapters.settings import Settings
 from consumer import governor as governor_module
 from consumer.governor import (
     CREEP,
+    CREEP_AFTER_S,
     DECIDE_S,
     DECREASE,
     FLOOR_EVENTS_PER_S,
@@ -106,15 +107,25 @@ def test_the_limit_rises_again_and_is_lifted_when_redis_is_prompt(rig: Rig, gov:
     assert gov.limit == 0.0
 
 
-def test_between_half_the_target_and_the_target_the_limit_holds_by_default(rig: Rig, gov: Governor) -> None:
+def test_between_half_the_target_and_the_target_a_young_rebuild_holds_by_default(rig: Rig, gov: Governor) -> None:
     rig.late = 0.010
     limit = window(rig, gov, 80_000)
     rig.late = 0.0015  # not over 2 ms, not under 1
-    assert CREEP == 1.0 and window(rig, gov, limit) == limit
+    assert CREEP > 1.0 and CREEP_AFTER_S > 2 * DECIDE_S and window(rig, gov, limit) == limit
+
+
+def test_by_default_a_rebuild_older_than_the_wait_creeps_in_the_band(rig: Rig, gov: Governor) -> None:
+    rig.late = 0.010
+    limit = window(rig, gov, 80_000)
+    rig.late = 0.0015
+    young = round(CREEP_AFTER_S / DECIDE_S) - 1  # windows 2 to CREEP_AFTER_S / DECIDE_S: younger than the wait
+    assert [window(rig, gov, limit) for _ in range(young)] == [limit] * young
+    assert window(rig, gov, limit) == pytest.approx(CREEP * limit, rel=0.01)
 
 
 def test_a_creep_raises_the_limit_between_half_the_target_and_the_target(rig: Rig, gov: Governor, monkeypatch) -> None:
     monkeypatch.setattr(governor_module, "CREEP", 1.05)
+    monkeypatch.setattr(governor_module, "CREEP_AFTER_S", 0.0)
     rig.late = 0.010
     limit = window(rig, gov, 80_000)
     rig.late = 0.0015  # not over 2 ms, not under 1
@@ -138,6 +149,7 @@ def test_in_the_mix_seen_at_20_40k_the_limit_walks_down_only_without_the_creep(
 ) -> None:
     """The direction of the drift, not its level: the mix here does not change with the rate as Redis's does."""
     monkeypatch.setattr(governor_module, "CREEP", creep)
+    monkeypatch.setattr(governor_module, "CREEP_AFTER_S", 0.0)
     rig.late = 0.010
     start = window(rig, gov, 80_000)
     # 100 windows (50 s) in the mix the probe saw at 20-40k events/s: 16 % late, 24 % under half the
@@ -212,6 +224,7 @@ def test_the_first_late_window_ends_the_slow_start(rig: Rig) -> None:
 
 def test_a_window_between_half_the_target_and_the_target_never_lifts(rig: Rig, gov: Governor, monkeypatch) -> None:
     monkeypatch.setattr(governor_module, "CREEP", 1.05)
+    monkeypatch.setattr(governor_module, "CREEP_AFTER_S", 0.0)
     rig.late = 0.010
     limit = window(rig, gov, 80_000)
     rig.late = 0.0015  # Redis near the target while the rebuild's writes wait: the rate reached falls
