@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from adapters.values import parse_value
 from consumer.governor import governor, probing
 from tests.helpers import produce_users, run_cli, wait_until
 
@@ -60,6 +61,12 @@ def test_while_redis_answers_late_a_rebuild_slows_down_and_still_builds_every_us
     assert "rebuild slowed to" in result.stderr, result.stderr[-2000:]
     assert workers == 1 or "in 2 processes" in result.stderr
     generation = store.live_generation()
-    for user in users[:: EVENTS // 200]:
-        assert store.get(user.name.canonical, generation).user == user
+    canonicals = [user.name.canonical for user in users]
+    held = store.get_raw_many(generation, canonicals)
+    wrong = [
+        u.name.canonical
+        for u, raw in zip(users, held, strict=True)
+        if raw is None or parse_value(raw, u.name.canonical).user != u
+    ]
+    assert wrong == [], f"{len(wrong)} of {len(users)} users missing or different, e.g. {wrong[:5]}"
     assert sum(1 for _ in store.client.scan_iter(match=store.key(generation, "*"), count=5000)) >= EVENTS
