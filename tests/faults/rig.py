@@ -393,11 +393,12 @@ def run_replay(settings: Settings, *args: str, timeout: float = 300, **env: str)
     return run_cli(settings, "replay", *args, timeout=timeout, **env)
 
 
-# Fixed-pace tests: the governor stays in the loop (its probe runs, its code decides every window) but a
-# target of 1 s is never reached here, so the pace alone sets the rebuild's length, whatever the host's load
-# does to the probe (with the default 2 ms, the governor's walk on this loaded 2-core host set the length of
-# those tests: 15-63 s and 26-77 s for the whole test). The governor slowing a rebuild has its own tests
-# (tests/integration/test_replay_governor.py, tests/unit/test_governor.py).
+# Fixed-pace tests: the probe runs beside the replay, but with a target of 1 s (never reached here) the
+# slow start lifts the governor's limit within a window or two and it never slows the rebuild again, so the
+# pace alone sets the rebuild's length whatever the host's load does to the probe (with the default 2 ms,
+# the governor's walk on this loaded 2-core host set those tests' length: 15-63 s and 26-77 s for the whole
+# test). These tests are no coverage of a governor that slows; that has its own tests
+# (tests/integration/test_replay_governor.py, which checks every user, and tests/unit/test_governor.py).
 UNHINDERED_GOVERNOR = {"UMS_REBUILD_REDIS_DELAY_MS": "1000"}
 
 
