@@ -393,13 +393,15 @@ def run_replay(settings: Settings, *args: str, timeout: float = 300, **env: str)
     return run_cli(settings, "replay", *args, timeout=timeout, **env)
 
 
-# Fixed-pace tests: the probe runs beside the replay, but with a target of 1 s (never reached here) the
+# fixed_pace: the probe runs beside the replay, but with a target of 1 s (never reached here) the
 # slow start lifts the governor's limit within a window or two and it never slows the rebuild again, so the
 # pace alone sets the rebuild's length whatever the host's load does to the probe (with the default 2 ms,
 # the governor's walk on this loaded 2-core host set those tests' length: 15-63 s and 26-77 s for the whole
 # test). These tests are no coverage of a governor that slows; that has its own tests
 # (tests/integration/test_replay_governor.py, which checks every user, and tests/unit/test_governor.py).
-UNHINDERED_GOVERNOR = {"UMS_REBUILD_REDIS_DELAY_MS": "1000"}
+def fixed_pace(events_per_s: int) -> dict[str, str]:
+    """The replay's environment for a rebuild at `events_per_s` with the governor unhindered (above)."""
+    return {"UMS_REBUILD_REDIS_DELAY_MS": "1000", "UMS_REBUILD_EVENTS_PER_S": str(events_per_s)}
 
 
 def replayed_events(stdout: str) -> int:

@@ -10,8 +10,8 @@ import requests
 
 from adapters.clients import Role, projection_store
 from tests.faults.rig import (
-    UNHINDERED_GOVERNOR,
     compare,
+    fixed_pace,
     produce,
     produce_in_background,
     random_events,
@@ -21,9 +21,9 @@ from tests.faults.rig import (
 )
 from tests.helpers import run_cli, wait_until
 
-# What a rebuild builds, not how fast: a fixed pace (with the governor unhindered, rig.UNHINDERED_GOVERNOR)
-# makes the replay of the ~100k events backlogged at its claim take ~5 s, overlapping the 5 s of writes.
-FIXED_PACE = {**UNHINDERED_GOVERNOR, "UMS_REBUILD_EVENTS_PER_S": "20000"}
+# What a rebuild builds, not how fast: a fixed pace (rig.fixed_pace) makes the replay of the ~100k
+# events backlogged at its claim take ~5 s, overlapping the 5 s of writes.
+PACE = 20_000
 
 
 def test_rebuild_100k_under_reads_and_writes(
@@ -64,7 +64,7 @@ def test_rebuild_100k_under_reads_and_writes(
         model,
         per_second=4000,
     )
-    result = run_cli(settings, "replay", timeout=300, **FIXED_PACE)
+    result = run_cli(settings, "replay", timeout=300, **fixed_pace(PACE))
     during.join()
     wait_converged(settings)
     reading.clear()

@@ -20,9 +20,9 @@ from adapters.generations import Generations
 from consumer.governor import PROBE_NAME
 from tests.conftest import CLUSTER_TOO
 from tests.faults.rig import (
-    UNHINDERED_GOVERNOR,
     PrivateRedis,
     ReplayProcess,
+    fixed_pace,
     keys_outside_live,
     live_snapshot,
     produce,
@@ -49,10 +49,10 @@ def settings(settings, redis_kind, tmp_path):
 
 USERS = 40_000
 EVENTS = 100_000  # later events update the phones of earlier users
-# The churn test: what a rebuild shows readers, not how fast. A fixed pace (with the governor unhindered,
-# rig.UNHINDERED_GOVERNOR) makes the replay of the 100k-odd events backlogged at its claim take ~13 s,
-# through the tail of its 6 s of writes and several stops and starts of the churning consumer.
-FIXED_PACE = {**UNHINDERED_GOVERNOR, "UMS_REBUILD_EVENTS_PER_S": "8000"}
+# The churn test: what a rebuild shows readers, not how fast. A fixed pace (rig.fixed_pace) makes the
+# replay of the 100k-odd events backlogged at its claim take ~13 s, through the tail of its 6 s of
+# writes and several stops and starts of the churning consumer.
+CHURN_PACE = 8_000
 
 
 def report(test: str, **figures: object) -> None:
@@ -213,7 +213,7 @@ def test_replay_under_churn_never_shows_a_user_missing_or_older(
         fault_producer, settings.topic, random_events(rng, USERS + 2000, 30_000, name_tag), model, per_second=5000
     )
     try:
-        result = run_replay(settings, **FIXED_PACE)
+        result = run_replay(settings, **fixed_pace(CHURN_PACE))
         during.join()
     finally:
         done.set()

@@ -122,6 +122,7 @@ def test_by_default_a_rebuild_older_than_the_wait_creeps_in_the_band(rig: Rig, g
     young = round(CREEP_AFTER_S / DECIDE_S) - 1  # windows 2 to CREEP_AFTER_S / DECIDE_S: younger than the wait
     assert [window(rig, gov, limit) for _ in range(young)] == [limit] * young
     assert window(rig, gov, limit) == pytest.approx(CREEP * limit, rel=0.01)
+    assert CREEP < INCREASE  # a window in the band never raises more than a prompt one
 
 
 def test_a_creep_raises_the_limit_between_half_the_target_and_the_target(rig: Rig, gov: Governor, monkeypatch) -> None:
@@ -236,7 +237,9 @@ def test_a_window_between_half_the_target_and_the_target_never_lifts(rig: Rig, g
 
 def test_starting_a_window_short_of_late_still_raises_and_a_short_window_does_not_lift(rig: Rig) -> None:
     gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
-    rig.late = 0.0015  # over half the target, not over it: held in normal running, raised while starting
+    rig.late = (
+        0.0015  # over half the target, not over it: held in a young rebuild's normal running, raised while starting
+    )
     assert window(rig, gov, 20_000) == pytest.approx(20_000 * SLOW_START)
     rig.late = 0.0
     assert window(rig, gov, 0.8 * gov.limit) == pytest.approx(20_000 * SLOW_START**2)  # a chunk's jitter
