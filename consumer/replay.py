@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from adapters.generations import Generations
+from adapters.generations import ClaimLost, Generations
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
@@ -109,7 +109,8 @@ class Rebuild:
         lease_ms = int(self.settings.rebuild_lease_s * 1000)
         target, claim = self.generations.start(lease_ms)
         pointer = self.generations.read()
-        assert pointer is not None
+        if pointer is None:  # Redis wiped between the claim and this read: the claim went with it
+            raise ClaimLost(f"the claim on generation {target} is gone (the pointer vanished right after the claim)")
         try:
             with Lease(self.generations, claim, lease_ms) as lease:
                 self.lease = lease

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from adapters.generations import FillLost, Generations, RebuildRunning
+from adapters.generations import ClaimLost, FillLost, Generations, RebuildRunning
 from adapters.marks import WritesLost
 from adapters.store import ProjectionStore
 from consumer.replay import Rebuild
@@ -200,3 +200,19 @@ def test_a_whole_rebuild_flips_and_leaves_no_marks(store):
     assert generations.read().live == two
     assert not store.client.exists(f"{generations.pos_prefix}fill:{two}")
     assert generations.all_positions(two) == {}  # the marks never mix with positions
+
+
+def test_a_wipe_right_after_the_claim_is_a_lost_claim_not_a_crash(settings, store, monkeypatch):
+    """Seen once in tests/faults/test_recovery.py::test_wipe_during_a_replay: FLUSHALL between the claim and
+    the pointer's read failed the replay with an AssertionError (exit 1) instead of ClaimLost (exit 3)."""
+    rebuild = failing_rebuild(settings, store, 30.0)
+    real = rebuild.generations.start
+
+    def start_then_wipe(lease_ms: int) -> tuple[int, str]:
+        claimed = real(lease_ms)
+        store.client.flushall()
+        return claimed
+
+    monkeypatch.setattr(rebuild.generations, "start", start_then_wipe)
+    with pytest.raises(ClaimLost, match="vanished right after the claim"):
+        rebuild.run()
