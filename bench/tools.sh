@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/tools.sh: install the benchmarks' load generator (vegeta) and profiler (py-spy) into the cache.
+# bench/tools.sh: install the benchmarks' load generator (vegeta) into the cache.
 #
-# Idempotent and cached under $UMS_CACHE_DIR (default .cache), like the Kafka jars:
+# Idempotent and cached under $UMS_CACHE_DIR (default ~/.cache/ums-find, outside the checkout, as
+# services/stack.sh keeps the Kafka jars: a new clone or git worktree is warm):
 #   vegeta  `go install github.com/tsenart/vegeta/v12@$VEGETA_VERSION` from the Go module proxy;
 #   go      always the pinned official toolchain module (golang.org/toolchain, the zips that
 #           `GOTOOLCHAIN=auto` downloads) from proxy.golang.org, so every machine builds with the
@@ -10,8 +11,7 @@
 # Prints the vegeta binary's path on stdout; everything else goes to stderr.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE_DIR=${UMS_CACHE_DIR:-$ROOT/.cache}
+CACHE_DIR=${UMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ums-find}
 VEGETA_VERSION=v12.13.0
 GO_VERSION=1.24.13
 GOPROXY_URL=${GOPROXY_URL:-https://proxy.golang.org}
