@@ -7,7 +7,7 @@ import math
 from bench.common import percentile, spread
 from bench.growth_redis import slow_commands
 from bench.loadgen import Point, summarise
-from bench.openloop import SLO_MS, capacity
+from bench.openloop import LADDER, SLO_MS, at_ladder_top, capacity
 from bench.report import table
 
 
@@ -36,6 +36,12 @@ def test_capacity_is_the_highest_rate_held_with_every_lower_rate_held() -> None:
     assert capacity(points) == 250  # 750 held, but 500 did not: a dip is not capacity
     assert capacity({250: point(250, 3.0, errors=1)}) == 0  # errors fail the SLO whatever the latency
     assert capacity({250: point(250, 3.0), 500: point(500, SLO_MS)}) == 500  # <= SLO holds
+
+
+def test_a_series_that_held_the_ladders_top_in_any_round_is_named_as_a_lower_bound() -> None:
+    rounds = {"ours": [2000, 2250], "ceiling": [3000, LADDER[-1]], "seed": [1000, 1000]}
+    assert at_ladder_top(rounds) == ["ceiling"]
+    assert at_ladder_top({"ours": [LADDER[-2]]}) == []
 
 
 def test_percentile_is_nearest_rank_and_spread_ignores_missing_rounds() -> None:
