@@ -103,9 +103,25 @@ def table(results: dict[str, Any]) -> str:
         spread = results.get(f"{key}_spread")
         if isinstance(spread, dict) and spread.get("n", 0) > 1:
             shown += f" ({number(spread['min'])}-{number(spread['max'])})"
+        shown += bound_note(key, results.get("capacity_at_ladder_top", []))
         met = "" if check is None else ("yes" if check(value) else "**no**")
         lines.append(f"| {label} | {shown} | {target} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+# A capacity at the ladder's top rung is only a lower bound (bench/openloop.py), a ratio over it an upper one.
+BOUNDED_BY = {
+    "api_capacity_at_p99_10ms_rps": ("ours", "at least"),
+    "ceiling_capacity_at_p99_10ms_rps": ("ceiling", "at least"),
+    "seed_capacity_at_p99_10ms_rps": ("seed", "at least"),
+    "api_capacity_vs_ceiling": ("ceiling", "at most"),
+}
+
+
+def bound_note(key: str, at_top: list[str]) -> str:
+    """Said beside a figure that a series at the ladder's top makes a bound, not a measurement."""
+    series, bound = BOUNDED_BY.get(key, ("", ""))
+    return f", {bound}: {series} held the ladder's top" if series in at_top else ""
 
 
 def steal_note(steal: dict[str, Any] | None) -> str:

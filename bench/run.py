@@ -45,7 +45,7 @@ def open_loop_keys(open_loop: dict[str, Any]) -> dict[str, Any]:
         "ceiling_capacity_at_p99_10ms_rps_spread": capacity["ceiling"],
         "api_open_loop_slo_ms": open_loop["slo_ms"],
         # Named here, a series' capacity is at least its figure, and a ratio over it at most its figure.
-        "capacity_at_ladder_top": open_loop.get("capacity_at_ladder_top", []),
+        "capacity_at_ladder_top": open_loop["capacity_at_ladder_top"],
     }
 
 

@@ -16,6 +16,10 @@ def vegeta_row(code: int, latency_ms: float, error: str = "") -> str:
     return f"1764000000000000000,{code},{int(latency_ms * 1e6)},0,17,{error},e30=,,0,GET,http://x/user/a,\n"
 
 
+# What every results file says of its run, before any figure.
+RUN = {"date": "2026-11-25 10:27 UTC", "machine": "2 cores", "scale": 1.0, "events": 1_000_000, "rounds": 5}
+
+
 def point(rate: int, p99_ms: float, errors: int = 0) -> Point:
     return Point(rate, 1.0, 100, 1.0, p99_ms, p99_ms, p99_ms, errors)
 
@@ -44,6 +48,23 @@ def test_a_series_that_held_the_ladders_top_in_any_round_is_named_as_a_lower_bou
     assert at_ladder_top({"ours": [LADDER[-2]]}) == []
 
 
+def test_the_table_says_which_figures_a_series_at_the_ladders_top_bounds() -> None:
+    results = {
+        **RUN,
+        "api_capacity_at_p99_10ms_rps": 2250.0,
+        "ceiling_capacity_at_p99_10ms_rps": 4000.0,
+        "api_capacity_vs_ceiling": 0.5625,
+        "capacity_at_ladder_top": ["ceiling"],
+    }
+    rows = {line.split(" | ")[0]: line for line in table(results).splitlines() if line.startswith("| ")}
+    assert (
+        "at most: ceiling held the ladder's top"
+        in rows["| API capacity / fixed-body Flask ceiling's capacity at p99 <= 10 ms"]
+    )
+    assert "at least: ceiling held the ladder's top" in rows["| ceiling capacity at p99 <= 10 ms, open loop (req/s)"]
+    assert "ladder" not in rows["| API capacity at p99 <= 10 ms, open loop (req/s)"]  # ours was measured
+
+
 def test_percentile_is_nearest_rank_and_spread_ignores_missing_rounds() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0
@@ -55,11 +76,7 @@ def test_percentile_is_nearest_rank_and_spread_ignores_missing_rounds() -> None:
 
 def test_the_table_shows_spreads_and_whether_a_target_is_met() -> None:
     results = {
-        "date": "2026-11-25 10:27 UTC",
-        "machine": "2 cores",
-        "scale": 1.0,
-        "events": 1_000_000,
-        "rounds": 5,
+        **RUN,
         "api_vs_ceiling": 0.57,
         "freshness_p99_ms": 9.5,
         "freshness_p99_ms_spread": {"median": 9.5, "min": 8.0, "max": 12.25, "n": 5},

@@ -237,9 +237,8 @@ def test_a_window_between_half_the_target_and_the_target_never_lifts(rig: Rig, g
 
 def test_starting_a_window_short_of_late_still_raises_and_a_short_window_does_not_lift(rig: Rig) -> None:
     gov = Governor(rig.reading, 0.002, rig.clock, start=20_000)
-    rig.late = (
-        0.0015  # over half the target, not over it: held in a young rebuild's normal running, raised while starting
-    )
+    # Over half the target, not over it: held in a young rebuild's normal running, raised while starting.
+    rig.late = 0.0015
     assert window(rig, gov, 20_000) == pytest.approx(20_000 * SLOW_START)
     rig.late = 0.0
     assert window(rig, gov, 0.8 * gov.limit) == pytest.approx(20_000 * SLOW_START**2)  # a chunk's jitter
