@@ -191,6 +191,7 @@ def rebuild_under_reads(settings: Settings, ours: Server, hits: Path) -> dict[st
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # as a supervisor starts it (ums_find/priority.py)
             )
         # The rebuild is done when the new generation serves reads; deleting the old one follows.
         wait_for(lambda: store.live_generation() != before, 900, "the flip", interval=0.05)

@@ -64,6 +64,9 @@ class Command:
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # As a supervisor starts it: the pid watched is the worker's, not a parent that
+                # waits for it in a session of its own (ums_find/priority.py).
+                start_new_session=True,
             )
         self.peak_kib = 0
         self.watcher = threading.Thread(target=self._watch, daemon=True)

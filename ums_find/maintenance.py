@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-import os
-
 import click
 
 from adapters.settings import Settings
 from domain import DomainError, Name
 
-log = logging.getLogger(__name__)
-
 
 def _behind_serving(settings: Settings) -> None:
-    """Maintenance runs at a lower CPU priority than the API and consumer it shares a host with."""
-    if settings.maintenance_nice:
-        os.nice(settings.maintenance_nice)
-        log.info("CPU priority lowered by %d (UMS_MAINTENANCE_NICE)", settings.maintenance_nice)
+    """Maintenance runs at a lower CPU priority than the API, consumer and Redis it shares a host with.
+
+    Called before any client or signal handler exists: where autogroups apply it may fork.
+    """
+    from ums_find.priority import step_behind
+
+    step_behind(settings.maintenance_nice)
 
 
 def _store_and_mysql(settings: Settings, with_mysql: bool):  # type: ignore[no-untyped-def]
@@ -34,6 +32,9 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     from consumer.replay import Interrupted, Rebuild
     from consumer.tuning import tune_gc
 
+    if not dry_run:
+        tune_gc()
+        _behind_serving(settings)
     stop = threading.Event()
     stop_on_signals(stop)  # SIGTERM (a CronJob's pod ending) or SIGINT: abandon cleanly, leak nothing
     store, mysql = _store_and_mysql(settings, source in ("mysql", "both"))
@@ -47,8 +48,6 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
         if source != "mysql" and any(low > 0 for low, _ in plan.partitions.values()):
             click.echo("  warning: the topic no longer starts at offset 0 (retention); add --source both", err=True)
         return
-    tune_gc()
-    _behind_serving(settings)
     try:
         result = rebuild.run()
     except (RebuildRunning, NoProjection) as exc:

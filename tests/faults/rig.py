@@ -372,8 +372,15 @@ class ReplayProcess:
 
     def start(self, *args: str) -> ReplayProcess:
         with open(self.log_path, "ab") as out:
+            # A session of its own, as a supervisor starts it: the pid is then the worker's (SIGSTOP pauses
+            # it; its workers are its children), not a parent waiting for it (ums_find/priority.py).
             self.proc = subprocess.Popen(
-                [str(BIN / "ums-find"), "replay", *args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                [str(BIN / "ums-find"), "replay", *args],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 

@@ -8,13 +8,15 @@ from adapters.settings import Settings
 from ums_find import maintenance
 
 
-def test_maintenance_lowers_its_cpu_priority_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_maintenance_steps_behind_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ums_find import priority
+
     calls: list[int] = []
-    monkeypatch.setattr(maintenance.os, "nice", calls.append)
+    monkeypatch.setattr(priority, "step_behind", calls.append)
     maintenance._behind_serving(Settings.from_env({}))
     maintenance._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "3"}))
     maintenance._behind_serving(Settings.from_env({"UMS_MAINTENANCE_NICE": "0"}))
-    assert calls == [10, 3]
+    assert calls == [10, 3, 0]
 
 
 @pytest.mark.parametrize("value", ["-1", "20"])
