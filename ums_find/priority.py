@@ -107,11 +107,15 @@ def _own_session() -> None:
         if os.getppid() != parent:  # the parent died before the line above: die as it would have made us
             os.kill(os.getpid(), signal.SIGKILL)
         return
-    code = _wait_for(child)
-    if code > 128:  # ended by a signal: end by the same one, as a supervisor expects of the pid it started
-        signal.signal(code - 128, signal.SIG_DFL)
-        os.kill(parent, code - 128)
-    os._exit(code)
+    code = 1
+    try:
+        code = _wait_for(child)
+        if code > 128:  # ended by a signal: end by the same one, as a supervisor expects of the pid it started
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+                signal.signal(code - 128, signal.SIG_DFL)
+            os.kill(parent, code - 128)
+    finally:
+        os._exit(code)  # never back into the command: the child did its work
 
 
 def _wait_for(child: int) -> int:

@@ -14,7 +14,8 @@ from ums_find.priority import autogroups_apply
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a maintenance command does first (ums_find/maintenance.py), then reports where it runs, then
-# exits with argv[1] or, with "wait", waits for SIGTERM as `replay` does (exit 3: abandoned).
+# exits with argv[1]; with "wait" it waits for SIGTERM as `replay` does (exit 3: abandoned), with "kill" it
+# SIGKILLs itself.
 SCRIPT = """
 import json, os, signal, sys, time
 from ums_find.priority import step_behind
@@ -22,6 +23,8 @@ started = os.getpid()
 step_behind(10)
 print(json.dumps({"started": started, "pid": os.getpid(), "leader": os.getsid(0) == os.getpid(),
                   "nice": os.nice(0), "autogroup": open("/proc/self/autogroup").read().strip()}), flush=True)
+if sys.argv[1] == "kill":  # ended by a signal that has no handler to reset (the OOM killer's)
+    os.kill(os.getpid(), signal.SIGKILL)
 if sys.argv[1] == "wait":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     time.sleep(60)
@@ -57,6 +60,13 @@ def test_sigterm_to_the_pid_started_reaches_the_worker() -> None:
     seen = report(proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 3, seen  # the worker's own clean stop, not the parent's death
+
+
+def test_a_worker_ended_by_sigkill_ends_the_pid_started_the_same_way() -> None:
+    proc = start("kill")
+    report(proc)
+    assert proc.wait(30) == -signal.SIGKILL
+    assert proc.stdout is not None and proc.stdout.read() == ""  # the parent did not carry on with the command
 
 
 def test_sigkill_to_the_pid_started_kills_the_worker() -> None:
