@@ -28,7 +28,6 @@ import ctypes
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +36,7 @@ import redis
 
 from adapters.clients import Role, redis_client
 from adapters.settings import Settings
+from consumer.orphans import die_with
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ SLOW_START = 1.4  # per prompt window until the first late one; under LIFT, so a
 # A rebuild always ends, however busy the host: 10M users' 25M events take ~7 h at this rate.
 FLOOR_EVENTS_PER_S = 1_000.0
 STALE_S = 10 * DECIDE_S  # no window for this long: the probe is gone, its last limit is lifted
-PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # linux/prctl.h
+PR_SET_NAME = 15  # linux/prctl.h
 PROBE_NAME = b"rebuild-probe"
 
 Reading = Callable[[], "tuple[int, float] | None"]  # (window number, delay in s) of the last window
@@ -133,10 +133,9 @@ def delay_of(probes: list[float], base: float) -> float:
 
 def probe_loop(settings: Settings, shared: Any, parent: int) -> None:
     """The probe process: PING every PROBE_EVERY_S, publish (window number, delay) every DECIDE_S."""
+    die_with(parent)
     with contextlib.suppress(OSError, AttributeError):  # Linux only
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the rebuild, even by SIGKILL
-        libc.prctl(PR_SET_NAME, PROBE_NAME)  # `ps -o comm` tells it from the replay's workers
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, PROBE_NAME)  # `ps -o comm` tells it from the workers
     client = redis_client(settings, Role.ADMIN)
     probes: list[float] = []
     base = float("inf")

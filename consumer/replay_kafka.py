@@ -9,8 +9,6 @@ holds the GIL: one process uses one core, whatever its threads do (docs/decision
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -36,6 +34,7 @@ from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.governor import governor
 from consumer.loop import CHUNK, envelope
+from consumer.orphans import die_with
 from consumer.pace import Pace, keyed_rate
 from consumer.tuning import tune_gc
 from domain import newest_per_user, use_collation
@@ -52,7 +51,6 @@ REPLAY_BATCH = 10_000
 REPLAY_KEYS_PER_CALL = 50
 # How often the parent looks at its claim, its workers and their progress.
 POLL_S = 0.2
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CLAIM_LOST_EXIT = 3  # a worker's exit status when the claim on its generation is gone
 INTERRUPTED_EXIT = 4  # ... when its parent stopped it (no traceback: not a crash)
 
@@ -297,7 +295,7 @@ def _worker(
     probe: Any,
 ) -> None:
     """A worker process's entry point: the same process-wide set-up as `ums-find`, then its partitions."""
-    _die_with(parent)
+    die_with(parent)
     # Ctrl-C reaches the whole process group: the parent handles it and stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(*log_choice)
@@ -332,11 +330,3 @@ def _worker(
         sys.exit(CLAIM_LOST_EXIT)
     except Interrupted:
         sys.exit(INTERRUPTED_EXIT)  # the parent stopped the rebuild and says why
-
-
-def _die_with(parent: int) -> None:
-    """Be killed when the parent dies, even by SIGKILL (Linux): an orphan would write to an abandoned generation."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)

@@ -16,7 +16,6 @@ SIGTERM, SIGHUP, Ctrl-Z and fg) and exits as the child did. A SIGKILL of the par
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 PROC, CGROUP_ROOT = Path("/proc"), Path("/sys/fs/cgroup")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCONT)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def cpu_cgroup(cgroups: str, root: Path = CGROUP_ROOT) -> str:
@@ -98,28 +96,27 @@ def _own_session() -> None:
     """Fork; the child leads a new session and returns to carry on; the parent waits and exits as it did."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # not twice: what is buffered now would be written by both processes
+    from consumer.orphans import die_with
+
     parent = os.getpid()
     child = os.fork()
     if child == 0:
         os.setsid()
-        with contextlib.suppress(OSError, AttributeError):  # Linux only
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the line above: die as it would have made us
-            os.kill(os.getpid(), signal.SIGKILL)
+        die_with(parent)
         return
     code = 1
     try:
         code = _wait_for(child)
-        if code > 128:  # ended by a signal: end by the same one, as a supervisor expects of the pid it started
+        if code < 0:  # ended by a signal: end by the same one, as a supervisor expects of the pid it started
             with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
-                signal.signal(code - 128, signal.SIG_DFL)
-            os.kill(parent, code - 128)
+                signal.signal(-code, signal.SIG_DFL)
+            os.kill(parent, -code)
     finally:
-        os._exit(code)  # never back into the command: the child did its work
+        os._exit(128 - code if code < 0 else code)  # never back into the command: the child did its work
 
 
 def _wait_for(child: int) -> int:
-    """Pass signals on to `child` until it ends; its exit code (128 + N for signal N, as a shell says)."""
+    """Pass signals on to `child` until it ends; its exit code (-N when signal N ended it)."""
 
     def forward(signum: int, _: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -134,5 +131,4 @@ def _wait_for(child: int) -> int:
         signal.signal(signum, forward)
     signal.signal(signal.SIGTSTP, pause)
     _, status = os.waitpid(child, 0)  # retried by Python across the handlers above (PEP 475)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return os.waitstatus_to_exitcode(status)
