@@ -21,12 +21,13 @@ import json, os, signal, sys, time
 from ums_find.priority import step_behind
 started = os.getpid()
 step_behind(10)
+if sys.argv[1] == "wait":  # before the report: the test sends SIGTERM as soon as it reads it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
 print(json.dumps({"started": started, "pid": os.getpid(), "leader": os.getsid(0) == os.getpid(),
                   "nice": os.nice(0), "autogroup": open("/proc/self/autogroup").read().strip()}), flush=True)
 if sys.argv[1] == "kill":  # ended by a signal that has no handler to reset (the OOM killer's)
     os.kill(os.getpid(), signal.SIGKILL)
 if sys.argv[1] == "wait":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     time.sleep(60)
 sys.exit(int(sys.argv[1]))
 """
