@@ -8,9 +8,10 @@ own. A separate process, not a thread or the rebuild's loop: a probe sent by the
 loop frees that loop's core for Redis at the very moment it measures, and a thread's answer
 waits for the decoder's GIL. Every DECIDE_S the probe publishes its probes' 90th percentile
 less the fastest probe seen (the network's own round trip); the governor compares that delay
-with the target: above it the rate limit falls by DECREASE, below half of it the limit rises
-by INCREASE, between the two it holds for the rebuild's first CREEP_AFTER_S and then creeps up
-by CREEP (it slows a long rebuild's walk down; from the start it let a short one run fast
+with the target: above it the rate limit falls in proportion (to target / delay of the rate
+reached: a window barely late trims it), by DECREASE at most in one window; below half of it
+the limit rises by INCREASE; between the two it holds for the rebuild's first CREEP_AFTER_S and
+then creeps up by CREEP (it slows a long rebuild's walk down; from the start it let a short one run fast
 enough to cost the readers more than 5 ms: docs/decisions.md "A creep", "A creep after a
 minute"), and a limit well above what the rebuild reaches unhindered is lifted
 (multiplicative steps both ways, as TCP shares a link). Like TCP, a rebuild does not start at
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 
 DECIDE_S = 0.5  # long enough for ~50 probes, short enough to back off within a second
 PROBE_EVERY_S = 0.01  # 100 probes a second: one PING costs Redis ~2 us
+# The deepest cut one late window makes; a window less late than target / DECREASE (2.9 ms at the
+# 2 ms default) cuts by target / delay instead. Until 2026-12-06 every late window cut by this much:
+# in the 10M growth run a 2.01 ms window cut as deep as a 10 ms one, and while Redis rehashed its
+# main table (16.7M buckets, a minute, late windows whatever the rebuild's rate) those cuts held
+# the rebuild at 10-60k events/s (docs/decisions.md "A cut in proportion").
 DECREASE = 0.7
 INCREASE = 1.15
 # Between half the target and the target, once the rebuild is CREEP_AFTER_S old (before, and at 1, the limit
@@ -103,7 +109,7 @@ class Governor:
         before, starting = self.limit, self._starting
         if delay > self.target_s:
             start = min(self.limit, reached) if self.limit else reached
-            self.limit = max(FLOOR_EVENTS_PER_S, DECREASE * start)
+            self.limit = max(FLOOR_EVENTS_PER_S, max(DECREASE, self.target_s / delay) * start)
             self._starting = False
         elif self.limit:
             # Starting, any window that is not late raises the limit; it goes once the rebuild fell

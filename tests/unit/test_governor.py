@@ -289,3 +289,13 @@ def test_no_probe_means_no_governor() -> None:
 def test_a_negative_target_is_refused() -> None:
     with pytest.raises(ValueError, match="UMS_REBUILD_REDIS_DELAY_MS"):
         Settings(rebuild_redis_delay_ms=-1)
+
+
+@pytest.mark.parametrize(("late", "kept"), [(0.0021, 0.002 / 0.0021), (0.0025, 0.8), (0.004, DECREASE), (0.050, DECREASE)])
+def test_a_late_window_cuts_in_proportion_to_how_late_and_by_decrease_at_most(
+    rig: Rig, gov: Governor, late: float, kept: float
+) -> None:
+    """A window just over the target trims the limit; one at or past target / DECREASE cuts as deep as any."""
+    window(rig, gov, 80_000)
+    rig.late = late
+    assert window(rig, gov, 80_000) == pytest.approx(kept * 80_000, rel=0.01)
