@@ -291,7 +291,9 @@ def test_a_negative_target_is_refused() -> None:
         Settings(rebuild_redis_delay_ms=-1)
 
 
-@pytest.mark.parametrize(("late", "kept"), [(0.0021, 0.002 / 0.0021), (0.0025, 0.8), (0.004, DECREASE), (0.050, DECREASE)])
+@pytest.mark.parametrize(
+    ("late", "kept"), [(0.0021, 0.002 / 0.0021), (0.0025, 0.8), (0.004, DECREASE), (0.050, DECREASE)]
+)
 def test_a_late_window_cuts_in_proportion_to_how_late_and_by_decrease_at_most(
     rig: Rig, gov: Governor, late: float, kept: float
 ) -> None:
