@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import QUICK, ROOT
+from bench.common import QUICK, ROOT, median, spread
 from bench.overload_report import overload_chart, overload_table
 from bench.plots import figure, save
 
@@ -56,6 +56,12 @@ ROWS: list[tuple[str, str, str, Any]] = [
         ">= 0.8",
         lambda v: v >= 0.8,
     ),
+    (
+        "api_capacity_vs_ceiling_paired",
+        "the same, paired round by round (median of the rounds' ratios)",
+        "",
+        None,
+    ),
     ("seed_capacity_at_p99_10ms_rps", "seed capacity at p99 <= 10 ms, open loop (req/s)", "", None),
     ("ceiling_capacity_at_p99_10ms_rps", "ceiling capacity at p99 <= 10 ms, open loop (req/s)", "", None),
     ("overload_goodput_ratio_2x", "overload: goodput at 2x capacity / capacity", ">= 0.9", lambda v: v >= 0.9),
@@ -77,7 +83,24 @@ ROWS: list[tuple[str, str, str, Any]] = [
 ]
 
 
+def paired_capacity(rounds: dict[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
+    """Ours over the ceiling's capacity within each round (the rounds alternate the two): its median and spread.
+
+    The ratio of the medians is the issue's figure; when one capacity moves by a rung or two between
+    rounds, the paired ratios say how much of it is the servers and how much the hour.
+    """
+    ours, ceiling = (rounds or {}).get("ours"), (rounds or {}).get("ceiling")
+    if not ours or not ceiling:
+        return {}
+    pairs = zip(ours, ceiling, strict=True)
+    ratios = [o["capacity_rps"] / c["capacity_rps"] for o, c in pairs if c["capacity_rps"]]
+    if not ratios:
+        return {}
+    return {"api_capacity_vs_ceiling_paired": median(ratios), "api_capacity_vs_ceiling_paired_spread": spread(ratios)}
+
+
 def table(results: dict[str, Any]) -> str:
+    results = {**results, **paired_capacity(results.get("api_open_loop_rounds"))}
     lines = [
         f"Measured {results['date']} on {results['machine']}; scale {results['scale']} "
         f"({results['events']:,} events); medians of {results['rounds']} alternating rounds "

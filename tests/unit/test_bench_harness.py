@@ -151,3 +151,21 @@ def test_the_slow_log_is_summed_up_by_command_name_with_its_worst() -> None:
         "GET": {"count": 1, "max_ms": 3.0},
     }
     assert slow_commands([]) == {}
+
+
+def test_the_table_pairs_the_capacities_round_by_round_beside_the_ratio_of_their_medians() -> None:
+    def rounds(*held: float) -> list[dict[str, object]]:
+        return [{"capacity_rps": h, "steal": {}} for h in held]
+
+    results = {
+        **RUN,
+        "api_capacity_at_p99_10ms_rps": 3000.0,
+        "ceiling_capacity_at_p99_10ms_rps": 3000.0,
+        "api_capacity_vs_ceiling": 1.0,
+        "api_open_loop_rounds": {"ours": rounds(2250, 3000, 3000), "ceiling": rounds(3000, 4500, 0)},
+    }
+    rows = {line.split(" | ")[0]: line for line in table(results).splitlines() if line.startswith("| ")}
+    # 0.75 and 0.67; the round where the ceiling held nothing has no ratio.
+    paired = rows["| the same, paired round by round (median of the rounds' ratios)"]
+    assert paired.split(" | ")[1] == "0.71 (0.67-0.75)"
+    assert "paired" not in table({**RUN, "api_capacity_vs_ceiling": 1.0})
