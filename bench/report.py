@@ -157,6 +157,14 @@ def steal_note(steal: dict[str, Any] | None) -> str:
     )
 
 
+PEERS = ["ours", "ceiling", "seed", "fallback", "unknown"]
+
+
+def in_peer_order(by_peer: dict[str, Any]) -> list[str]:
+    """Ours first, then the ceiling and the seed, whatever order a results file kept (latest.json sorts its keys)."""
+    return sorted(by_peer, key=lambda n: (PEERS.index(n) if n in PEERS else len(PEERS), n))
+
+
 def rounds_note(rounds: dict[str, list[dict[str, Any]]] | None) -> str:
     """Capacity round by round with each round's steal: a round that differs says why."""
     if not rounds:
@@ -168,7 +176,7 @@ def rounds_note(rounds: dict[str, list[dict[str, Any]]] | None) -> str:
             return f"{r['capacity_rps']:,.0f}"
         return f"{r['capacity_rps']:,.0f} ({steal['mean_pct']:.1f} / {steal['max_pct']:.0f})"
 
-    parts = [f"{name} " + ", ".join(one(r) for r in rows) for name, rows in rounds.items()]
+    parts = [f"{name} " + ", ".join(one(r) for r in rounds[name]) for name in in_peer_order(rounds)]
     return (
         "\nCapacity at p99 <= 10 ms round by round, req/s (in brackets: CPU steal in the round, "
         "mean / max %): " + "; ".join(parts) + ".\n"
@@ -208,8 +216,7 @@ def open_loop_table(results: dict[str, Any]) -> str:
     rates = sorted({int(r) for rows in table.values() for r in rows})
     lines.append("| peer | " + " | ".join(f"{r:,}/s" for r in rates) + " |")
     lines.append("| --- |" + " ---: |" * len(rates))
-    order = ["ours", "ceiling", "seed", "fallback", "unknown"]
-    for name in sorted(table, key=lambda n: (order.index(n) if n in order else len(order), n)):
+    for name in in_peer_order(table):
         rows = table[name]
         cells = []
         for rate in rates:

@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 DECIDE_S = 0.5  # long enough for ~50 probes, short enough to back off within a second
 PROBE_EVERY_S = 0.01  # 100 probes a second: one PING costs Redis ~2 us
-# The deepest cut one late window makes; a window less late than target / DECREASE (2.9 ms at the
-# 2 ms default) cuts by target / delay instead. Until 2026-12-06 every late window cut by this much:
+# The deepest cut one late window makes; a window less late than target / DECREASE (2.86 ms at
+# the 2 ms default) cuts by target / delay instead. Until 2026-12-06 every late window cut by this much:
 # in the 10M growth run a 2.01 ms window cut as deep as a 10 ms one, and while Redis rehashed its
 # main table (16.7M buckets, a minute, late windows whatever the rebuild's rate) those cuts held
 # the rebuild at 10-60k events/s (docs/decisions.md "A cut in proportion").

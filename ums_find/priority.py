@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from consumer.orphans import die_with
+
 log = logging.getLogger(__name__)
 
 PROC, CGROUP_ROOT = Path("/proc"), Path("/sys/fs/cgroup")
@@ -96,8 +98,6 @@ def _own_session() -> None:
     """Fork; the child leads a new session and returns to carry on; the parent waits and exits as it did."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # not twice: what is buffered now would be written by both processes
-    from consumer.orphans import die_with
-
     parent = os.getpid()
     child = os.fork()
     if child == 0:
