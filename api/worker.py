@@ -80,23 +80,43 @@ class QueueStampingWorker(ThreadWorker):
 
     def enqueue_req(self, conn: Any) -> None:
         """Park a connection whose request has not come; shed on arrival when pressed; else stamp and submit."""
+        data, waited = self._peek(conn) if self._parks else (b"", 0.0)
         if self._parks and not conn.initialized and not conn.data_ready and self.alive:
-            if not self._readable(conn):
+            if data is None:
                 self._park(conn)
                 return
             conn.data_ready = True  # what the thread's wait for data would find: it need not wait
-        admission, now = self._admission, time.monotonic()
-        waited = self._socket_wait(conn) if self._kernel_stamps else 0.0
-        predicted = self._drain.predicted_wait(len(self._waiting), self.cfg.threads)
-        if (
-            admission is not None
-            and admission.pressing(self._head_wait(now), predicted, waited)
-            and self._shed(conn, admission)
-        ):
+        if self._shed_if_pressed(conn, data, waited, in_place=False):
             return
-        conn.ums_queued_at = now - waited
-        self._waiting.append(now - waited)
+        self._submit(conn, waited)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection's next request: shed where it stands when pressed, else as gthread does."""
+        data, waited = self._peek(conn) if self._admission is not None else (b"", 0.0)
+        # Shed in place, the connection stays on the poller: gthread would take it off and put it back,
+        # two epoll_ctl calls, each of which lets a pool thread take the GIL from this one.
+        if self._shed_if_pressed(conn, data, waited, in_place=True):
+            return
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._submit(conn, waited)
+
+    def _submit(self, conn: Any, waited: float) -> None:
+        """Stamp the hand-off (`waited` back, the kernel's receipt) and give the connection to the pool."""
+        arrived = time.monotonic() - waited
+        conn.ums_queued_at = arrived
+        self._waiting.append(arrived)
         super().enqueue_req(conn)
+
+    def _shed_if_pressed(self, conn: Any, data: bytes | None, waited: float, in_place: bool) -> bool:
+        """Answer 503 on arrival if admission control says the queue is too slow; whether it did."""
+        admission = self._admission
+        if admission is None or not data:
+            return False
+        predicted = self._drain.predicted_wait(len(self._waiting), self.cfg.threads)
+        if not admission.pressing(self._head_wait(time.monotonic()), predicted, waited):
+            return False
+        return self._shed(conn, admission, data, in_place)
 
     def handle(self, conn: Any) -> Any:
         """Runs in a pool thread: remember this hand-off's stamps for the request it serves."""
@@ -156,19 +176,22 @@ class QueueStampingWorker(ThreadWorker):
             return False
         return wanted
 
-    @staticmethod
-    def _socket_wait(conn: Any) -> float:
-        """How long the first unread byte on `conn` has been in the kernel's hands (0: none, or no stamp)."""
+    def _peek(self, conn: Any) -> tuple[bytes | None, float]:
+        """What waits on `conn`, peeked, not consumed (None: nothing yet; b"": its end, or an error a thread
+        will meet), and how long its first byte has been in the kernel's hands (0: no stamp, or stamps off).
+
+        One system call: on this thread every one lets a pool thread take the GIL, and under overload
+        the 503s wait for it to come back (docs/decisions.md "Fewer system calls per rejection").
+        """
+        if self.cfg.is_ssl:  # an SSL socket takes no flags; before its handshake it is still plain
+            return (None if conn.initialized or not self._readable(conn) else b""), 0.0
         try:
-            _, ancillary, _, _ = conn.sock.recvmsg(1, STAMP_SPACE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except OSError:  # nothing there yet, or the client is gone: the thread finds out as before
-            return 0.0
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
-                seconds, nanos = STAMP.unpack_from(data)
-                waited = time.time() - seconds - nanos / 1e9
-                return waited if 0.0 <= waited <= PLAUSIBLE_WAIT_S else 0.0
-        return 0.0
+            data, ancillary, _, _ = conn.sock.recvmsg(PEEK_BYTES, STAMP_SPACE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None, 0.0
+        except OSError:  # the client is gone: the thread finds out as before
+            return b"", 0.0
+        return data, (kernel_wait(ancillary) if self._kernel_stamps and data else 0.0)
 
     def _head_wait(self, now: float) -> float:
         """How long the request a thread takes next has waited (0: none waits)."""
@@ -177,32 +200,38 @@ class QueueStampingWorker(ThreadWorker):
         except IndexError:
             return 0.0
 
-    def _shed(self, conn: Any, admission: Admission) -> bool:
-        """Answer 503 to the request waiting on `conn` here; False: it goes to the pool as usual."""
+    def _shed(self, conn: Any, admission: Admission, data: bytes, in_place: bool) -> bool:
+        """Answer 503 to the request `data` waiting on `conn` here (a kept-alive connection still on the poller
+        if `in_place`); False: it goes to the pool as usual."""
         server = conn.server
         if not self.alive or self.cfg.is_ssl or conn.is_http2 or not isinstance(server, tuple):
             return False
         if str(server[1]) == admission.ops_port:
             return False  # the operational endpoints are never shed
-        request = self._whole_get(conn)
+        request = self._whole_get(conn, data)
         if request is None:
             return False
         first_line = request.split(b"\r\n", 1)[0]
         keep = first_line.endswith(b" HTTP/1.1") and b"connection: close" not in request.lower()
-        keep = keep and len(self.keepalived_conns) < self.max_keepalived
+        keep = keep and len(self.keepalived_conns) - int(in_place) < self.max_keepalived
         response = admission.shed_on_arrival(keep)
         try:
             conn.sock.recv(len(request))  # consumed only now that it is answered here
             sent = conn.sock.send(response)
         except OSError:  # the client left (reset): an exception here would end the worker's loop
             sent = 0
+        if in_place:
+            self.keepalived_conns.remove(conn)  # back at the end: the deque stays in timeout order
         if not keep or sent != len(response):
+            if in_place:
+                self.poller.unregister(conn.sock)
             self.nr_conns -= 1
             conn.close()
             return True
         conn.set_timeout()
         self.keepalived_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        if not in_place:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
         return True
 
     def _park(self, conn: Any) -> None:
@@ -231,18 +260,24 @@ class QueueStampingWorker(ThreadWorker):
         return True
 
     @staticmethod
-    def _whole_get(conn: Any) -> bytes | None:
-        """The one complete, bodiless GET waiting on the socket (peeked, not consumed); else None."""
+    def _whole_get(conn: Any, data: bytes) -> bytes | None:
+        """`data` if it is one complete, bodiless GET and all the connection holds; else None."""
         unreader = getattr(conn.parser, "unreader", None)
         if unreader is not None and unreader.buf.getvalue():
             return None  # the parser holds bytes of it already
-        try:
-            data = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
-        except OSError:
-            return None
         if not data.startswith(b"GET ") or not data.endswith(b"\r\n\r\n") or data.count(b"\r\n\r\n") != 1:
             return None  # another method, incomplete, or pipelined: the parser's job
         lowered = data.lower()
         if b"\r\ncontent-length:" in lowered or b"\r\ntransfer-encoding:" in lowered:
             return None
         return data
+
+
+def kernel_wait(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """How long ago the kernel stamped the first byte a recvmsg saw (its SO_TIMESTAMPNS message; 0: none)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
+            seconds, nanos = STAMP.unpack_from(data)
+            waited = time.time() - seconds - nanos / 1e9
+            return waited if 0.0 <= waited <= PLAUSIBLE_WAIT_S else 0.0
+    return 0.0

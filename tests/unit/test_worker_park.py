@@ -1,4 +1,5 @@
-"""A just-accepted connection whose request has not come waits on the poller, never in a pool thread."""
+"""The worker's main thread: a just-accepted connection whose request has not come waits on the poller, never
+in a pool thread; a request is stamped from its arrival; a kept-alive connection's request is shed in place."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from gunicorn.config import Config
 
 from api.drain import DrainRate
-from api.worker import SO_TIMESTAMPNS, QueueStampingWorker
+from api.worker import PEEK_BYTES, SO_TIMESTAMPNS, STAMP_SPACE, QueueStampingWorker, kernel_wait
 from tests.helpers import wait_until
 
 
@@ -34,7 +34,7 @@ class Pool:
 def worker() -> Iterator[QueueStampingWorker]:
     """The worker's accept path without a master: no admission control, a pool that runs nothing."""
     w = QueueStampingWorker.__new__(QueueStampingWorker)
-    w.cfg, w.alive, w.nr_conns, w.worker_connections = Config(), True, 0, 1000
+    w.cfg, w.alive, w.nr_conns, w.worker_connections, w.max_keepalived = Config(), True, 0, 1000, 996
     w._admission, w._waiting, w._drain, w._parks = None, deque(), DrainRate(), True
     w._kernel_stamps = False
     w.tpool, w.poller, w.pending_conns, w.keepalived_conns = Pool(), selectors.DefaultSelector(), deque(), deque()
@@ -97,7 +97,8 @@ def stamp_listener(worker: QueueStampingWorker, listener: socket.socket) -> None
             served, _ = listener.accept()
             with served:
                 wait_until(lambda: served.recv(1, socket.MSG_PEEK), 5, "the request's first byte")
-                return QueueStampingWorker._socket_wait(SimpleNamespace(sock=served)) > 0
+                _, ancillary, _, _ = served.recvmsg(PEEK_BYTES, STAMP_SPACE, socket.MSG_PEEK)
+                return kernel_wait(ancillary) > 0
 
     wait_until(a_stamp_arrives, 5, "the kernel to stamp a received segment")
 
@@ -135,4 +136,82 @@ def test_a_connection_with_nothing_to_read_has_no_kernel_wait(worker, listener):
     with socket.create_connection(listener.getsockname()):
         worker.accept(listener)  # parked: nothing was sent
         (conn,) = worker.pending_conns
-        assert worker._socket_wait(conn) == 0.0
+        assert worker._peek(conn) == (None, 0.0)
+
+
+SHED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+
+
+class Pressed:
+    """Admission control's arrival-stage face (api.admission.Admission) with the queue too slow, or not."""
+
+    ops_port = "1"
+
+    def __init__(self) -> None:
+        self.pressed, self.shed = True, 0
+
+    def pressing(self, *_waits: float) -> bool:
+        return self.pressed
+
+    def shed_on_arrival(self, keep_alive: bool) -> bytes:
+        assert keep_alive
+        self.shed += 1
+        return SHED
+
+
+def dispatch(worker: QueueStampingWorker) -> None:
+    """One turn of gthread's loop: the callbacks of whatever the poller finds ready."""
+    for key, _ in worker.poller.select(timeout=5):
+        key.data(key.fileobj)
+
+
+def shed_once(worker: QueueStampingWorker, listener: socket.socket) -> tuple[socket.socket, Any]:
+    """A client whose first request was shed on arrival, and the worker's connection, kept alive."""
+    client = socket.create_connection(listener.getsockname())
+    client.sendall(REQUEST)
+    worker.accept(listener)
+    assert client.recv(len(SHED)) == SHED
+    return client, worker.keepalived_conns[-1]
+
+
+def test_a_kept_alive_connections_request_is_shed_in_place(worker, listener, monkeypatch):
+    worker._admission = admission = Pressed()
+    client, conn = shed_once(worker, listener)
+    with client:
+        client.sendall(REQUEST)
+        calls: list[str] = []
+        for name in ("register", "unregister", "modify"):  # each an epoll_ctl, which lets a thread take the GIL
+            monkeypatch.setattr(worker.poller, name, lambda *args, name=name: calls.append(name))
+        dispatch(worker)
+        assert calls == []
+        assert client.recv(len(SHED)) == SHED
+        assert admission.shed == 2 and worker.tpool.submitted == []
+        assert list(worker.keepalived_conns) == [conn] and worker.nr_conns == 1
+        assert worker.poller.get_key(conn.sock).fileobj is conn.sock  # still on the poller
+        assert worker._peek(conn) == (None, 0.0)  # the request was consumed
+
+
+def test_a_connection_shed_in_place_moves_to_the_end_of_the_keep_alive_queue(worker, listener):
+    worker._admission = Pressed()
+    first, conn = shed_once(worker, listener)
+    second, other = shed_once(worker, listener)
+    with first, second:
+        first.sendall(REQUEST)
+        dispatch(worker)
+        assert first.recv(len(SHED)) == SHED
+        # gthread closes expired connections from the front and stops at the first that is not.
+        assert list(worker.keepalived_conns) == [other, conn]
+        assert conn.timeout >= other.timeout
+
+
+def test_a_kept_alive_connections_request_goes_to_a_thread_when_not_pressed(worker, listener):
+    worker._admission = admission = Pressed()
+    client, conn = shed_once(worker, listener)
+    with client:
+        admission.pressed = False
+        client.sendall(REQUEST)
+        dispatch(worker)
+        assert worker.tpool.submitted == [conn] and not worker.keepalived_conns
+        with pytest.raises(KeyError):
+            worker.poller.get_key(conn.sock)  # off the poller: the thread owns it
+        assert worker._peek(conn)[0] == REQUEST  # left for the thread's parser
