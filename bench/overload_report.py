@@ -27,6 +27,8 @@ def overload_keys(overload: dict[str, Any]) -> dict[str, Any]:
     steps = by_peer["ours"]["steps"]
     two, four = step_at(steps, 2.0), step_at(steps, 4.0)
     rejects = [s["reject_p99_ms"] for s in steps if s["multiple"] >= 2 and s["rejected"]]
+    floor = overload.get("floor") or []
+    floor_rejects = [s["reject_p99_ms"] for s in floor if s["rejected"]]
     return {
         "overload_goodput_ratio_2x": two["goodput_rps"] / capacity,
         "overload_goodput_ratio_4x": four["goodput_rps"] / capacity,
@@ -39,7 +41,10 @@ def overload_keys(overload: dict[str, Any]) -> dict[str, Any]:
         "overload_recovery_every_window_s": by_peer["ours"].get("recovery_every_window_s"),
         "overload": by_peer["ours"],
         "overload_by_peer": by_peer,
-        "overload_settings": {k: v for k, v in overload.items() if k != "by_peer"},
+        "overload_settings": {k: v for k, v in overload.items() if k not in ("by_peer", "floor")},
+        # The same figure from a server that only answers 503 (bench/rig_floor.py): the client's share.
+        "overload_floor_reject_p99_ms": max(floor_rejects) if floor_rejects else None,
+        "overload_floor": floor,
     }
 
 
@@ -74,6 +79,7 @@ def overload_table(results: dict[str, Any]) -> str:
                 f"| {name} | {s['multiple']:g}x{flag} | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
                 f"{cell(s['admitted_p99_ms'])} | {rejected} | {arrival} | {s['timeouts']:,} | {s['other_errors']:,} |"
             )
+    lines += floor_rows(results.get("overload_floor") or [])
     lines += failed(by_peer)
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
@@ -85,6 +91,15 @@ def overload_table(results: dict[str, Any]) -> str:
         f"2026-12-04): {peers}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def floor_rows(steps: list[dict[str, Any]]) -> list[str]:
+    """The rig's floor (bench/rig_floor.py) as rows of the same table: a server that only answers 503."""
+    return [
+        f"| floor (the rig: only 503s) | {s['multiple']:g}x | {s['offered_rps']:,} | - | - | "
+        f"{s['rejected']:,} ({cell(s['reject_p99_ms'])}) | - | {s['timeouts']:,} | {s['other_errors']:,} |"
+        for s in steps
+    ]
 
 
 def failed(by_peer: dict[str, Any]) -> list[str]:
@@ -130,6 +145,17 @@ def overload_chart(results: dict[str, Any], path: Path) -> None:
         if rejected:
             xs, ys = zip(*rejected, strict=True)
             right.plot(xs, ys, marker="x", linestyle="--", color=color, label=f"{name} 503 p99")
+    floor = [(s["offered_rps"], s["reject_p99_ms"]) for s in results.get("overload_floor") or [] if s["rejected"]]
+    if floor:
+        xs, ys = zip(*floor, strict=True)
+        right.plot(
+            xs,
+            ys,
+            marker="x",
+            linestyle=":",
+            color="grey",
+            label="the rig's floor: 503 p99 of a server doing nothing else",
+        )
     left.plot([0, top], [0, top], color="grey", linestyle=":", label="goodput = offered")
     left.axhline(capacity, color="black", linestyle="--", label=f"our capacity at the SLO ({capacity:,}/s)")
     left.set_xlabel("offered load (req/s, open loop)")

@@ -69,6 +69,12 @@ ROWS: list[tuple[str, str, str, Any]] = [
     ("overload_admitted_p99_ms_2x", "overload: 2xx p99 at 2x (ms)", "<= 50", lambda v: v <= 50),
     ("overload_client_timeouts_2x", "overload: client timeouts (1 s) at 2x", "0", lambda v: v == 0),
     ("overload_reject_p99_ms", "overload: 503 p99, worst step at >= 2x (ms)", "<= 5", lambda v: v <= 5),
+    (
+        "overload_floor_reject_p99_ms",
+        "... the rig's floor: the same from a server that only answers 503 (ms)",
+        "",
+        None,
+    ),
     ("overload_recovery_s", "overload: 4x -> 0.5x, s until p99 is back (next 5 s, rest)", "<= 5", lambda v: v <= 5),
     ("freshness_p50_ms", "freshness p50 at 20 events/s (ms)", "", None),
     ("freshness_p99_ms", "freshness p99 at 20 events/s (ms)", "<= 10", lambda v: v <= 10),

@@ -8,7 +8,9 @@
 #           `GOTOOLCHAIN=auto` downloads) from proxy.golang.org, so every machine builds with the
 #           same Go: go.dev's tarballs are not reachable from CI, the proxy is, and Debian 12's
 #           golang-go (1.19) is older than vegeta's go.mod needs (1.22).
-# Prints the vegeta binary's path on stdout; everything else goes to stderr.
+#   floor   `bench/tools.sh floor`: the rig's floor server (bench/peers/floor, bench/rig_floor.py), built
+#           with the same Go, cached by its source's hash.
+# Prints the binary's path on stdout; everything else goes to stderr.
 set -euo pipefail
 
 CACHE_DIR=${UMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ums-find}
@@ -18,11 +20,6 @@ GOPROXY_URL=${GOPROXY_URL:-https://proxy.golang.org}
 
 say() { echo "[bench-tools] $*" >&2; }
 
-vegeta=$CACHE_DIR/bench-tools/vegeta-$VEGETA_VERSION/vegeta
-if [ -x "$vegeta" ]; then
-  echo "$vegeta"
-  exit 0
-fi
 
 install_go() {  # the toolchain module zip: golang.org/toolchain@v0.0.1-go<version>.linux-<arch>
   local arch dest zip module
@@ -63,8 +60,34 @@ PY
   echo "$dest/bin/go"
 }
 
-go=$CACHE_DIR/bench-tools/go$GO_VERSION/bin/go
-[ -x "$go" ] || go=$(install_go)
+toolchain() {  # the pinned Go, installed once
+  local go=$CACHE_DIR/bench-tools/go$GO_VERSION/bin/go
+  [ -x "$go" ] || go=$(install_go)
+  echo "$go"
+}
+
+if [ "${1:-}" = floor ]; then
+  src=$(cd "$(dirname "$0")/peers/floor" && pwd)
+  floor=$CACHE_DIR/bench-tools/floor-$(cat "$src/main.go" "$src/go.mod" | sha256sum | cut -c1-12)/floor
+  if [ ! -x "$floor" ]; then
+    go=$(toolchain)
+    say "building the floor server with $("$go" env GOVERSION)"
+    mkdir -p "$(dirname "$floor")"
+    work=$CACHE_DIR/bench-tools/gopath
+    (cd "$src" && GOPATH=$work GOMODCACHE=$work/mod GOCACHE=$work/build GOTOOLCHAIN=local CGO_ENABLED=0 \
+      "$go" build -o "$floor.part" . >&2)
+    mv "$floor.part" "$floor"
+  fi
+  echo "$floor"
+  exit 0
+fi
+
+vegeta=$CACHE_DIR/bench-tools/vegeta-$VEGETA_VERSION/vegeta
+if [ -x "$vegeta" ]; then
+  echo "$vegeta"
+  exit 0
+fi
+go=$(toolchain)
 say "building vegeta $VEGETA_VERSION with $("$go" env GOVERSION)"
 work=$CACHE_DIR/bench-tools/gopath
 mkdir -p "$(dirname "$vegeta")"

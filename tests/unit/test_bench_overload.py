@@ -146,3 +146,10 @@ def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_abov
     assert "| ours | 2x | 2,000 | 950 | 40.0 | 10 (4.0) | 10 (4.0) | 2 | 0 |" in text
     both = "3 s, control 0 s (7 s; control not within the window)"
     assert f"ours {both}; seed {both}" in text
+    assert keys["overload_floor_reject_p99_ms"] is None and "floor" not in text  # a run without the floor
+
+    floor = [step(2.0, 0, 1.5), step(3.0, 0, 2.5), step(4.0, 0, 12.0)]
+    keys = overload_keys({**settings, "by_peer": {"ours": peer}, "floor": floor})
+    assert keys["overload_floor_reject_p99_ms"] == 12.0 and "floor" not in keys["overload_settings"]
+    text = overload_table({**keys, "date": "d"})
+    assert "| floor (the rig: only 503s) | 4x | 4,000 | - | - | 10 (12.0) | - | 4 | 0 |" in text
