@@ -10,7 +10,9 @@ While admission control says the queue is too slow (api.admission.QueueGuard.she
 request a thread takes next has waited too long, or the requests ahead of a newcomer would take
 too long by api.drain's measure, or, while overloaded, the newcomer waited too long in the
 kernel), a plain GET arriving is answered 503 on the main thread: no thread, no HTTP parser, no
-WSGI environ, so a rejection costs a fraction of an answer.
+WSGI environ, so a rejection costs a fraction of an answer. A kept-alive connection's request is
+shed where it stands, still on the poller, and each arrival is peeked once: every system call on
+this thread lets a pool thread take the GIL (docs/decisions.md "Fewer system calls per rejection").
 
 A just-accepted connection whose request has not come waits on the poller, not in a pool thread
 (`_park`): with a few threads, a few silent connections would otherwise stop the worker.
