@@ -141,7 +141,8 @@ class QueueStampingWorker(ThreadWorker):
         admission = getattr(app, "wsgi_app", None)
         # Shedding on arrival uses gthread's connection bookkeeping (gunicorn 27); elsewhere it is
         # off and requests are shed when a thread takes them.
-        fast = all(hasattr(self, name) for name in FAST_PATH_NEEDS)
+        # The callbacks are looked up on gthread's class: this one overrides on_client_socket_readable.
+        fast = all(hasattr(ThreadWorker if name.startswith("on_") else self, name) for name in FAST_PATH_NEEDS)
         if not fast:
             missing = ", ".join(FAST_PATH_NEEDS)
             self.log.warning("gunicorn's gthread lacks %s: no shedding on arrival, no parking", missing)
@@ -180,7 +181,8 @@ class QueueStampingWorker(ThreadWorker):
 
     def _peek(self, conn: Any) -> tuple[bytes | None, float]:
         """What waits on `conn`, peeked, not consumed (None: nothing yet; b"": its end, or an error a thread
-        will meet), and how long its first byte has been in the kernel's hands (0: no stamp, or stamps off).
+        will meet), and how long it has been in the kernel's hands (0: no stamp, or stamps off): the stamp
+        of the last segment the peek read, which for a GET the fast path sheds is its only one.
 
         One system call: on this thread every one lets a pool thread take the GIL, and under overload
         the 503s wait for it to come back (docs/decisions.md "Fewer system calls per rejection").
@@ -276,7 +278,7 @@ class QueueStampingWorker(ThreadWorker):
 
 
 def kernel_wait(ancillary: list[tuple[int, int, bytes]]) -> float:
-    """How long ago the kernel stamped the first byte a recvmsg saw (its SO_TIMESTAMPNS message; 0: none)."""
+    """How long ago the kernel stamped what a recvmsg read (its SO_TIMESTAMPNS message, the last segment's; 0: none)."""
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
             seconds, nanos = STAMP.unpack_from(data)

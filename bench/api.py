@@ -36,7 +36,7 @@ from bench.openloop import Series, open_loop_suite
 from bench.overload import overload_suite
 from bench.projection import bench_name
 from bench.readers import Reader
-from bench.rig_floor import floor_steps
+from bench.rig_floor import floor_or_none
 from bench.servers import Server, gunicorn, seed_server
 from domain import Name, PhoneNumber, User
 
@@ -162,7 +162,7 @@ def api_suite(settings: Settings, projected: int, rounds: int, workdir: Path) ->
         open_loop = open_loop_suite(series, rounds, workdir)
         capacities = cast(dict[str, dict[str, float]], open_loop["capacity"])
         overload = overload_suite(series[:3], capacities["ours"]["median"], workdir)
-        overload["floor"] = floor_steps(cast(int, overload["capacity_rps"]), workdir)
+        overload["floor"] = floor_or_none(cast(int, overload["capacity_rps"]), workdir)
         # wrk counts every 503 as a failed read: the rebuild is read through the unshed server.
         rebuild = rebuild_under_reads(settings, closed, hits)
     finally:

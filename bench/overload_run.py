@@ -28,7 +28,7 @@ from bench.loadgen import write_targets
 from bench.openloop import Series, capacity, run_series
 from bench.overload import overload_suite
 from bench.overload_report import overload_chart, overload_keys, overload_table
-from bench.rig_floor import floor_steps
+from bench.rig_floor import floor_or_none
 from bench.servers import gunicorn, seed_server
 from domain import Name, PhoneNumber, User, UserAdded, Version
 
@@ -86,7 +86,7 @@ def main() -> None:
             ours_capacity = float(given) if given else float(capacity(run_series(series[0], workdir)))
             log.info("our capacity at the SLO: %s req/s (%s)", ours_capacity, "given" if given else "measured")
             overload = overload_suite(series, ours_capacity, workdir)
-            overload["floor"] = floor_steps(overload["capacity_rps"], workdir)
+            overload["floor"] = floor_or_none(overload["capacity_rps"], workdir)
     finally:
         for server in servers:
             server.stop()

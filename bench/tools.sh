@@ -68,7 +68,7 @@ toolchain() {  # the pinned Go, installed once
 
 if [ "${1:-}" = floor ]; then
   src=$(cd "$(dirname "$0")/peers/floor" && pwd)
-  floor=$CACHE_DIR/bench-tools/floor-$(cat "$src/main.go" "$src/go.mod" | sha256sum | cut -c1-12)/floor
+  floor=$CACHE_DIR/bench-tools/floor-$( (cat "$src/main.go" "$src/go.mod"; echo "$GO_VERSION") | sha256sum | cut -c1-12)/floor
   if [ ! -x "$floor" ]; then
     go=$(toolchain)
     say "building the floor server with $("$go" env GOVERSION)"

@@ -40,7 +40,7 @@ def worker() -> Iterator[QueueStampingWorker]:
     w.tpool, w.poller, w.pending_conns, w.keepalived_conns = Pool(), selectors.DefaultSelector(), deque(), deque()
     yield w
     w.poller.close()
-    for conn in [*w.tpool.submitted, *w.pending_conns]:
+    for conn in [*w.tpool.submitted, *w.pending_conns, *w.keepalived_conns]:
         conn.sock.close()
 
 
@@ -148,14 +148,17 @@ class Pressed:
     ops_port = "1"
 
     def __init__(self) -> None:
-        self.pressed, self.shed = True, 0
+        self.pressed, self.kept = True, []
+
+    @property
+    def shed(self) -> int:
+        return len(self.kept)
 
     def pressing(self, *_waits: float) -> bool:
         return self.pressed
 
     def shed_on_arrival(self, keep_alive: bool) -> bytes:
-        assert keep_alive
-        self.shed += 1
+        self.kept.append(keep_alive)
         return SHED
 
 
@@ -167,7 +170,7 @@ def dispatch(worker: QueueStampingWorker) -> None:
 
 def shed_once(worker: QueueStampingWorker, listener: socket.socket) -> tuple[socket.socket, Any]:
     """A client whose first request was shed on arrival, and the worker's connection, kept alive."""
-    client = socket.create_connection(listener.getsockname())
+    client = socket.create_connection(listener.getsockname(), timeout=5)
     client.sendall(REQUEST)
     worker.accept(listener)
     assert client.recv(len(SHED)) == SHED
@@ -215,3 +218,26 @@ def test_a_kept_alive_connections_request_goes_to_a_thread_when_not_pressed(work
         with pytest.raises(KeyError):
             worker.poller.get_key(conn.sock)  # off the poller: the thread owns it
         assert worker._peek(conn)[0] == REQUEST  # left for the thread's parser
+
+
+def test_a_kept_alive_connection_that_asks_to_close_is_shed_and_closed(worker, listener):
+    worker._admission = admission = Pressed()
+    client, conn = shed_once(worker, listener)
+    with client:
+        client.sendall(REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        dispatch(worker)
+        assert admission.kept == [True, False]
+        assert client.recv(len(SHED)) == SHED and client.recv(1) == b""  # answered, then closed
+        assert not worker.keepalived_conns and worker.nr_conns == 0 and conn.sock.fileno() == -1
+        assert all(key.fileobj is not conn.sock for key in worker.poller.get_map().values())  # off the poller
+
+
+def test_a_connection_shed_in_place_counts_itself_once_against_the_keep_alive_bound(worker, listener):
+    worker._admission = admission = Pressed()
+    worker.max_keepalived = 1
+    client, conn = shed_once(worker, listener)  # the one kept-alive connection the bound allows
+    with client:
+        client.sendall(REQUEST)
+        dispatch(worker)
+        assert client.recv(len(SHED)) == SHED
+        assert admission.kept == [True, True] and list(worker.keepalived_conns) == [conn]
