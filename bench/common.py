@@ -22,7 +22,7 @@ RESULTS = ROOT / "bench" / "results"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SCALE = float(os.environ.get("BENCH_SCALE", "0.1" if QUICK else "1.0"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2" if QUICK else "5"))
-# make bench's servers listen on PORT_BASE .. PORT_BASE + 7 (BENCH_PORT_BASE: two runs side by side).
+# make bench's servers listen on PORT_BASE .. PORT_BASE + 8 (BENCH_PORT_BASE: two runs side by side).
 PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "18080"))
 BENCH_DB = 1  # the benchmarks use their own Redis database, flushed between runs
 

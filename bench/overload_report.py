@@ -74,13 +74,13 @@ def overload_table(results: dict[str, Any]) -> str:
             rejected = f"{s['rejected']:,} ({cell(s['reject_p99_ms'])})" if s["rejected"] else "0"
             early = s["rejected_on_arrival"]
             arrival = f"{early:,} ({cell(s['reject_arrival_p99_ms'])})" if early else "0"
-            flag = " (vegeta fell behind)" if s.get("generator_behind") else ""
             lines.append(
-                f"| {name} | {s['multiple']:g}x{flag} | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
+                f"| {name} | {s['multiple']:g}x{behind(s)} | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
                 f"{cell(s['admitted_p99_ms'])} | {rejected} | {arrival} | {s['timeouts']:,} | {s['other_errors']:,} |"
             )
     lines += floor_rows(results.get("overload_floor") or [])
-    lines += failed(by_peer)
+    floor = results.get("overload_floor") or []
+    lines += failed({**by_peer, "floor": {"steps": floor}} if floor else by_peer)
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
         "",
@@ -93,10 +93,14 @@ def overload_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def behind(step: dict[str, Any]) -> str:
+    return " (vegeta fell behind)" if step.get("generator_behind") else ""
+
+
 def floor_rows(steps: list[dict[str, Any]]) -> list[str]:
     """The rig's floor (bench/rig_floor.py) as rows of the same table: a server that only answers 503."""
     return [
-        f"| floor (the rig: only 503s) | {s['multiple']:g}x | {s['offered_rps']:,} | - | - | "
+        f"| floor (the rig: only 503s) | {s['multiple']:g}x{behind(s)} | {s['offered_rps']:,} | - | - | "
         f"{s['rejected']:,} ({cell(s['reject_p99_ms'])}) | - | {s['timeouts']:,} | {s['other_errors']:,} |"
         for s in steps
     ]
@@ -105,7 +109,7 @@ def floor_rows(steps: list[dict[str, Any]]) -> list[str]:
 def failed(by_peer: dict[str, Any]) -> list[str]:
     """A line per step where requests got no status: what vegeta said, and when the first and last were sent."""
     lines = []
-    for name in [p for p in PEERS if p in by_peer]:
+    for name in [p for p in (*PEERS, "floor") if p in by_peer]:
         for s in by_peer[name]["steps"]:
             if not s.get("failures"):
                 continue

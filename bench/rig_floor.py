@@ -2,8 +2,8 @@
 
 A Go server (bench/peers/floor) answers every request with the 503 our API sheds with, and does
 nothing else, on the API's pinned core; the same vegeta drives it at the overload steps' rates.
-Whatever p99 the client measures from it is the client's and the loopback's, not a server's: a
-503 p99 target under it cannot be shown on this rig (docs/decisions.md "The rig's floor").
+Whatever p99 the client measures from it is what the rig (the client, the loopback, scheduling
+on the pinned core) adds at that rate in that run, not a server's work (docs/decisions.md "The rig's floor").
 Standalone, it writes .run/rig-floor.json (a run of one part); never bench/results.
 """
 
@@ -26,7 +26,7 @@ from bench.servers import Server
 
 log = logging.getLogger("bench")
 MULTIPLES = (2.0, 3.0, 4.0)  # where the API sheds most of what it is offered
-PORT = PORT_BASE + 7
+PORT = PORT_BASE + 8  # bench/fresh_limit.py's run of one part takes + 7
 
 
 def floor_binary() -> str:

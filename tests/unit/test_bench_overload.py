@@ -153,3 +153,8 @@ def test_keys_are_ours_over_the_capacity_and_the_worst_reject_p99_at_2x_and_abov
     assert keys["overload_floor_reject_p99_ms"] == 12.0 and "floor" not in keys["overload_settings"]
     text = overload_table({**keys, "date": "d"})
     assert "| floor (the rig: only 503s) | 4x | 4,000 | - | - | 10 (12.0) | - | 4 | 0 |" in text
+
+    late = [{**floor[2], "generator_behind": True, "failures": {"dial tcp: bind: address already in use": 3}}]
+    text = overload_table({**overload_keys({**settings, "by_peer": {"ours": peer}, "floor": late}), "date": "d"})
+    assert "| floor (the rig: only 503s) | 4x (vegeta fell behind) |" in text
+    assert "- floor 4x, no status (times not kept): 3 x dial tcp: bind: address already in use" in text
