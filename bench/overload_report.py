@@ -42,7 +42,7 @@ def overload_keys(overload: dict[str, Any]) -> dict[str, Any]:
         "overload": by_peer["ours"],
         "overload_by_peer": by_peer,
         "overload_settings": {k: v for k, v in overload.items() if k not in ("by_peer", "floor")},
-        # The same figure from a server that only answers 503 (bench/rig_floor.py): the client's share.
+        # The same figure from a server that only answers 503 (bench/rig_floor.py): what the rig adds.
         "overload_floor_reject_p99_ms": max(floor_rejects) if floor_rejects else None,
         "overload_floor": floor,
     }
@@ -78,8 +78,8 @@ def overload_table(results: dict[str, Any]) -> str:
                 f"| {name} | {s['multiple']:g}x{behind(s)} | {s['offered_rps']:,} | {s['goodput_rps']:,.0f} | "
                 f"{cell(s['admitted_p99_ms'])} | {rejected} | {arrival} | {s['timeouts']:,} | {s['other_errors']:,} |"
             )
-    lines += floor_rows(results.get("overload_floor") or [])
     floor = results.get("overload_floor") or []
+    lines += floor_rows(floor)
     lines += failed({**by_peer, "floor": {"steps": floor}} if floor else by_peer)
     peers = "; ".join(recovered(name, by_peer[name]) for name in PEERS if name in by_peer)
     lines += [
