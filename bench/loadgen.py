@@ -28,6 +28,15 @@ TIMEOUT_S = 5
 # latency rose at 4x the capacity, then spent its core on them and sent a fraction of the offered
 # rate while the server idled: the figure measured vegeta (docs/decisions.md "Kernel stamps").
 MAX_CONNECTIONS = int(os.environ.get("BENCH_MAX_CONNECTIONS", "1000"))
+# vegeta's Go collector, deferred until its heap reaches a memory limit. On its one core, once a
+# hiccup had made it open ~1,000 connections, each collection marked a 12 MB live heap for 11-15 ms
+# every ~150 ms, and its p99 against a server answering in 0.2 ms stayed at 13-15 ms for the rest of
+# the step (GODEBUG=gctrace=1; docs/decisions.md "The client's collector"). Marking costs the live
+# heap, not the garbage: at the limit one collection takes as long, once every ~20 s instead.
+VEGETA_GC = {
+    "GOGC": os.environ.get("BENCH_VEGETA_GOGC", "off"),
+    "GOMEMLIMIT": os.environ.get("BENCH_VEGETA_GOMEMLIMIT", "2GiB"),
+}
 
 
 @functools.cache
@@ -94,6 +103,7 @@ def attack_csv(
         ),
         check=True,
         capture_output=True,
+        env={**os.environ, **VEGETA_GC},
     )
     text = subprocess.run([vegeta(), "encode", "-to=csv", str(out)], capture_output=True, text=True, check=True)
     return text.stdout
