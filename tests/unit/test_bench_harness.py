@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -53,12 +55,17 @@ def test_every_attack_runs_vegeta_with_its_collector_deferred_to_the_memory_limi
         return subprocess.CompletedProcess(command, 0, stdout="")
 
     monkeypatch.setattr(loadgen, "vegeta", lambda: "vegeta")
-    monkeypatch.setattr(loadgen.subprocess, "run", run)
+    monkeypatch.setattr(loadgen, "subprocess", SimpleNamespace(run=run))  # loadgen's calls only
     loadgen.attack_csv(tmp_path / "targets", 100, 1.0, tmp_path)
-    attack = next(c for c in calls if "attack" in c["command"])
-    assert attack["env"]["GOGC"] == "off"
-    assert attack["env"]["GOMEMLIMIT"] == "2GiB"
-    assert attack["env"]["PATH"]  # the rest of the environment goes along
+    env = next(c for c in calls if "attack" in c["command"]).get("env", {})
+    assert {k: env.get(k) for k in ("GOGC", "GOMEMLIMIT")} == loadgen.VEGETA_GC
+    assert env.get("PATH")  # the rest of the environment goes along
+
+
+def test_vegeta_collects_at_its_memory_limit_unless_told_otherwise() -> None:
+    """The defaults, unless BENCH_VEGETA_GOGC / BENCH_VEGETA_GOMEMLIMIT were set for this run."""
+    assert loadgen.VEGETA_GC["GOGC"] == os.environ.get("BENCH_VEGETA_GOGC", "off")
+    assert loadgen.VEGETA_GC["GOMEMLIMIT"] == os.environ.get("BENCH_VEGETA_GOMEMLIMIT", "2GiB")
 
 
 def test_capacity_is_the_highest_rate_held_with_every_lower_rate_held() -> None:
