@@ -4,7 +4,7 @@ vegeta sends each request at its scheduled time whether or not earlier ones have
 (it adds workers as needed), so a slow server shows up as latency instead of as a lower
 request rate: no coordinated omission. Its connections are bounded as a client's pool is
 (MAX_CONNECTIONS): a request that finds them all busy waits for one, and the wait counts in its
-latency. The load generator runs pinned to its own core.
+latency. The load generator runs pinned to its own core, its Go collector deferred (VEGETA_GC).
 """
 
 from __future__ import annotations
