@@ -135,6 +135,9 @@ class Settings:
     # Plain lookups answered as plain WSGI before Flask (api/hot.py): the same answers at less CPU.
     # Off: Flask answers every request (the same replies; for comparing, or if one ever differs).
     api_hot_path: bool = True
+    # Users' values read on a Redis connection per thread, not through redis-py's client and pool
+    # (adapters/direct_reads.py): the same reads at less CPU. Off: through the client, as before.
+    api_direct_reads: bool = True
     # Admission control before the app (api/admission.py, docs/decisions.md "Admission control").
     # CoDel-style: when no request of an interval waited under the target, requests that waited
     # over twice the target are shed (503). 0 turns shedding off. The default: measured (same section).

@@ -8,10 +8,11 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.clients import Role, mysql_users, projection_store, tracked_reads
+from adapters.direct_reads import DirectReads
 from adapters.settings import Settings
 from api import fresh, routes
 from api.admission import Admission, AdmissionMetrics
-from api.finder import Finder
+from api.finder import Finder, Reads
 from api.hot import HotPath
 from api.limits import MAX_HEADER_BYTES, MAX_PATH, header_bytes
 from api.links import Links
@@ -30,12 +31,7 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     app.config["UMS_SETTINGS"] = settings
     app.config["UMS_OPS_PORT"] = settings.ops_bind.rpartition(":")[2]
     app.extensions["ums_metrics"] = metrics = ApiMetrics.create()
-    app.extensions["ums_finder"] = finder or Finder(
-        projection_store(settings, Role.API),
-        mysql_users(settings),
-        settings,
-        tracked_reads(settings, metrics.read_cache_outcome()),
-    )
+    app.extensions["ums_finder"] = finder or _finder(settings, metrics)
     app.extensions["ums_links"] = Links(app.extensions["ums_finder"], settings.redis_url)
     fresh.init_app(app, settings.fresh_read_limit, settings.fresh_read_wait_s)
     inner = app.wsgi_app
@@ -49,6 +45,16 @@ def create_app(settings: Settings | None = None, finder: Finder | None = None) -
     app.before_request(_limits)
     app.after_request(_observe)
     return app
+
+
+def _finder(settings: Settings, metrics: ApiMetrics) -> Finder:
+    """The finder over this worker's clients: users' values through the read cache if one is set, else on a
+    connection per thread (adapters/direct_reads.py), else through redis-py's client."""
+    store = projection_store(settings, Role.API)
+    reads: Reads | None = tracked_reads(settings, metrics.read_cache_outcome())
+    if reads is None and settings.api_direct_reads:
+        reads = DirectReads.of(store)
+    return Finder(store, mysql_users(settings), settings, reads)
 
 
 def _limits() -> Response | None:

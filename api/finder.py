@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 from cachetools import TTLCache
@@ -14,7 +15,7 @@ from cachetools import TTLCache
 from adapters.mysql import MySQLError, MySQLUsers, timed_out
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from adapters.tracking import TrackedReads
+from adapters.values import Stored
 from api.breaker import CircuitBreaker, CircuitOpen
 from domain import Name, User, UserAdded, Version, active_collation
 
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 PROJECTION = "projection"
 MYSQL = "mysql"
 UNKNOWN_CACHE = "unknown-cache"
+
+
+class Reads(Protocol):
+    """Where users' values are read: the store itself, its read cache, or direct reads."""
+
+    def get(self, canonical: str, generation: int) -> Stored | None: ...
 
 
 class SourcesUnavailable(Exception):
@@ -73,11 +80,11 @@ class Finder:
     """Looks users up; clients are passed in. Thread-safe (one per gunicorn worker)."""
 
     def __init__(
-        self, store: ProjectionStore, mysql: MySQLUsers, settings: Settings, reads: TrackedReads | None = None
+        self, store: ProjectionStore, mysql: MySQLUsers, settings: Settings, reads: Reads | None = None
     ) -> None:
         self.store = store
-        # Users' values through the read cache when there is one (adapters/tracking.py).
-        self.reads: ProjectionStore | TrackedReads = reads or store
+        # Users' values through the read cache or direct reads when given (api._finder).
+        self.reads: Reads = reads or store
         self.mysql = mysql
         self.generations = GenerationCache(store, settings.generation_cache_s)
         # Only hangs (timeouts) open a breaker: a refused connection costs nothing, and

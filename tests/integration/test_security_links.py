@@ -16,6 +16,7 @@ import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from adapters.clients import Role, kafka_producer, mysql_users, projection_store, redis_client, tracked_reads
+from adapters.direct_reads import DirectReads
 from adapters.kafka import consumer_config, ensure_topics
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
@@ -228,6 +229,27 @@ def test_the_api_user_may_run_the_read_cache_and_nothing_more(secure_stack: Secu
             other.get_message(timeout=5)
     finally:
         writer.unlink([key])
+
+
+def test_direct_reads_go_over_tls_as_the_api_user_and_stay_in_its_prefix(
+    secure_stack: SecureStack, secure: Settings
+) -> None:
+    """adapters/direct_reads.py builds its connections as the pool does: TLS, the `ums-api` user, its ACL."""
+    writer = projection_store(secure, Role.CONSUMER)
+    user = User(Name(unique("Acl Direct")), PhoneNumber(9_000_000_003), datetime(2026, 1, 1, tzinfo=UTC))
+    try:
+        writer.apply([UserAdded(user, Version(1, 0, 1))], 1)
+        store = projection_store(secure, Role.API)
+        reads = DirectReads.of(store)
+        assert reads is not None and secure.redis_url.startswith("rediss://")
+        held = reads.get(user.name.canonical, 1)
+        assert held is not None and held.user is not None and held.user.phone.value == 9_000_000_003
+        conn = reads._local.conn
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reads._get("other:key")  # outside the API user's prefix: refused, and the connection stays in step
+        assert reads.get(user.name.canonical, 1) == held and reads._local.conn is conn, "a refusal dropped the link"
+    finally:
+        writer.unlink([writer.key(1, user.name.canonical)])
 
 
 def test_mysql_without_a_ca_still_upgrades_to_tls_on_every_connection(secure: Settings) -> None:
