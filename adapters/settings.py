@@ -121,6 +121,9 @@ class Settings:
     api_keepalive: int = 5
     # sys.setswitchinterval in each worker (ms); 0 keeps Python's 5 ms. issue 22 measures it (bench/tail.py).
     api_switch_interval_ms: float = 0.0
+    # How much lower the serving threads' scheduling priority is than the worker's main thread (nice
+    # steps, 0-19): under overload the main thread answers the 503s on the same core (api/runtime.py).
+    api_pool_nice: int = 0
     # Recycle a worker after this many requests (0: never). Off by default: with one worker per core a
     # recycle leaves the core without a worker for ~170 ms (p99 2.6 -> 144 ms in that 6 s at 1,000 req/s,
     # docs/decisions.md "Worker recycling"); the jitter keeps several workers from restarting together.
@@ -190,6 +193,8 @@ class Settings:
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
         if self.api_read_cache_entries < 0:
             raise ValueError(f"UMS_API_READ_CACHE_ENTRIES={self.api_read_cache_entries} must be >= 0 (0: off)")
+        if not 0 <= self.api_pool_nice <= 19:
+            raise ValueError(f"UMS_API_POOL_NICE={self.api_pool_nice} must be 0-19 (nice steps; 0: the main thread's)")
         if self.api_switch_interval_ms < 0:
             raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 

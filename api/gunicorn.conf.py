@@ -66,6 +66,7 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     from api.runtime import apply_switch_interval
 
     apply_switch_interval(_settings)
+    worker.pool_nice = _settings.api_pool_nice  # read when the worker makes its thread pool
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

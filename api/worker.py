@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent import futures
 from functools import partial
 from typing import Any
 
@@ -41,6 +42,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from api.admission import QUEUED_AT, STARTED_AT, Admission
 from api.drain import DrainRate
+from api.runtime import lower_this_thread
 
 FAST_PATH_NEEDS = (
     "pending_conns",
@@ -79,6 +81,13 @@ class QueueStampingWorker(ThreadWorker):
         self._drain = DrainRate()
         self._parks = False  # gthread's connection bookkeeping is there (load_wsgi): park, not wait in a thread
         self._kernel_stamps = False  # the listening sockets stamp what they receive (load_wsgi)
+        self.pool_nice = 0  # gunicorn.conf.py's post_fork sets it from UMS_API_POOL_NICE
+
+    def get_thread_pool(self) -> futures.ThreadPoolExecutor:
+        """gthread's pool, its threads `pool_nice` steps below the main thread, which sheds on arrival."""
+        if self.pool_nice <= 0:
+            return super().get_thread_pool()
+        return futures.ThreadPoolExecutor(self.cfg.threads, initializer=lower_this_thread, initargs=(self.pool_nice,))
 
     def enqueue_req(self, conn: Any) -> None:
         """Park a connection whose request has not come; shed on arrival when pressed; else stamp and submit."""
