@@ -28,11 +28,17 @@ def lower_this_thread(steps: int) -> int:
     """Lower the calling thread's scheduling priority by `steps` nice steps below its process's; the nice set.
 
     Linux applies PRIO_PROCESS with a thread id to that thread alone, and lowering needs no privilege.
+    Never raises: it runs as the thread pool's initializer, and a failed initializer breaks the pool.
     """
+    thread = threading.get_native_id()
     if steps <= 0:
-        return os.getpriority(os.PRIO_PROCESS, 0)
+        return os.getpriority(os.PRIO_PROCESS, thread)
     nice = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + steps)
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, nice)
+    except OSError as exc:  # a sandbox that refuses it: the thread serves at the process's priority
+        log.warning("serving threads keep the main thread's priority (%s)", exc)
+        return os.getpriority(os.PRIO_PROCESS, thread)
     return nice
 
 

@@ -77,6 +77,19 @@ def test_a_thread_lowers_its_own_priority_and_no_other() -> None:
     assert thread_nice() == process, "the calling process's main thread moved too"
 
 
+def test_a_refused_priority_change_leaves_the_thread_serving(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    pool_like: list[int] = []
+    thread = threading.Thread(target=lambda: pool_like.append(lower_this_thread(5)))
+    thread.start()
+    thread.join()
+    assert pool_like == [os.getpriority(os.PRIO_PROCESS, os.getpid())]
+    assert "keep the main thread's priority" in caplog.text
+
+
 @pytest.mark.parametrize("steps", [0, 4])
 def test_the_workers_serving_threads_run_the_configured_steps_below_its_main_thread(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, steps: int
