@@ -7,7 +7,8 @@ Here each thread keeps one `redis.Connection` built exactly as the pool builds t
 so TLS, ACL user, database and timeouts are the pool's) and sends `GET` on it. Nothing else
 changes: the same errors reach the finder (a timeout opens its breaker), a connection that
 failed is dropped, and a stale one (Redis restarted since its last read) is replaced once, as
-redis-py's retry would. Single Redis only; on Cluster the client routes by slot.
+the client's pool reconnects one it finds closed. Single Redis only; on Cluster the client routes
+by slot.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class DirectReads:
             raise  # a hang: no second wait, the finder's breaker counts it
         except (redis.ConnectionError, OSError):
             # A connection that worked before and fails now was most likely closed under it
-            # (a Redis restart, an idle timeout): one more try on a new one, as redis-py retries.
+            # (a Redis restart, an idle timeout): one more try on a new one, as the client's pool
+            # reconnects a connection it finds closed when lending it.
             self._drop(conn)
             return self._first_read(key)
 
@@ -60,6 +62,9 @@ class DirectReads:
         conn = self._pool.connection_class(**self._pool.connection_kwargs)
         try:
             value = self._send(conn, key)
+        except redis.ResponseError:
+            self._local.conn = conn  # an error reply: the new connection is in step, and kept
+            raise
         except BaseException:
             conn.disconnect()
             raise

@@ -25,20 +25,19 @@ def apply_switch_interval(settings: Settings) -> float:
 
 
 def lower_this_thread(steps: int) -> int:
-    """Lower the calling thread's scheduling priority by `steps` nice steps below its process's; the nice set.
+    """Lower the calling thread's scheduling priority by `steps` nice steps below its process's; the nice set (0: none).
 
     Linux applies PRIO_PROCESS with a thread id to that thread alone, and lowering needs no privilege.
     Never raises: it runs as the thread pool's initializer, and a failed initializer breaks the pool.
     """
-    thread = threading.get_native_id()
     if steps <= 0:
-        return os.getpriority(os.PRIO_PROCESS, thread)
-    nice = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + steps)
+        return 0
     try:
-        os.setpriority(os.PRIO_PROCESS, thread, nice)
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + steps)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except OSError as exc:  # a sandbox that refuses it: the thread serves at the process's priority
-        log.warning("serving threads keep the main thread's priority (%s)", exc)
-        return os.getpriority(os.PRIO_PROCESS, thread)
+        log.warning("a serving thread keeps the main thread's priority (%s)", exc)
+        return 0
     return nice
 
 
