@@ -123,7 +123,7 @@ class Settings:
     api_switch_interval_ms: float = 0.0
     # How much lower the serving threads' scheduling priority is than the worker's main thread (nice
     # steps, 0-19): under overload the main thread answers the 503s on the same core, and at 4x of the
-    # capacity it fell behind them (docs/decisions.md "The main thread's priority": 5 measured best).
+    # capacity it fell behind them (docs/decisions.md "The main thread's priority": 0, 5 and 10 measured).
     api_pool_nice: int = 5
     # Recycle a worker after this many requests (0: never). Off by default: with one worker per core a
     # recycle leaves the core without a worker for ~170 ms (p99 2.6 -> 144 ms in that 6 s at 1,000 req/s,
