@@ -80,9 +80,3 @@ class DirectReads:
     def _drop(self, conn: Any) -> None:
         self._local.conn = None
         conn.disconnect()
-
-    def close(self) -> None:
-        """Close the calling thread's connection (the others close with their threads' end)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._drop(conn)
