@@ -37,6 +37,10 @@ T = TypeVar("T")
 CHUNK = 400
 
 
+class ConsumerFenced(RuntimeError):
+    """librdkafka reported a fatal error: this consumer can never fetch again, so the process must end."""
+
+
 def envelope(msg: Message) -> Envelope:
     kind, timestamp = msg.timestamp()
     # A consumed message always has a partition and an offset.
@@ -101,6 +105,7 @@ class ConsumeLoop:
             if messages and in_step:
                 self.process(messages, pointer)
             elif not in_step or self._redis(lambda: self.positions.went_back(pointer), "positions check"):
+                self._raise_if_fatal(messages)  # skipped here, the batch would hide it
                 # Wiped, new epoch, flipped, or Redis lost writes (found idle; a busy consumer's
                 # save finds it): nothing of this batch is written; every partition resumes from
                 # the pointer's positions instead.
@@ -231,10 +236,19 @@ class ConsumeLoop:
             total += lag
         return total
 
+    def _raise_if_fatal(self, messages: Sequence[Message]) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is not None and is_fatal(err):
+                self._log_error(msg, err)
+
     def _log_error(self, msg: Message, err: KafkaError) -> None:
-        level = logging.ERROR if err.fatal() else logging.WARNING
-        log.log(
-            level,
+        """Log a message's error; a fatal one (the consumer is dead: it would idle, looking healthy) ends the loop."""
+        if is_fatal(err):
+            why = fatal_hint(err.str(), self.settings)
+            log.error("kafka fatal error: %s; %s", err.str(), why)
+            raise ConsumerFenced(why)
+        log.warning(
             "kafka error: %s",
             err.str(),
             extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
@@ -259,3 +273,18 @@ class ConsumeLoop:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
         log.warning("partitions lost", extra={"partitions": sorted(p.partition for p in partitions)})
+
+
+def is_fatal(err: KafkaError) -> bool:
+    # The consumer's queue carries a fatal error as code _FATAL, whose own fatal() flag is false.
+    return err.fatal() or err.code() == KafkaError._FATAL
+
+
+def fatal_hint(text: str, settings: Settings) -> str:
+    """What to do about a fatal consumer error: the duplicate static member, or a restart."""
+    if "group.instance.id" in text:
+        return (
+            f"another consumer of group {settings.group_id} runs with UMS_GROUP_INSTANCE_ID="
+            f"{settings.group_instance_id!r}; each needs its own (Kubernetes: the pod's name); stopping"
+        )
+    return "this consumer cannot fetch again; stopping so that it is restarted"

@@ -29,6 +29,7 @@ def consume(settings: Settings) -> None:
     """Project AddService events into Redis until SIGTERM."""
     import threading
 
+    from consumer.loop import ConsumerFenced
     from consumer.main import main as consumer_main
     from consumer.main import stop_on_signals
     from consumer.tuning import tune_gc
@@ -36,7 +37,10 @@ def consume(settings: Settings) -> None:
     stop = threading.Event()
     stop_on_signals(stop)  # before the clients exist: a SIGTERM during start-up is clean too
     tune_gc()  # process-wide, so here in the process's entry point, not in the library
-    consumer_main(settings, stop)
+    try:
+        consumer_main(settings, stop)
+    except ConsumerFenced:
+        raise SystemExit(1) from None  # logged with what to do; a non-zero exit makes the orchestrator restart it
 
 
 @main.command()

@@ -8,13 +8,13 @@ import threading
 import fakeredis
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from adapters.generations import Generations, PositionsWentBack
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from consumer.loop import CHUNK, ConsumeLoop
+from consumer.loop import CHUNK, ConsumeLoop, ConsumerFenced
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
 from tests.helpers import save_written
@@ -146,6 +146,14 @@ def phones(store) -> dict[str, int]:
     return {n: s.user.phone.value for n in names if (s := store.get(n, generation)) and s.user}
 
 
+def flip_to_a_new_generation(store) -> int:
+    """What a rebuild does at its end: the pointer moves to a new generation."""
+    generations = Generations(store)
+    target, claim = generations.start(lease_ms=60_000)
+    generations.flip(claim, target, generations.read().epoch)
+    return target
+
+
 def test_a_fresh_projection_starts_every_partition_at_its_beginning(store, logs, tmp_path):
     loop, consumer = make_loop(store, logs, tmp_path)
     assert consumer.assigned_offsets == [[(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]]
@@ -197,9 +205,7 @@ def test_while_a_rebuild_claims_a_generation_batches_go_to_both(store, logs, tmp
 def test_a_flip_repositions_to_the_new_generation(store, logs, tmp_path):
     loop, consumer = make_loop(store, logs, tmp_path)
     loop.step()
-    generations = Generations(store)
-    target, claim = generations.start(lease_ms=60_000)
-    generations.flip(claim, target, generations.read().epoch)
+    target = flip_to_a_new_generation(store)
     logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
     loop.step()  # sees the new pointer before writing: repositions instead
     assert sorted(consumer.seeks) == [(0, 2), (1, 2)]
@@ -427,3 +433,41 @@ def test_a_mark_sent_alone_loads_the_fence_too(store, logs, tmp_path):
     generations = Generations(store)
     store.apply([], 1, mark=generations.mark(1, {"0": 3}))
     assert store.client.script_exists(store.fenced_set_sha) == [True]
+
+
+class ErrorMessage(FakeMessage):
+    def __init__(self, partition: int, offset: int, err: KafkaError) -> None:
+        super().__init__(partition, offset, None)
+        self._err = err
+
+    def error(self):
+        return self._err
+
+
+FENCED = KafkaError(KafkaError._FATAL, "Broker: Static consumer fenced by other consumer with same group.instance.id")
+
+
+def test_a_fatal_error_ends_the_loop_and_nothing_after_it_is_saved(store, logs, tmp_path):
+    logs[0].insert(1, ErrorMessage(0, 1, FENCED))
+    loop, consumer = make_loop(store, logs, tmp_path)
+    with pytest.raises(ConsumerFenced, match="UMS_GROUP_INSTANCE_ID"):
+        loop.step()
+    assert Generations(store).all_positions(1) == {}
+    assert consumer.stored == {}
+
+
+def test_a_fatal_error_in_a_batch_skipped_for_a_flip_still_ends_the_loop(store, logs, tmp_path):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    flip_to_a_new_generation(store)
+    logs[1].append(ErrorMessage(1, 2, KafkaError(KafkaError._FATAL, "Broker: unexpected")))
+    with pytest.raises(ConsumerFenced, match="cannot fetch again"):
+        loop.step()  # the batch is not written (the pointer moved), its fatal error not missed
+
+
+def test_a_transient_kafka_error_is_logged_and_the_batch_goes_on(store, logs, tmp_path, caplog):
+    logs[0].insert(1, ErrorMessage(0, 1, KafkaError(KafkaError._TRANSPORT, "Broker: transport")))
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    assert phones(store)["suresh babu"] == 9_000_000_003
+    assert "kafka error: Broker: transport" in caplog.text

@@ -1,0 +1,70 @@
+"""Static membership (UMS_GROUP_INSTANCE_ID, the pod's name in k8s/) against the real broker.
+
+Two consumers given the same id (a copied environment, a compose service scaled with a fixed
+id): the broker fences the older one, and librdkafka reports that as fatal: that consumer can
+never fetch again. It used to log one warning and idle with its health file fresh, a pod that
+looks ready and projects nothing. It must end, non-zero and saying which setting to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from dataclasses import replace
+
+from tests.helpers import BIN, ROOT, env_of, unique, wait_until
+
+
+def produce(producer, topic, names, phone):
+    for name in names:
+        producer.produce(topic, value=json.dumps({"name": name, "phone": phone, "since": 1_000}).encode())
+    assert producer.flush(10) == 0
+
+
+def projected(store, names):
+    generation = store.live_generation()
+    return generation is not None and all(store.get(n.lower(), generation) for n in names)
+
+
+def start(settings, log):
+    env = env_of(settings, UMS_LOG_JSON="false", UMS_METRICS_PORT="0")
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=out, stderr=out)
+
+
+def test_a_consumer_fenced_by_a_duplicate_instance_id_exits_and_says_why(settings, producer, store, name_tag, tmp_path):
+    pod = replace(settings, group_instance_id=unique("pod"))
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = start(replace(pod, heartbeat_file=str(tmp_path / "first.hb")), logs[0])
+    second = None
+    try:
+        before = [f"{name_tag} before {i}" for i in range(20)]
+        produce(producer, settings.topic, before, 9_000_000_001)
+        wait_until(lambda: projected(store, before), 60, "the first consumer to project")
+
+        second = start(replace(pod, heartbeat_file=str(tmp_path / "second.hb")), logs[1])
+        code = wait_until(lambda: first.poll() is not None and [first.returncode], 60, "the fenced consumer to exit")
+        text = logs[0].read_text(errors="replace")
+        assert code == [1], text[-3000:]
+        assert f"UMS_GROUP_INSTANCE_ID='{pod.group_instance_id}'" in text, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+
+        # The one left owns every partition: nothing produced from now on is lost.
+        after = [f"{name_tag} after {i}" for i in range(60)]
+        produce(producer, settings.topic, after, 9_000_000_002)
+        wait_until(lambda: projected(store, after), 60, "the second consumer to project")
+        assert second.poll() is None, logs[1].read_text(errors="replace")[-3000:]
+
+        # Restarted (as an orchestrator would), the first takes the id back and fences the second:
+        # the pair shows as alternating restarts.
+        first = start(replace(pod, heartbeat_file=str(tmp_path / "third.hb")), logs[0])
+        wait_until(lambda: second.poll() is not None, 60, "the second consumer to be fenced and exit")
+        assert second.returncode == 1, logs[1].read_text(errors="replace")[-3000:]
+        assert first.poll() is None, logs[0].read_text(errors="replace")[-3000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    assert first.returncode == 0, logs[0].read_text(errors="replace")[-3000:]
