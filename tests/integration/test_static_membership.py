@@ -4,6 +4,10 @@ Two consumers given the same id (a copied environment, a compose service scaled 
 id): the broker fences the older one, and librdkafka reports that as fatal: that consumer can
 never fetch again. It used to log one warning and idle with its health file fresh, a pod that
 looks ready and projects nothing. It must end, non-zero and saying which setting to fix.
+
+A static member does not leave the group when it closes (KIP-345): stopped by a rollout, whose
+new pod has another name, its partitions waited a whole session timeout. It leaves on a
+graceful stop now.
 """
 
 from __future__ import annotations
@@ -16,10 +20,22 @@ from dataclasses import replace
 from tests.helpers import BIN, ROOT, env_of, unique, wait_until
 
 
-def produce(producer, topic, names, phone):
-    for name in names:
-        producer.produce(topic, value=json.dumps({"name": name, "phone": phone, "since": 1_000}).encode())
+def produce(producer, topic, names, phone, partitions=None):
+    """One event per name; with `partitions`, spread over them in turn."""
+    for i, name in enumerate(names):
+        value = json.dumps({"name": name, "phone": phone, "since": 1_000}).encode()
+        if partitions:
+            producer.produce(topic, value=value, partition=i % partitions)
+        else:
+            producer.produce(topic, value=value)
     assert producer.flush(10) == 0
+
+
+def assigned(heartbeat) -> int:
+    try:
+        return int(json.loads(heartbeat.read_text())["assigned"])
+    except (OSError, ValueError):
+        return 0
 
 
 def projected(store, names):
@@ -68,3 +84,30 @@ def test_a_consumer_fenced_by_a_duplicate_instance_id_exits_and_says_why(setting
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
     assert first.returncode == 0, logs[0].read_text(errors="replace")[-3000:]
+
+
+def test_a_static_member_stopped_gracefully_hands_its_partitions_over(settings, producer, store, name_tag, tmp_path):
+    # A 60 s session timeout (10 s by default) for both: partitions that move well before it
+    # were handed over by a leave, not taken from a member the broker stopped waiting for.
+    slow = replace(settings, session_timeout_ms=60_000)
+    beats = [tmp_path / "a.hb", tmp_path / "b.hb"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [
+        start(replace(slow, group_instance_id=unique("pod"), heartbeat_file=str(beat)), log)
+        for beat, log in zip(beats, logs, strict=True)
+    ]
+    try:
+        wait_until(lambda: all(assigned(b) for b in beats), 60, "both consumers to hold partitions")
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(30) == 0, logs[0].read_text(errors="replace")[-3000:]
+
+        names = [f"{name_tag} handed {i}" for i in range(60)]
+        produce(producer, settings.topic, names, 9_000_000_003, partitions=6)
+        wait_until(lambda: projected(store, names), 30, "the other consumer to project every partition's events")
+        wait_until(lambda: assigned(beats[1]) == 6, 10, "the other consumer's heartbeat to count 6 partitions")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    assert procs[1].returncode == 0, logs[1].read_text(errors="replace")[-3000:]
