@@ -35,7 +35,9 @@ T = TypeVar("T")
 # (bench/write_path.py ab, 300k events): chunks of 200, 1,000 and 2,000 (no overlap) ran at a median
 # 0.93, 0.88 and 0.89 of 400's steady rate.
 CHUNK = 400
-LEAVE_WAIT_S = 5.0  # for the revocation at shutdown, well inside Kubernetes' 30 s grace period
+# For the revocation and the LeaveGroup at shutdown. Without a broker, the revocation's commit may
+# block up to a session timeout (10 s) on its own: still inside Kubernetes' 30 s grace period.
+LEAVE_WAIT_S = 5.0
 
 
 class ConsumerFenced(RuntimeError):
@@ -83,36 +85,40 @@ class ConsumeLoop:
         self._misconfigured = ""  # the Redis misconfiguration already logged
 
     def run(self) -> None:
-        """Consume until `stop` is set; then close."""
+        """Consume until `stop` is set; then leave the group (a static member) and close."""
         self.consumer.subscribe(
             [self.settings.topic], on_assign=self.positions.on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        fenced = False
         try:
-            while not self.stop.is_set():
-                self.step()
-        except Stopping:
-            log.info("stopping with a batch unwritten; it will be consumed again")
-        except ConsumerFenced:
-            fenced = True  # dead already: nothing to hand over
-            raise
-        finally:
-            if self.settings.group_instance_id and not fenced:
+            try:
+                while not self.stop.is_set():
+                    self.step()
+            except Stopping:
+                log.info("stopping with a batch unwritten; it will be consumed again")
+            # Only a requested stop gets here. A fenced consumer has nothing to hand over, and a crash
+            # keeps its membership: a container restarted in place under its id gets them back at once.
+            if self.settings.group_instance_id:
                 self._leave()
+        finally:
             self.consumer.close()
             log.info("consumer closed", extra={"totals": asdict(self.totals)})
 
     def _leave(self) -> None:
         """Hand the partitions over now: a static member does not leave the group on close (KIP-345).
 
-        Its partitions would then wait a whole session timeout for a member that, in a Deployment,
-        never comes back under its pod's name (10.0 s against 0.9 s measured, see docs/deploy.md).
-        A crash, which closes nothing, still keeps them for a restart in place.
+        Its partitions would wait a whole session timeout for a member that, in a Deployment, never
+        comes back under its pod's name (11.0 s against ~1 s measured, docs/deploy.md).
         """
         self.consumer.unsubscribe()
         deadline = time.monotonic() + LEAVE_WAIT_S
-        while self.consumer.assignment() and time.monotonic() < deadline:
-            self.consumer.poll(0.05)  # serves the revocation; the LeaveGroup request follows it
+        # The member id is cleared when the LeaveGroup request goes out, after the revocation: a
+        # close() before that would skip the leave, as KIP-345 asks of a closing static member.
+        while (self.consumer.assignment() or self.consumer.memberid()) and time.monotonic() < deadline:
+            self.consumer.poll(0.05)
+        if self.consumer.memberid():
+            log.warning(
+                "could not leave the group within %.0f s: its partitions move after the session timeout", LEAVE_WAIT_S
+            )
 
     def step(self) -> None:
         """One batch: consume, follow the pointer, write, dead-letter, save positions."""
@@ -161,6 +167,9 @@ class ConsumeLoop:
                 write.send(newest_per_user(chunk))
         except redis.RedisError as failed:
             write.failed(failed)
+        except ConsumerFenced:
+            write.abandon()  # replies unread: the pool must never hand this connection out again
+            raise
         # Every message is decoded, even past a failed send: none is saved past its write.
         events += self._decode(messages[decoded:], done, poison)
         offsets = next_offsets(done)
@@ -194,7 +203,7 @@ class ConsumeLoop:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                self._log_error(msg, err)
+                self._on_error(msg, err)
                 continue
             done.append(msg)
             try:
@@ -259,9 +268,9 @@ class ConsumeLoop:
         for msg in messages:
             err = msg.error()
             if err is not None and is_fatal(err):
-                self._log_error(msg, err)
+                self._on_error(msg, err)
 
-    def _log_error(self, msg: Message, err: KafkaError) -> None:
+    def _on_error(self, msg: Message, err: KafkaError) -> None:
         """Log a message's error; a fatal one (the consumer is dead: it would idle, looking healthy) ends the loop."""
         if is_fatal(err):
             why = fatal_hint(err.str(), self.settings)
@@ -301,7 +310,7 @@ def is_fatal(err: KafkaError) -> bool:
 
 def fatal_hint(text: str, settings: Settings) -> str:
     """What to do about a fatal consumer error: the duplicate static member, or a restart."""
-    if "group.instance.id" in text:
+    if "group.instance.id" in text and settings.group_instance_id:
         return (
             f"another consumer of group {settings.group_id} runs with UMS_GROUP_INSTANCE_ID="
             f"{settings.group_instance_id!r}; each needs its own (Kubernetes: the pod's name); stopping"

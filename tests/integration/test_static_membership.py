@@ -43,6 +43,19 @@ def projected(store, names):
     return generation is not None and all(store.get(n.lower(), generation) for n in names)
 
 
+def stop_all(procs):
+    """SIGTERM each process still running, and kill it if it has not exited 30 s later."""
+    for proc in procs:
+        if proc is None or proc.poll() is not None:
+            continue
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def start(settings, log):
     env = env_of(settings, UMS_LOG_JSON="false", UMS_METRICS_PORT="0")
     with open(log, "wb") as out:
@@ -51,9 +64,9 @@ def start(settings, log):
 
 def test_a_consumer_fenced_by_a_duplicate_instance_id_exits_and_says_why(settings, producer, store, name_tag, tmp_path):
     pod = replace(settings, group_instance_id=unique("pod"))
-    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    logs = [tmp_path / "first.log", tmp_path / "second.log", tmp_path / "third.log"]
     first = start(replace(pod, heartbeat_file=str(tmp_path / "first.hb")), logs[0])
-    second = None
+    second = third = None
     try:
         before = [f"{name_tag} before {i}" for i in range(20)]
         produce(producer, settings.topic, before, 9_000_000_001)
@@ -72,18 +85,15 @@ def test_a_consumer_fenced_by_a_duplicate_instance_id_exits_and_says_why(setting
         wait_until(lambda: projected(store, after), 60, "the second consumer to project")
         assert second.poll() is None, logs[1].read_text(errors="replace")[-3000:]
 
-        # Restarted (as an orchestrator would), the first takes the id back and fences the second:
+        # The first restarted (as an orchestrator would) takes the id back and fences the second:
         # the pair shows as alternating restarts.
-        first = start(replace(pod, heartbeat_file=str(tmp_path / "third.hb")), logs[0])
+        third = start(replace(pod, heartbeat_file=str(tmp_path / "third.hb")), logs[2])
         wait_until(lambda: second.poll() is not None, 60, "the second consumer to be fenced and exit")
         assert second.returncode == 1, logs[1].read_text(errors="replace")[-3000:]
-        assert first.poll() is None, logs[0].read_text(errors="replace")[-3000:]
+        assert third.poll() is None, logs[2].read_text(errors="replace")[-3000:]
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-    assert first.returncode == 0, logs[0].read_text(errors="replace")[-3000:]
+        stop_all([first, second, third])
+    assert third.returncode == 0, logs[2].read_text(errors="replace")[-3000:]
 
 
 def test_a_static_member_stopped_gracefully_hands_its_partitions_over(settings, producer, store, name_tag, tmp_path):
@@ -106,8 +116,5 @@ def test_a_static_member_stopped_gracefully_hands_its_partitions_over(settings, 
         wait_until(lambda: projected(store, names), 30, "the other consumer to project every partition's events")
         wait_until(lambda: assigned(beats[1]) == 6, 10, "the other consumer's heartbeat to count 6 partitions")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
+        stop_all(procs)
     assert procs[1].returncode == 0, logs[1].read_text(errors="replace")[-3000:]

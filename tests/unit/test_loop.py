@@ -60,6 +60,9 @@ class FakeConsumer:
         self.stored: dict[int, int] = {}
         self.callbacks: dict = {}
         self.consume_calls: list[tuple[int, float]] = []
+        self.group_calls: list[str] = []  # unsubscribe, poll and close, in order
+        self.member: str | None = "pod-a-1"
+        self.leaves = True  # a poll after unsubscribe revokes everything and sends the LeaveGroup
 
     def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -103,8 +106,29 @@ class FakeConsumer:
     def commit(self, asynchronous=False) -> None:
         pass
 
+    def unsubscribe(self) -> None:
+        self.group_calls.append("unsubscribe")
+
+    def poll(self, timeout: float) -> None:
+        """After unsubscribe, as librdkafka: one poll serves the revocation; the LeaveGroup, which
+        clears the member id, goes out on a later one (a close() before it skips the leave)."""
+        self.group_calls.append("poll")
+        if not self.leaves or "unsubscribe" not in self.group_calls:
+            return
+        if self.next:
+            self.callbacks["revoke"](self, self.assignment())
+            self.next = {}
+        else:
+            self.member = None
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, p) for p in sorted(self.next)]
+
+    def memberid(self) -> str | None:
+        return self.member
+
     def close(self) -> None:
-        pass
+        self.group_calls.append("close")
 
 
 class NoDeadLetters:
@@ -130,9 +154,9 @@ def logs():
     }
 
 
-def make_loop(store, logs, tmp_path) -> tuple[ConsumeLoop, FakeConsumer]:
+def make_loop(store, logs, tmp_path, **chosen) -> tuple[ConsumeLoop, FakeConsumer]:
     consumer = FakeConsumer(logs)
-    settings = Settings(topic=TOPIC, heartbeat_file=str(tmp_path / "health"), key_prefix="unit")
+    settings = Settings(topic=TOPIC, heartbeat_file=str(tmp_path / "health"), key_prefix="unit", **chosen)
     metrics = ConsumerMetrics.create(CollectorRegistry())
     loop = ConsumeLoop(consumer, store, NoDeadLetters(), settings, metrics, threading.Event())  # type: ignore[arg-type]
     consumer.subscribe([TOPIC], loop.positions.on_assign, loop._on_revoke, loop._on_lost)
@@ -449,8 +473,8 @@ FENCED = KafkaError(KafkaError._FATAL, "Broker: Static consumer fenced by other 
 
 def test_a_fatal_error_ends_the_loop_and_nothing_after_it_is_saved(store, logs, tmp_path):
     logs[0].insert(1, ErrorMessage(0, 1, FENCED))
-    loop, consumer = make_loop(store, logs, tmp_path)
-    with pytest.raises(ConsumerFenced, match="UMS_GROUP_INSTANCE_ID"):
+    loop, consumer = make_loop(store, logs, tmp_path, group_instance_id="pod-a")
+    with pytest.raises(ConsumerFenced, match="UMS_GROUP_INSTANCE_ID='pod-a'"):
         loop.step()
     assert Generations(store).all_positions(1) == {}
     assert consumer.stored == {}
@@ -471,3 +495,39 @@ def test_a_transient_kafka_error_is_logged_and_the_batch_goes_on(store, logs, tm
     loop.step()
     assert phones(store)["suresh babu"] == 9_000_000_003
     assert "kafka error: Broker: transport" in caplog.text
+
+
+def test_a_static_member_stopped_on_request_leaves_the_group_before_closing(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path, group_instance_id="pod-a")
+    loop.step()
+    loop.stop.set()
+    loop.run()
+    assert consumer.group_calls == ["unsubscribe", "poll", "poll", "close"]
+    assert consumer.member is None and loop.positions.assigned == set()
+
+
+def test_a_dynamic_member_just_closes_which_leaves_the_group_by_itself(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.stop.set()
+    loop.run()
+    assert consumer.group_calls == ["close"]
+
+
+def test_a_fenced_static_member_closes_without_trying_to_leave(store, logs, tmp_path):
+    logs[0].insert(1, ErrorMessage(0, 1, FENCED))
+    loop, consumer = make_loop(store, logs, tmp_path, group_instance_id="pod-a")
+    with pytest.raises(ConsumerFenced):
+        loop.run()
+    assert consumer.group_calls == ["close"]
+
+
+def test_a_leave_that_does_not_complete_is_given_up_and_the_consumer_still_closes(
+    store, logs, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr("consumer.loop.LEAVE_WAIT_S", 0.2)
+    loop, consumer = make_loop(store, logs, tmp_path, group_instance_id="pod-a")
+    consumer.leaves = False  # no broker to take the LeaveGroup
+    loop.stop.set()
+    loop.run()
+    assert consumer.group_calls[0] == "unsubscribe" and consumer.group_calls[-1] == "close"
+    assert "could not leave the group" in caplog.text
