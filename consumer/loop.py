@@ -21,6 +21,7 @@ from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.dlq import DeadLetters
+from consumer.group import ConsumerFenced, fatal_hint, is_fatal, leave
 from consumer.health import HealthFile
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions, next_offsets
@@ -35,13 +36,6 @@ T = TypeVar("T")
 # (bench/write_path.py ab, 300k events): chunks of 200, 1,000 and 2,000 (no overlap) ran at a median
 # 0.93, 0.88 and 0.89 of 400's steady rate.
 CHUNK = 400
-# For the revocation and the LeaveGroup at shutdown. Without a broker, the revocation's commit may
-# block up to a session timeout (10 s) on its own: still inside Kubernetes' 30 s grace period.
-LEAVE_WAIT_S = 5.0
-
-
-class ConsumerFenced(RuntimeError):
-    """librdkafka reported a fatal error: this consumer can never fetch again, so the process must end."""
 
 
 def envelope(msg: Message) -> Envelope:
@@ -98,27 +92,10 @@ class ConsumeLoop:
             # Only a requested stop gets here. A fenced consumer has nothing to hand over, and a crash
             # keeps its membership: a container restarted in place under its id gets them back at once.
             if self.settings.group_instance_id:
-                self._leave()
+                leave(self.consumer)
         finally:
             self.consumer.close()
             log.info("consumer closed", extra={"totals": asdict(self.totals)})
-
-    def _leave(self) -> None:
-        """Hand the partitions over now: a static member does not leave the group on close (KIP-345).
-
-        Its partitions would wait a whole session timeout for a member that, in a Deployment, never
-        comes back under its pod's name (11.0 s against ~1 s measured, docs/deploy.md).
-        """
-        self.consumer.unsubscribe()
-        deadline = time.monotonic() + LEAVE_WAIT_S
-        # The member id is cleared when the LeaveGroup request goes out, after the revocation: a
-        # close() before that would skip the leave, as KIP-345 asks of a closing static member.
-        while (self.consumer.assignment() or self.consumer.memberid()) and time.monotonic() < deadline:
-            self.consumer.poll(0.05)
-        if self.consumer.memberid():
-            log.warning(
-                "could not leave the group within %.0f s: its partitions move after the session timeout", LEAVE_WAIT_S
-            )
 
     def step(self) -> None:
         """One batch: consume, follow the pointer, write, dead-letter, save positions."""
@@ -301,18 +278,3 @@ class ConsumeLoop:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
         log.warning("partitions lost", extra={"partitions": sorted(p.partition for p in partitions)})
-
-
-def is_fatal(err: KafkaError) -> bool:
-    # The consumer's queue carries a fatal error as code _FATAL, whose own fatal() flag is false.
-    return err.fatal() or err.code() == KafkaError._FATAL
-
-
-def fatal_hint(text: str, settings: Settings) -> str:
-    """What to do about a fatal consumer error: the duplicate static member, or a restart."""
-    if "group.instance.id" in text and settings.group_instance_id:
-        return (
-            f"another consumer of group {settings.group_id} runs with UMS_GROUP_INSTANCE_ID="
-            f"{settings.group_instance_id!r}; each needs its own (Kubernetes: the pod's name); stopping"
-        )
-    return "this consumer cannot fetch again; stopping so that it is restarted"

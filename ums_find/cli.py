@@ -29,7 +29,7 @@ def consume(settings: Settings) -> None:
     """Project AddService events into Redis until SIGTERM."""
     import threading
 
-    from consumer.loop import ConsumerFenced
+    from consumer.group import ConsumerFenced
     from consumer.main import main as consumer_main
     from consumer.main import stop_on_signals
     from consumer.tuning import tune_gc

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 from adapters.generations import Generations, PositionsWentBack
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
-from consumer.loop import CHUNK, ConsumeLoop, ConsumerFenced
+from consumer.group import ConsumerFenced
+from consumer.loop import CHUNK, ConsumeLoop
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
 from tests.helpers import save_written
@@ -524,7 +525,7 @@ def test_a_fenced_static_member_closes_without_trying_to_leave(store, logs, tmp_
 def test_a_leave_that_does_not_complete_is_given_up_and_the_consumer_still_closes(
     store, logs, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr("consumer.loop.LEAVE_WAIT_S", 0.2)
+    monkeypatch.setattr("consumer.group.LEAVE_WAIT_S", 0.2)
     loop, consumer = make_loop(store, logs, tmp_path, group_instance_id="pod-a")
     consumer.leaves = False  # no broker to take the LeaveGroup
     loop.stop.set()
