@@ -10,6 +10,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, start_http_server
 
 from adapters.clients import Role, kafka_admin, kafka_consumer, kafka_producer, projection_store
+from adapters.eviction import check_eviction
 from adapters.settings import Settings
 from adapters.topic_bound import watch_bound
 from consumer.dlq import DeadLetters
@@ -47,6 +48,7 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     # Advisory: a missing bound is logged and exposed, never a reason to project differently.
     watch_bound(kafka_admin(settings), settings.topic, settings.max_skew_ms, metrics.timestamp_guard.set, stop)
     store = projection_store(settings, Role.CONSUMER)
+    check_eviction(store.client)  # advisory, like the bound: said once, never a reason not to project
     producer = kafka_producer(settings)
     loop = ConsumeLoop(
         consumer=kafka_consumer(settings),
