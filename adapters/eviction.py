@@ -1,10 +1,11 @@
 """Whether Redis may delete the projection's keys by itself when its memory is full: said once, at start.
 
 Under `noeviction` a full Redis refuses writes: the consumer waits and says so, and readiness
-falls. Any other policy deletes keys instead, silently: `allkeys-*` users' values (reads fall
-back to MySQL), the generation pointer and the saved positions (the consumer then takes Redis
-for wiped and projects everything again, which fills it again); `volatile-*` the only key with a
-TTL, the rebuild's claim (a rebuild near the limit stops without its flip).
+falls. `allkeys-*` policies delete keys instead, silently: users' values (reads fall back to
+MySQL), the generation pointer and the saved positions (the consumer then takes Redis for wiped
+and starts again), the generation counter, the rebuild's claim. `volatile-*` policies delete the
+only key with a TTL, the rebuild's claim (that rebuild stops without its flip), and then refuse
+writes as `noeviction` does. The check is advisory: nothing here may stop the consumer.
 """
 
 from __future__ import annotations
@@ -13,48 +14,54 @@ import logging
 from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 log = logging.getLogger(__name__)
 
 SAFE = "noeviction"
 EFFECTS = {
-    "allkeys": "users' values, the generation pointer and the saved positions",
-    "volatile": "the rebuild's claim, its only key with a TTL (a rebuild stops without its flip)",
+    "allkeys": "any key: users' values, the generation pointer, the saved positions, the rebuild's claim",
+    "volatile": "the rebuild's claim, its only key with a TTL (that rebuild stops without its flip)",
 }
+# Redis unreachable: the consume loop waits for it and says so; this check has nothing to add.
+OUTAGES = (redis.ConnectionError, redis.TimeoutError)
 
 
 def eviction_policies(client: Any) -> set[str] | None:
-    """Every server's `maxmemory-policy` (each primary's in a Cluster); None when INFO is refused.
+    """Every server's `maxmemory-policy` (each primary's in a Cluster); None when one does not say.
 
-    Raises redis.RedisError when Redis cannot be reached.
+    Raises redis.RedisError (INFO refused, Redis unreachable) or RedisClusterException.
     """
-    try:
-        if isinstance(client, redis.RedisCluster):
-            nodes = client.info("memory", target_nodes=redis.RedisCluster.PRIMARIES)
-            return {str(node["maxmemory_policy"]) for node in nodes.values()}
-        return {str(client.info("memory")["maxmemory_policy"])}
-    except redis.exceptions.NoPermissionError:
-        return None
+    if isinstance(client, redis.RedisCluster):
+        # One node at a time: with a single target redis-py returns that node's INFO itself.
+        answers = [client.info("memory", target_nodes=node) for node in client.get_primaries()]
+    else:
+        answers = [client.info("memory")]
+    policies = {answer.get("maxmemory_policy") if isinstance(answer, dict) else None for answer in answers}
+    return None if None in policies or not policies else {str(p) for p in policies}
 
 
 def check_eviction(client: Any) -> list[str]:
     """Log what an evicting policy would delete (ERROR) and return those policies; quiet under noeviction."""
     try:
         policies = eviction_policies(client)
-    except redis.RedisError as exc:
-        log.debug("maxmemory-policy not checked: %r", exc)  # an outage: the loop waits and reports it
+    except OUTAGES as exc:
+        log.debug("maxmemory-policy not checked: %r", exc)
         return []
+    except (redis.RedisError, RedisClusterException) as exc:  # INFO refused (an ACL, a managed service)
+        policies = None
+        log.debug("INFO refused: %r", exc)
     if policies is None:
-        log.info("maxmemory-policy not checked (this Redis user may not run INFO): it must be %s", SAFE)
+        log.info("maxmemory-policy not checked (Redis did not say, or refused INFO): it must be %s", SAFE)
         return []
     risky = sorted(policies - {SAFE})
     for policy in risky:
-        kind = "allkeys" if policy.startswith("allkeys") else "volatile"
+        effect = EFFECTS.get(policy.split("-", 1)[0], "keys of the projection")
         log.error(
-            "Redis maxmemory-policy is %s: when its memory is full Redis deletes %s instead of refusing"
-            " writes; set maxmemory-policy %s (docs/deploy.md)",
+            "Redis maxmemory-policy is %s: when its memory is full Redis deletes %s; set maxmemory-policy %s"
+            " (docs/capacity.md)",
             policy,
-            EFFECTS[kind],
+            effect,
             SAFE,
         )
     return risky

@@ -68,7 +68,7 @@ secure_redis_up() {
   (umask 077; cat >"$d/users.acl" <<ACL
 user default off
 user ums-admin on >$S_REDIS_ADMIN_PASSWORD ~* &* +@all
-user ums-consumer on >$S_REDIS_CONSUMER_PASSWORD resetkeys ~$p:* ~{$p}:* resetchannels -@all +ping +get +set +mget +hget +hmget +hgetall +hset +incr +pexpire +pttl +del +unlink +scan +evalsha +script|load +script|exists
+user ums-consumer on >$S_REDIS_CONSUMER_PASSWORD resetkeys ~$p:* ~{$p}:* resetchannels -@all +ping +get +set +mget +hget +hmget +hgetall +hset +incr +pexpire +pttl +del +unlink +scan +evalsha +script|load +script|exists +info
 user ums-api on >$S_REDIS_API_PASSWORD resetkeys %R~$p:* %R~{$p}:* resetchannels &__redis__:invalidate -@all +ping +get +client|id +client|tracking +subscribe
 ACL
   )

@@ -11,7 +11,7 @@ import logging
 import pytest
 import redis
 
-from adapters.eviction import check_eviction
+from adapters.eviction import check_eviction, eviction_policies
 from tests.conftest import CLUSTER_TOO
 from tests.helpers import wait_until
 
@@ -56,7 +56,9 @@ def test_a_volatile_policy_names_the_rebuilds_claim(redis_client, policy, caplog
     assert "the rebuild's claim" in caplog.text
 
 
-def test_noeviction_is_quiet(redis_client, policy, caplog):
+def test_noeviction_is_read_and_quiet(redis_client, policy, caplog):
+    caplog.set_level(logging.INFO, logger="adapters.eviction")
     policy("noeviction")
+    assert eviction_policies(redis_client) == {"noeviction"}  # read, not skipped
     assert check_eviction(redis_client) == []
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name == "adapters.eviction"]

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from adapters.clients import Role, kafka_producer, mysql_users, projection_store, redis_client, tracked_reads
 from adapters.direct_reads import DirectReads
-from adapters.eviction import check_eviction
+from adapters.eviction import check_eviction, eviction_policies
 from adapters.kafka import consumer_config, ensure_topics
 from adapters.mysql import MySQLUsers, make_pool
 from adapters.settings import Settings
@@ -265,8 +265,15 @@ def test_mysql_without_a_ca_still_upgrades_to_tls_on_every_connection(secure: Se
     assert all(ciphers), ciphers
 
 
-def test_the_consumer_user_may_not_read_the_eviction_policy_and_says_so(secure: Settings, caplog) -> None:
-    # Its ACL grants no INFO (services/secure.sh): the check is skipped with a line, never an error.
+def test_the_consumer_user_reads_the_eviction_policy_and_no_key_more(secure: Settings, caplog) -> None:
+    # Its ACL grants INFO for the start-up check (services/secure.sh), over TLS like every command.
     caplog.set_level(logging.INFO)
-    assert check_eviction(redis_client(secure, Role.CONSUMER)) == []
-    assert "maxmemory-policy not checked (this Redis user may not run INFO)" in caplog.text
+    consumer = redis_client(secure, Role.CONSUMER)
+    try:
+        assert eviction_policies(consumer) == {"noeviction"}
+        assert check_eviction(consumer) == []
+        assert "not checked" not in caplog.text
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            consumer.config_get("maxmemory-policy")
+    finally:
+        consumer.close()
