@@ -49,10 +49,10 @@ def check_eviction(client: Any) -> list[str]:
         log.debug("maxmemory-policy not checked: %r", exc)
         return []
     except (redis.RedisError, RedisClusterException) as exc:  # INFO refused (an ACL, a managed service)
-        policies = None
-        log.debug("INFO refused: %r", exc)
+        log.info("maxmemory-policy not checked (INFO refused: %s): it must be %s", exc, SAFE)
+        return []
     if policies is None:
-        log.info("maxmemory-policy not checked (Redis did not say, or refused INFO): it must be %s", SAFE)
+        log.info("maxmemory-policy not checked (Redis did not say): it must be %s", SAFE)
         return []
     risky = sorted(policies - {SAFE})
     for policy in risky:

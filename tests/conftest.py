@@ -27,7 +27,7 @@ from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from devtools.addservice import AddService
-from tests.helpers import delete_matching, env_of, free_port, unique, wait_until
+from tests.helpers import delete_matching, env_of, free_port, start_consumer, unique, wait_until
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -260,11 +260,7 @@ def api(start_api) -> Server:
 @pytest.fixture
 def consumer_process(settings, tmp_path):
     log = tmp_path / "consumer.log"
-    env = env_of(settings, UMS_LOG_JSON="false", UMS_METRICS_PORT="0")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc = start_consumer(settings, log)
     yield proc
     _stop(proc, log, "consumer")
 

@@ -73,6 +73,15 @@ def env_of(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def start_consumer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`ums-find consume` building exactly `settings`, its plain-text output in `log`, no metrics port."""
+    env = env_of(settings, UMS_LOG_JSON="false", UMS_METRICS_PORT="0")
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 def check_cli(argv: list[str]) -> None:
     """Parse a `ums-find ...` command line with the real click CLI (nothing runs)."""
     import click

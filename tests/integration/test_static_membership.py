@@ -17,7 +17,7 @@ import signal
 import subprocess
 from dataclasses import replace
 
-from tests.helpers import BIN, ROOT, env_of, unique, wait_until
+from tests.helpers import start_consumer, unique, wait_until
 
 
 def produce(producer, topic, names, phone, partitions=None):
@@ -56,23 +56,17 @@ def stop_all(procs):
             proc.wait()
 
 
-def start(settings, log):
-    env = env_of(settings, UMS_LOG_JSON="false", UMS_METRICS_PORT="0")
-    with open(log, "wb") as out:
-        return subprocess.Popen([str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=out, stderr=out)
-
-
 def test_a_consumer_fenced_by_a_duplicate_instance_id_exits_and_says_why(settings, producer, store, name_tag, tmp_path):
     pod = replace(settings, group_instance_id=unique("pod"))
     logs = [tmp_path / "first.log", tmp_path / "second.log", tmp_path / "third.log"]
-    first = start(replace(pod, heartbeat_file=str(tmp_path / "first.hb")), logs[0])
+    first = start_consumer(replace(pod, heartbeat_file=str(tmp_path / "first.hb")), logs[0])
     second = third = None
     try:
         before = [f"{name_tag} before {i}" for i in range(20)]
         produce(producer, settings.topic, before, 9_000_000_001)
         wait_until(lambda: projected(store, before), 60, "the first consumer to project")
 
-        second = start(replace(pod, heartbeat_file=str(tmp_path / "second.hb")), logs[1])
+        second = start_consumer(replace(pod, heartbeat_file=str(tmp_path / "second.hb")), logs[1])
         code = wait_until(lambda: first.poll() is not None and [first.returncode], 60, "the fenced consumer to exit")
         text = logs[0].read_text(errors="replace")
         assert code == [1], text[-3000:]
@@ -87,7 +81,7 @@ def test_a_consumer_fenced_by_a_duplicate_instance_id_exits_and_says_why(setting
 
         # The first restarted (as an orchestrator would) takes the id back and fences the second:
         # the pair shows as alternating restarts.
-        third = start(replace(pod, heartbeat_file=str(tmp_path / "third.hb")), logs[2])
+        third = start_consumer(replace(pod, heartbeat_file=str(tmp_path / "third.hb")), logs[2])
         wait_until(lambda: second.poll() is not None, 60, "the second consumer to be fenced and exit")
         assert second.returncode == 1, logs[1].read_text(errors="replace")[-3000:]
         assert third.poll() is None, logs[2].read_text(errors="replace")[-3000:]
@@ -103,7 +97,7 @@ def test_a_static_member_stopped_gracefully_hands_its_partitions_over(settings, 
     beats = [tmp_path / "a.hb", tmp_path / "b.hb"]
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [
-        start(replace(slow, group_instance_id=unique("pod"), heartbeat_file=str(beat)), log)
+        start_consumer(replace(slow, group_instance_id=unique("pod"), heartbeat_file=str(beat)), log)
         for beat, log in zip(beats, logs, strict=True)
     ]
     try:
