@@ -69,7 +69,9 @@ class ConsumeLoop:
     ) -> None:
         self.consumer = consumer
         self.projector = Projector(store)
-        self.positions = Positions(consumer, Generations(store), settings.topic, metrics.redis_rewinds.inc)
+        self.positions = Positions(
+            consumer, Generations(store), settings.topic, metrics.redis_rewinds.inc, metrics.deleted_unread.inc
+        )
         self.dead_letters = dead_letters
         self.settings = settings
         self.metrics = metrics
@@ -100,6 +102,7 @@ class ConsumeLoop:
     def step(self) -> None:
         """One batch: consume, follow the pointer, write, dead-letter, save positions."""
         messages = self.fetch()
+        self.positions.deleted.check(messages)
         # positioned is None: a save found the pointer moved or Redis gone back; reposition now.
         if messages or self.positions.positioned is None or self.health.due():
             pointer = self._redis(self.positions.current, "pointer read")

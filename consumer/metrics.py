@@ -18,6 +18,7 @@ class ConsumerMetrics:
     last_applied_ts: Gauge
     redis_retries: Counter
     redis_rewinds: Counter
+    deleted_unread: Counter
     timestamp_guard: Gauge
 
     @classmethod
@@ -63,6 +64,12 @@ class ConsumerMetrics:
                 "Times Redis was found to have lost writes it had acknowledged (positions behind what was"
                 " saved, or a batch's fill mark missing: an older snapshot, a lagging replica promoted);"
                 " the consumer resumed every partition from the positions Redis holds",
+                registry=registry,
+            ),
+            deleted_unread=Counter(
+                "ums_consumer_events_deleted_unread",
+                "Offsets the broker had deleted (retention, DeleteRecords) when this consumer came to read"
+                " them: events never projected (consumer/gaps.py)",
                 registry=registry,
             ),
             timestamp_guard=Gauge(

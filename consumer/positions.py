@@ -16,6 +16,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from adapters.generations import Generations, Pointer, PositionsWentBack
+from consumer.gaps import DeletedUnread
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,20 @@ class Positions:
     """Positions of one consumer's assigned partitions against one pointer (`positioned`)."""
 
     def __init__(
-        self, consumer: Consumer, generations: Generations, topic: str, on_rewind: Callable[[], None] = lambda: None
+        self,
+        consumer: Consumer,
+        generations: Generations,
+        topic: str,
+        on_rewind: Callable[[], None] = lambda: None,
+        on_deleted: Callable[[int], None] = lambda n: None,
     ) -> None:
+        """`on_rewind`: Redis lost writes; `on_deleted`: how many events the broker deleted unread."""
         self.consumer = consumer
         self.generations = generations
         self.topic = topic
         self.on_rewind = on_rewind
+        # Checks each partition's first message after it was positioned (consumer/gaps.py).
+        self.deleted = DeletedUnread(consumer, topic, on_deleted)
         self.assigned: set[int] = set()
         # The pointer every assigned partition was positioned against (None: reposition all).
         self.positioned: Pointer | None = None
@@ -65,6 +74,7 @@ class Positions:
         for partition in sorted(self.assigned):
             offset = stored.get(partition, OFFSET_BEGINNING)
             self.consumer.seek(TopicPartition(self.topic, partition, offset))
+            self.deleted.expect(partition, offset)
         self.floors = {p: stored.get(p, -1) for p in self.assigned}
         previous = self.positioned
         self.positioned = pointer
@@ -145,6 +155,7 @@ class Positions:
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
             self.floors[tp.partition] = stored.get(tp.partition, -1)
+            self.deleted.expect(tp.partition, tp.offset)
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},
@@ -153,5 +164,6 @@ class Positions:
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self.assigned -= {tp.partition for tp in partitions}
+        self.deleted.forget(tp.partition for tp in partitions)
         for tp in partitions:
             self.floors.pop(tp.partition, None)

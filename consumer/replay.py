@@ -4,7 +4,8 @@ Order matters: the rebuild's claim is set *before* the end offsets are read, so 
 event at or past those offsets is consumed by live consumers after they saw the claim
 and written to the new generation too; the replay covers everything before them.
 The flip hands the live generation's positions to the new one (adapters/generations.py).
-Kafka-only rebuilds need the topic kept forever or compacted (README).
+Kafka-only rebuilds need the topic kept forever or compacted (README): one whose log no longer
+starts at offset 0 is refused (TruncatedLog) rather than flipped without the deleted users.
 """
 
 from __future__ import annotations
@@ -39,7 +40,20 @@ from consumer.replay_kafka import (
 from domain import UserAdded, Version
 
 log = logging.getLogger(__name__)
-__all__ = ["Interrupted", "Plan", "Rebuild", "Result"]
+__all__ = ["Interrupted", "Plan", "Rebuild", "Result", "TruncatedLog"]
+
+
+class TruncatedLog(Exception):
+    """A Kafka-only rebuild refused: the topic lost its first events, so the rebuild would lose their users."""
+
+    def __init__(self, starts: dict[int, int]) -> None:
+        self.starts = starts  # partition -> its first offset, for those above 0
+        where = ", ".join(f"partition {p} starts at offset {low}" for p, low in sorted(starts.items()))
+        super().__init__(
+            f"the topic no longer holds its first events ({where}: retention or DeleteRecords deleted them);"
+            " a rebuild from it would drop every user whose events are gone. Rebuild with --source both"
+            " (a MySQL snapshot, then the topic on top)"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,7 @@ class Rebuild:
                     self._watermarks() if self.from_kafka else {},
                     self.mysql.count() if self.mysql else 0,
                 )
+                self._refuse_truncated(plan)
                 log.info(
                     "rebuilding generation %s while %s serves reads",
                     target,
@@ -161,6 +176,12 @@ class Rebuild:
             self.generations.sweep(only=target)
         except Exception:
             log.warning("could not delete generation %s; the next gc will", target, exc_info=True)
+
+    def _refuse_truncated(self, plan: Plan) -> None:
+        """Kafka alone must hold every event: the flip would otherwise delete what only the old generation has."""
+        starts = {p: low for p, (low, _) in plan.partitions.items() if low > 0}
+        if self.mysql is None and starts:
+            raise TruncatedLog(starts)
 
     def _filled(self, plan: Plan) -> dict[str, int]:
         """The marks a whole rebuild leaves (the flip refuses less): every partition's end, MySQL's rows."""

@@ -29,7 +29,7 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
 
     from adapters.generations import ClaimLost, NoProjection, RebuildRunning
     from consumer.main import stop_on_signals
-    from consumer.replay import Interrupted, Rebuild
+    from consumer.replay import Interrupted, Rebuild, TruncatedLog
     from consumer.tuning import tune_gc
 
     if not dry_run:
@@ -45,12 +45,16 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
         for partition, (low, end) in sorted(plan.partitions.items()):
             click.echo(f"  {settings.topic}[{partition}]: offsets {low}..{end} ({end - low} events)")
         click.echo(f"  Kafka events: {plan.kafka_events}; MySQL rows: {plan.mysql_rows}")
-        if source != "mysql" and any(low > 0 for low, _ in plan.partitions.values()):
-            click.echo("  warning: the topic no longer starts at offset 0 (retention); add --source both", err=True)
+        if source == "kafka" and any(low > 0 for low, _ in plan.partitions.values()):
+            click.echo(
+                "  warning: the topic no longer starts at offset 0 (retention); a Kafka-only replay is refused:"
+                " add --source both",
+                err=True,
+            )
         return
     try:
         result = rebuild.run()
-    except (RebuildRunning, NoProjection) as exc:
+    except (RebuildRunning, NoProjection, TruncatedLog) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except (ClaimLost, Interrupted) as exc:

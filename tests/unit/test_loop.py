@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import fakeredis
@@ -63,6 +64,7 @@ class FakeConsumer:
         self.consume_calls: list[tuple[int, float]] = []
         self.group_calls: list[str] = []  # unsubscribe, poll and close, in order
         self.member: str | None = "pod-a-1"
+        self.log_start: dict[int, int] = {}  # partition -> first offset the broker still holds
         self.leaves = True  # a poll after unsubscribe revokes everything and sends the LeaveGroup
 
     def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
@@ -90,6 +92,7 @@ class FakeConsumer:
             start = self.next.get(partition)
             if start is None:
                 continue
+            start = max(start, self.log_start.get(partition, 0))  # auto.offset.reset=earliest
             taken = log[start : start + num_messages]
             batch += taken
             self.next[partition] = start + len(taken)
@@ -102,7 +105,7 @@ class FakeConsumer:
         return [TopicPartition(TOPIC, tp.partition, self.next.get(tp.partition, 0)) for tp in partitions]
 
     def get_watermark_offsets(self, tp, cached=False, timeout=None):
-        return 0, len(self.logs[tp.partition])
+        return self.log_start.get(tp.partition, 0), len(self.logs[tp.partition])
 
     def commit(self, asynchronous=False) -> None:
         pass
@@ -532,3 +535,30 @@ def test_a_leave_that_does_not_complete_is_given_up_and_the_consumer_still_close
     loop.run()
     assert consumer.group_calls[0] == "unsubscribe" and consumer.group_calls[-1] == "close"
     assert "could not leave the group" in caplog.text
+
+
+def test_events_the_broker_deleted_before_a_restart_read_them_are_counted_and_named(store, logs, tmp_path, caplog):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    logs[0] += [put("Ganesh Rao", 9_000_000_004, 0, 2), put("Ravi Teja", 9_000_000_005, 0, 3)]
+    logs[0].append(put("Ramesh Kumar", 9_000_000_006, 0, 4))
+    loop, consumer = make_loop(store, logs, tmp_path)
+    consumer.log_start[0] = 4  # retention took offsets 2 and 3 while the consumer was away
+    with caplog.at_level(logging.ERROR, logger="consumer.gaps"):
+        loop.step()
+    assert loop.metrics.deleted_unread._value.get() == 2
+    named = [r.getMessage()[:40] for r in caplog.records if r.name == "consumer.gaps"]
+    assert named == ["partition 0: offsets 2..3 were deleted f"]
+    assert phones(store)["ramesh kumar"] == 9_000_000_006  # the stream goes on from the log's start
+    assert Generations(store).all_positions(1) == {0: 5, 1: 2}
+
+
+def test_a_partition_read_from_where_it_was_positioned_reports_nothing(store, logs, tmp_path, caplog):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    with caplog.at_level(logging.ERROR, logger="consumer.gaps"):
+        loop.step()
+        consumer.log_start[0] = 2  # deleted later, after it was read: nothing lost
+        logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+        loop.step()
+    assert loop.metrics.deleted_unread._value.get() == 0
+    assert [r for r in caplog.records if r.name == "consumer.gaps"] == []

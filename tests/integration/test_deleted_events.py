@@ -1,0 +1,92 @@
+"""Events the broker deleted before anyone projected them (retention, DeleteRecords), on the real broker.
+
+Production topics have a retention (Kafka's default is 7 days) unless someone set it to forever;
+the rigs keep every event. A consumer away longer than that (or a Redis restored from an old
+backup, which sets its positions back) resumes where the log now starts: librdkafka logged one
+warning and nothing else said that the span between was never projected. A Kafka-only replay
+of such a topic flipped a generation without every user whose events were gone, and deleted the
+old generation that still had them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from adapters.generations import Generations
+from adapters.kafka import security_config
+from tests.helpers import run_cli, start_consumer, wait_until
+
+
+def produce(producer, topic, names, phone):
+    """One event per name, all on partition 0 (so their offsets are known)."""
+    for name in names:
+        producer.produce(topic, value=json.dumps({"name": name, "phone": phone, "since": 1_000}).encode(), partition=0)
+    assert producer.flush(10) == 0
+
+
+def delete_before(settings, offset):
+    """What retention does to partition 0: every event below `offset` is gone."""
+    admin = AdminClient(security_config(settings))  # type: ignore[arg-type]
+    for future in admin.delete_records([TopicPartition(settings.topic, 0, offset)]).values():
+        future.result(timeout=30)
+
+
+def phone_of(store, name):
+    stored = store.get(name.lower(), store.live_generation())
+    return stored.user.phone.value if stored and stored.user else None
+
+
+def stop(proc, log):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text(errors="replace")[-3000:]
+
+
+def test_a_consumer_names_the_events_deleted_before_it_read_them(settings, producer, store, name_tag, tmp_path):
+    before = [f"{name_tag} before {i}" for i in range(40)]  # offsets 0..39
+    gone = [f"{name_tag} gone {i}" for i in range(40)]  # 40..79, deleted while no consumer runs
+    kept = [f"{name_tag} kept {i}" for i in range(40)]  # 80..119
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = start_consumer(settings, first_log)
+    try:
+        produce(producer, settings.topic, before, 9_000_000_001)
+        wait_until(lambda: all(phone_of(store, n) for n in before), 60, "the first consumer to project")
+    finally:
+        stop(first, first_log)
+    assert "were deleted" not in first_log.read_text(errors="replace")  # read from offset 0: nothing lost
+
+    produce(producer, settings.topic, [*gone[:20], before[0], *gone[20:39]], 9_000_000_002)  # before[0] changed
+    produce(producer, settings.topic, kept, 9_000_000_003)
+    delete_before(settings, 80)
+    second = start_consumer(settings, second_log)
+    try:
+        wait_until(lambda: all(phone_of(store, n) for n in kept), 60, "the consumer to project what is left")
+    finally:
+        stop(second, second_log)
+    text = second_log.read_text(errors="replace")
+    assert "partition 0: offsets 40..79 were deleted from the topic" in text, text[-3000:]
+    assert "its saved position" in text and "reconcile --repair" in text, text[-3000:]
+    # What the line warns of, really so: the deleted users are missing, the changed one stale.
+    assert [n for n in gone[:39] if phone_of(store, n)] == []
+    assert phone_of(store, before[0]) == 9_000_000_001
+
+
+def test_a_kafka_only_replay_refuses_a_topic_that_lost_its_first_events(settings, producer, store, name_tag):
+    names = [f"{name_tag} user {i}" for i in range(30)]
+    produce(producer, settings.topic, names, 9_000_000_001)
+    delete_before(settings, 10)
+    generations = Generations(store)
+    pointer, _ = generations.ensure()
+
+    dry = run_cli(settings, "replay", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "a Kafka-only replay is refused" in dry.stderr, dry.stderr
+
+    result = run_cli(settings, "replay")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "partition 0 starts at offset 10" in result.stderr and "--source both" in result.stderr, result.stderr
+    after = generations.read()
+    assert after is not None and after.live == pointer.live and after.building is None  # no flip, no claim left
