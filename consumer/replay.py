@@ -244,7 +244,14 @@ class Rebuild:
             if len(groups) > 1:
                 log.info("replaying %d partitions in %d processes", sum(map(len, groups)), len(groups))
                 self.poison += in_processes(
-                    self.settings, plan.target, groups, self._check, progress.update, self.on_poison, probe
+                    self.settings,
+                    plan.target,
+                    groups,
+                    self._check,
+                    progress.update,
+                    self.on_poison,
+                    probe,
+                    kafka_only=self.mysql is None,
                 )
             elif groups:
                 replay = PartitionReplay(
@@ -256,5 +263,6 @@ class Rebuild:
                     progress.update,
                     self.on_poison,
                     self._pace(plan.target, probe),
+                    kafka_only=self.mysql is None,
                 )
                 self.poison += replay.run()

@@ -21,7 +21,7 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from adapters import logs
 from adapters.clients import Role, projection_store
@@ -62,6 +62,10 @@ class Interrupted(Exception):
     """SIGTERM or SIGINT during a rebuild: its claim is given up and its generation deleted."""
 
 
+class EventsDeleted(ClaimLost):
+    """Retention (or DeleteRecords) took events a Kafka-only rebuild had still to read: it cannot be whole."""
+
+
 def apply_newest(store: ProjectionStore, events: Iterable[Event], target: int, mark: Mark | None = None) -> None:
     """The newest event per user of a rebuild's batch into generation `target`, REPLAY_KEYS_PER_CALL users
     a call; `mark` after them in the same pipeline (adapters/marks.py). Raises WritesLost."""
@@ -83,10 +87,17 @@ def apply_marked(
         raise generations.lost_rebuild(target, lost) from None
 
 
-def replay_consumer(settings: Settings) -> Consumer:
+def replay_consumer(settings: Settings, kafka_only: bool = True) -> Consumer:
+    """`kafka_only`: an offset deleted before it was read is an error (EventsDeleted), not skipped.
+    With MySQL under it a rebuild may skip it: anything retention deletes is older than the snapshot."""
     config = consumer_config(
         settings,
-        **{"group.id": f"{settings.group_id}-replay", "enable.auto.commit": False, "fetch.wait.max.ms": 10},
+        **{
+            "group.id": f"{settings.group_id}-replay",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "auto.offset.reset": "error" if kafka_only else "earliest",
+        },
     )
     return Consumer(config)
 
@@ -104,9 +115,11 @@ class PartitionReplay:
         progress: Callable[[int], None],
         on_poison: OnPoison | None = None,
         pace: Pace | None = None,
+        kafka_only: bool = True,
     ) -> None:
         """`check` raises to stop between batches; `progress` is told how many messages each batch read;
-        `pace` (default: none) may hold each chunk's write back."""
+        `pace` (default: none) may hold each chunk's write back; `kafka_only`: see replay_consumer."""
+        self.kafka_only = kafka_only
         self.settings, self.store, self.target = settings, store, target
         self.partitions, self.check, self.progress, self.on_poison = partitions, check, progress, on_poison
         self.pace = pace or Pace(0)
@@ -119,7 +132,7 @@ class PartitionReplay:
         todo = {p: end for p, (low, end) in self.partitions.items() if end > low}
         if not todo:
             return 0
-        consumer = replay_consumer(self.settings)
+        consumer = replay_consumer(self.settings, self.kafka_only)
         consumer.assign([TopicPartition(self.settings.topic, p, self.partitions[p][0]) for p in todo])
         try:
             while todo:
@@ -186,7 +199,13 @@ class PartitionReplay:
         seen = 0
         max_bytes, max_skew_ms = self.settings.max_event_bytes, self.settings.max_skew_ms  # a property: once
         for msg in messages:
-            if msg.error():
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._AUTO_OFFSET_RESET:
+                    raise EventsDeleted(
+                        f"partition {msg.partition()}: offset {msg.offset()} was deleted from the topic (retention or"
+                        " DeleteRecords) before this rebuild read it: no flip; rebuild with --source both"
+                    )
                 continue
             message = envelope(msg)
             if message.partition not in todo or message.offset >= todo[message.partition]:
@@ -221,6 +240,7 @@ def in_processes(
     progress: Callable[[int], None],
     on_poison: OnPoison | None = None,
     probe: Any = None,
+    kafka_only: bool = True,
 ) -> int:
     """Replay each group in a process of its own; the caller keeps the claim (`check` raises to stop them all);
     `probe`: the rebuild's probe windows (consumer/governor.py), shared by every worker's governor.
@@ -235,7 +255,19 @@ def in_processes(
     procs = [
         ctx.Process(
             target=_worker,
-            args=(settings, target, group, len(groups), stop, counter, poison_queue, logs.chosen(), os.getpid(), probe),
+            args=(
+                settings,
+                target,
+                group,
+                len(groups),
+                stop,
+                counter,
+                poison_queue,
+                logs.chosen(),
+                os.getpid(),
+                probe,
+                kafka_only,
+            ),
             name=f"replay-{i}",
             daemon=True,
         )
@@ -293,6 +325,7 @@ def _worker(
     log_choice: tuple[str, bool],
     parent: int,
     probe: Any,
+    kafka_only: bool,
 ) -> None:
     """A worker process's entry point: the same process-wide set-up as `ums-find`, then its partitions."""
     die_with(parent)
@@ -324,7 +357,7 @@ def _worker(
     limit = governor(settings, probe, 1 / workers)  # each worker decides its own limit, as TCP flows share a link
     pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate, governor=limit)
     try:
-        PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace).run()
+        PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace, kafka_only).run()
     except ClaimLost as lost:
         log.warning("%s", lost)
         sys.exit(CLAIM_LOST_EXIT)

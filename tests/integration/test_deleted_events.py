@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+from dataclasses import replace
 
+import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from adapters.generations import Generations
+from adapters.generations import ClaimLost, Generations
 from adapters.kafka import security_config
+from consumer.replay import Rebuild
 from tests.helpers import run_cli, start_consumer, wait_until
 
 
-def produce(producer, topic, names, phone):
-    """One event per name, all on partition 0 (so their offsets are known)."""
+def produce(producer, topic, names, phone, partition=0):
+    """One event per name, all on one partition (so their offsets are known)."""
     for name in names:
-        producer.produce(topic, value=json.dumps({"name": name, "phone": phone, "since": 1_000}).encode(), partition=0)
+        value = json.dumps({"name": name, "phone": phone, "since": 1_000}).encode()
+        producer.produce(topic, value=value, partition=partition)
     assert producer.flush(10) == 0
 
 
@@ -90,3 +95,34 @@ def test_a_kafka_only_replay_refuses_a_topic_that_lost_its_first_events(settings
     assert "partition 0 starts at offset 10" in result.stderr and "--source both" in result.stderr, result.stderr
     after = generations.read()
     assert after is not None and after.live == pointer.live and after.building is None  # no flip, no claim left
+
+
+@pytest.mark.parametrize(("source", "workers"), [("kafka", 1), ("kafka", 2), ("both", 1)])
+def test_events_deleted_after_the_plan_fail_a_kafka_only_rebuild(
+    settings, producer, store, name_tag, mysql_writer, monkeypatch, capfd, source, workers
+):
+    """Retention deleting what a running rebuild has still to read: the plan said offset 0, the broker no
+    longer has it. From Kafka alone that rebuild cannot be whole (no flip); over MySQL it may skip them."""
+    names = [f"{name_tag} user {i}" for i in range(30)]
+    produce(producer, settings.topic, names, 9_000_000_001)
+    produce(producer, settings.topic, [f"{name_tag} other {i}" for i in range(30)], 9_000_000_001, partition=1)
+    generations = Generations(store)
+    pointer, _ = generations.ensure()
+    read = Rebuild._watermarks
+    monkeypatch.setattr(Rebuild, "_watermarks", lambda self: {p: (0, end) for p, (_, end) in read(self).items()})
+    delete_before(settings, 10)
+    chosen = replace(settings, replay_workers=workers)  # 2: a process per partition, each its own consumer
+    rebuild = Rebuild(chosen, store, mysql_writer if source == "both" else None, stop=threading.Event())
+    if source == "kafka":
+        # One process raises the worker's error; two report it through the worker's exit status and log.
+        with pytest.raises(ClaimLost, match="partition 0: offset 0 was deleted" if workers == 1 else "no flip"):
+            rebuild.run()
+        if workers == 2:
+            assert "partition 0: offset 0 was deleted from the topic" in capfd.readouterr().err
+        after = generations.read()
+        assert after is not None and after.live == pointer.live and after.building is None
+    else:
+        result = rebuild.run()
+        assert generations.read().live == result.target != pointer.live
+        projected = [n for n in names if store.get(n.lower(), result.target)]
+        assert projected == names[10:]  # the rest were in no snapshot: the test's users are not in MySQL
