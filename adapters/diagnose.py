@@ -15,11 +15,17 @@ AUTH = "authentication failed"
 ACL = "permission denied by the server's ACL"
 TLS = "TLS handshake or certificate verification failed"
 PLAINTEXT = "the server closed the connection at once (does it require TLS?)"
+# Not a setting of ours, and it heals once memory is freed, but no retry frees it: said once, like the rest.
+FULL = "Redis is full (maxmemory reached under noeviction) and refuses writes"
 HINTS = {
     "redis": "check UMS_REDIS_URL (rediss://), UMS_REDIS_CA_FILE and the role's UMS_REDIS_*_USER/_PASSWORD",
     # MariaDB answers "access denied" to a plaintext client when it requires TLS, too.
     "mysql": "check UMS_MYSQL_USER/_PASSWORD and UMS_MYSQL_SSL_CA (set it when the server requires TLS)",
+    FULL: "raise maxmemory or free memory (`ums-find gc` deletes abandoned generations; a rebuild needs room for"
+    " two generations: docs/capacity.md); writing resumes by itself once Redis has room",
 }
+# A write refused at maxmemory under noeviction (types-redis 4.6 does not know the class redis-py raises).
+OutOfMemoryError: type[redis.RedisError] = redis.exceptions.OutOfMemoryError  # type: ignore[attr-defined]
 _TLS_WORDS = ("ssl", "certificate", "tls", "wrong version number")
 
 
@@ -43,6 +49,11 @@ def redis_cause(exc: BaseException, url: str) -> str | None:
 _MYSQL_AUTH = {1045}
 _MYSQL_ACL = {1044, 1142}
 _MYSQL_PLAINTEXT = {3159, 4151}
+
+
+def redis_full(exc: BaseException) -> str | None:
+    """FULL for a write refused because Redis reached its maxmemory, else None."""
+    return FULL if isinstance(exc, OutOfMemoryError) else None
 
 
 def mysql_cause(exc: BaseException) -> str | None:

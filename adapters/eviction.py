@@ -1,4 +1,5 @@
-"""Whether Redis may delete the projection's keys by itself when its memory is full: said once, at start.
+"""Whether Redis may delete the projection's keys by itself when its memory is full: said once, at start;
+and how full it is, for the lines that report a full Redis.
 
 Under `noeviction` a full Redis refuses writes: the consumer waits and says so, and readiness
 falls. `allkeys-*` policies delete keys instead, silently: users' values (reads fall back to
@@ -27,18 +28,41 @@ EFFECTS = {
 OUTAGES = (redis.ConnectionError, redis.TimeoutError)
 
 
-def eviction_policies(client: Any) -> set[str] | None:
-    """Every server's `maxmemory-policy` (each primary's in a Cluster); None when one does not say.
+def memory_infos(client: Any) -> list[tuple[str, Any]]:
+    """`INFO memory` of every server (each primary of a Cluster, named; a single Redis: "").
 
     Raises redis.RedisError (INFO refused, Redis unreachable) or RedisClusterException.
     """
     if isinstance(client, redis.RedisCluster):
         # One node at a time: with a single target redis-py returns that node's INFO itself.
-        answers = [client.info("memory", target_nodes=node) for node in client.get_primaries()]
-    else:
-        answers = [client.info("memory")]
+        return [(node.name, client.info("memory", target_nodes=node)) for node in client.get_primaries()]
+    return [("", client.info("memory"))]
+
+
+def eviction_policies(client: Any) -> set[str] | None:
+    """Every server's `maxmemory-policy` (each primary's in a Cluster); None when one does not say.
+
+    Raises redis.RedisError (INFO refused, Redis unreachable) or RedisClusterException.
+    """
+    answers = [answer for _, answer in memory_infos(client)]
     policies = {answer.get("maxmemory_policy") if isinstance(answer, dict) else None for answer in answers}
     return None if None in policies or not policies else {str(p) for p in policies}
+
+
+def memory_note(client: Any) -> str:
+    """ "used X MiB of maxmemory Y MiB" for every server (a Cluster's primaries named); "" when Redis will not say."""
+    try:
+        answers = memory_infos(client)
+    except (redis.RedisError, RedisClusterException):
+        return ""
+    notes = []
+    for node, answer in answers:
+        if not isinstance(answer, dict) or "used_memory" not in answer:
+            continue
+        limit = int(answer.get("maxmemory") or 0)
+        of = f"maxmemory {limit / 2**20:.1f} MiB" if limit else "no maxmemory"
+        notes.append(f"{node + ': ' if node else ''}used {int(answer['used_memory']) / 2**20:.1f} MiB of {of}")
+    return "; ".join(notes)
 
 
 def check_eviction(client: Any) -> list[str]:

@@ -13,7 +13,8 @@ from typing import TypeVar
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from adapters.diagnose import HINTS, redis_cause
+from adapters.diagnose import FULL, HINTS, redis_cause, redis_full
+from adapters.eviction import memory_note
 from adapters.generations import Generations, Pointer
 from adapters.marks import Mark
 from adapters.pipelined import PipelinedWrite
@@ -207,14 +208,16 @@ class ConsumeLoop:
 
     def _redis(self, operation: Callable[[], T], what: str, *also: type[BaseException]) -> T:
         """Retry until Redis answers (backoff; the heartbeat says we are waiting, not stuck)."""
-        return retry_until_done(operation, (redis.RedisError, *also), self.stop, what, on_retry=self._waiting("redis"))
+        done = retry_until_done(operation, (redis.RedisError, *also), self.stop, what, on_retry=self._waiting("redis"))
+        self._misconfigured = ""  # answered: a cause that comes back is said again
+        return done
 
     def _waiting(self, dependency: str) -> Callable[[BaseException], None]:
         def on_retry(exc: BaseException) -> None:
             waiting = dependency
             if dependency == "redis":
                 self.metrics.redis_retries.inc()
-                cause = redis_cause(exc, self.settings.redis_url)
+                cause = redis_cause(exc, self.settings.redis_url) or redis_full(exc)
                 if cause:
                     waiting = f"redis: {cause}"
                     self._say_misconfigured(cause, exc)
@@ -227,7 +230,8 @@ class ConsumeLoop:
         """One error line per cause: retrying goes on (nothing is stored meanwhile), but only a fix helps."""
         if cause != self._misconfigured:
             self._misconfigured = cause
-            log.error("redis: %s; %s (%s)", cause, HINTS["redis"], type(exc).__name__)
+            note = f" ({memory_note(self.projector.store.client)})" if cause == FULL else ""
+            log.error("redis: %s%s; %s (%s)", cause, note, HINTS.get(cause, HINTS["redis"]), type(exc).__name__)
 
     def _update_lag(self) -> int:
         """Per-partition lag from the last fetch's high watermark (no broker round trip)."""

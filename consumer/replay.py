@@ -20,6 +20,8 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from adapters.diagnose import OutOfMemoryError
+from adapters.eviction import memory_note
 from adapters.generations import ClaimLost, Generations
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
@@ -40,7 +42,11 @@ from consumer.replay_kafka import (
 from domain import UserAdded, Version
 
 log = logging.getLogger(__name__)
-__all__ = ["Interrupted", "Plan", "Rebuild", "Result", "TruncatedLog"]
+__all__ = ["Interrupted", "Plan", "Rebuild", "RedisFull", "Result", "TruncatedLog"]
+
+
+class RedisFull(Exception):
+    """Redis reached its maxmemory during a rebuild (noeviction refuses writes); the rebuild was abandoned."""
 
 
 class TruncatedLog(Exception):
@@ -152,8 +158,16 @@ class Rebuild:
                     self._from_kafka(plan)
                 lease.check()
                 old = self.generations.flip(claim, target, pointer.epoch, self._filled(plan))
-        except BaseException:
+        except BaseException as failure:
+            # How full, read before the abandoned generation is deleted and the figures fall back.
+            full = memory_note(self.store.client) if isinstance(failure, OutOfMemoryError) else None
             self._abandon(claim, target)
+            if full is not None:
+                raise RedisFull(
+                    f"Redis is full ({full or 'maxmemory reached'}): a rebuild holds two generations, the live one"
+                    " and the one it writes, so Redis needs room for about twice the projection (docs/capacity.md);"
+                    " raise maxmemory and run it again"
+                ) from None
             raise
         log.info("generation %s is live; deleting generation %s", target, old)
         # Readers cache the pointer for generation_cache_s: let them move before N goes.

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from adapters import logs
 from adapters.clients import Role, projection_store
+from adapters.diagnose import OutOfMemoryError
 from adapters.generations import ClaimLost, Generations
 from adapters.kafka import consumer_config
 from adapters.marks import Mark, WritesLost
@@ -53,6 +54,7 @@ REPLAY_KEYS_PER_CALL = 50
 POLL_S = 0.2
 CLAIM_LOST_EXIT = 3  # a worker's exit status when the claim on its generation is gone
 INTERRUPTED_EXIT = 4  # ... when its parent stopped it (no traceback: not a crash)
+REDIS_FULL_EXIT = 5  # ... when Redis refused its writes for want of memory (its log says how full)
 
 Partitions = dict[int, tuple[int, int]]  # partition -> (first offset, end offset)
 OnPoison = Callable[[Envelope, PoisonEvent], None]
@@ -288,6 +290,8 @@ def in_processes(
                 break
             multiprocessing.connection.wait(running, timeout=POLL_S)
         poison += _drain(poison_queue, on_poison)
+        if any(p.exitcode == REDIS_FULL_EXIT for p in procs):
+            raise OutOfMemoryError("a replay worker's writes were refused: Redis is full")
         if any(p.exitcode == CLAIM_LOST_EXIT for p in procs):
             raise ClaimLost(f"generation {target} lost its claim or writes (the workers' log says which): no flip")
         failed = [f"{p.name} exited {p.exitcode}" for p in procs if p.exitcode != 0]
@@ -363,3 +367,6 @@ def _worker(
         sys.exit(CLAIM_LOST_EXIT)
     except Interrupted:
         sys.exit(INTERRUPTED_EXIT)  # the parent stopped the rebuild and says why
+    except OutOfMemoryError as full:
+        log.error("%s", full)
+        sys.exit(REDIS_FULL_EXIT)

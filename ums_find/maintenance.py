@@ -29,7 +29,7 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
 
     from adapters.generations import ClaimLost, NoProjection, RebuildRunning
     from consumer.main import stop_on_signals
-    from consumer.replay import Interrupted, Rebuild, TruncatedLog
+    from consumer.replay import Interrupted, Rebuild, RedisFull, TruncatedLog
     from consumer.tuning import tune_gc
 
     if not dry_run:
@@ -57,7 +57,7 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     except (RebuildRunning, NoProjection, TruncatedLog) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-    except (ClaimLost, Interrupted) as exc:
+    except (ClaimLost, Interrupted, RedisFull) as exc:
         click.echo(f"error: {exc}; nothing flipped, its generation deleted", err=True)
         raise SystemExit(3) from None
     click.echo(

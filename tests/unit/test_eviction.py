@@ -6,9 +6,10 @@ import logging
 
 import pytest
 import redis
+from redis.cluster import ClusterNode
 from redis.exceptions import RedisClusterException
 
-from adapters.eviction import check_eviction, eviction_policies
+from adapters.eviction import check_eviction, eviction_policies, memory_note
 
 
 class Single:
@@ -33,10 +34,10 @@ class OneShardCluster(redis.RedisCluster):
         pass
 
     def get_primaries(self):  # type: ignore[no-untyped-def]
-        return list(self.answers)
+        return [ClusterNode(host, 7000) for host in self.answers]
 
     def info(self, section=None, target_nodes=None, **kwargs):  # type: ignore[no-untyped-def, override]
-        return self.answers[target_nodes]  # one target: redis-py returns that node's INFO itself
+        return self.answers[target_nodes.host]  # one target: redis-py returns that node's INFO itself
 
 
 def errors(caplog) -> list[str]:
@@ -92,3 +93,13 @@ def test_a_cluster_without_primaries_is_a_skipped_check(caplog):
     caplog.set_level(logging.INFO)
     assert check_eviction(Broken({})) == []
     assert "maxmemory-policy not checked" in caplog.text
+
+
+def test_how_full_redis_is_reads_every_primary_and_says_nothing_it_does_not_know():
+    mib = 2**20
+    full = Single({"used_memory": 40 * mib, "maxmemory": 40 * mib})
+    assert memory_note(full) == "used 40.0 MiB of maxmemory 40.0 MiB"
+    assert memory_note(Single({"used_memory": 3 * mib, "maxmemory": 0})) == "used 3.0 MiB of no maxmemory"
+    cluster = OneShardCluster({"a": {"used_memory": mib, "maxmemory": 2 * mib}, "b": {"maxmemory": 2 * mib}})
+    assert memory_note(cluster) == "a:7000: used 1.0 MiB of maxmemory 2.0 MiB"
+    assert memory_note(Single(redis.ResponseError("NOPERM this user has no permissions"))) == ""

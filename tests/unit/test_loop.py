@@ -12,13 +12,16 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from adapters.diagnose import OutOfMemoryError
 from adapters.generations import Generations, PositionsWentBack
+from adapters.pipelined import PipelinedWrite
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
 from consumer.group import ConsumerFenced
 from consumer.loop import CHUNK, ConsumeLoop
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
+from consumer.projector import Projector
 from tests.helpers import save_written
 
 TOPIC = "t.users"
@@ -562,3 +565,29 @@ def test_a_partition_read_from_where_it_was_positioned_reports_nothing(store, lo
         loop.step()
     assert loop.metrics.deleted_unread._value.get() == 0
     assert [r for r in caplog.records if r.name == "consumer.gaps"] == []
+
+
+def test_a_full_redis_is_said_once_per_episode_with_what_to_do(store, logs, tmp_path, monkeypatch, caplog):
+    loop, _ = make_loop(store, logs, tmp_path)
+    monkeypatch.setattr("consumer.retry.random.uniform", lambda a, b: 0.0)  # no backoff sleeps
+    refusals = {"left": 0}
+    real = Projector.apply
+
+    def full_then_room(self, *args, **kwargs):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Projector, "apply", full_then_room)
+    monkeypatch.setattr(PipelinedWrite, "send", lambda self, events: self.failed(OutOfMemoryError("full")))
+    with caplog.at_level(logging.ERROR, logger="consumer.loop"):
+        refusals["left"] = 3
+        loop.step()
+        assert refusals["left"] == 0 and len(phones(store)) == 3
+        logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+        refusals["left"] = 2
+        loop.step()  # full again, after writes went through: a new episode, said again
+    lines = [r.getMessage() for r in caplog.records if r.name == "consumer.loop"]
+    assert len(lines) == 2, lines
+    assert all(line.startswith("redis: Redis is full") and "ums-find gc" in line for line in lines), lines
