@@ -159,6 +159,10 @@ class Generations:
     def fill_key(self, generation: int) -> str:
         return f"{self.pos_prefix}fill:{generation}"
 
+    def over_mysql(self, generation: int) -> bool:
+        """Whether a rebuild filled `generation` from a MySQL snapshot (its "mysql" fill mark)."""
+        return bool(self.client.hexists(self.fill_key(generation), "mysql"))
+
     def mark(self, generation: int, marks: Mapping[str, int], floors: Mapping[str, int] | None = None) -> Mark:
         """A fill mark for `generation`, to send after the data it covers (adapters/marks.py)."""
         return Mark(self.fill_key(generation), dict(marks), dict(floors or {}))

@@ -6,7 +6,9 @@ one warning, and the span between is never projected: the users it added are mis
 finds them in MySQL), the users it changed are stale and the users it removed stay. Checked once
 per positioning, at the partition's first message: a first message past the expected offset
 (compaction and transaction markers leave gaps too) is compared with the log start that the
-fetch reported, so the check costs no round trip.
+latest fetch reported, so the check costs no round trip. With a transactional producer the
+deleted span may hold only a commit marker or aborted records, which is no loss: the line says
+so, and `ums-find reconcile` tells which it was.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ class DeletedUnread:
                 return
 
     def _compare(self, partition: int, expected: int, first: int, saved: bool) -> None:
-        low = self._log_start(partition)
-        deleted = min(low, first) - expected
+        start = min(self._log_start(partition), first)
+        deleted = start - expected
         if deleted <= 0:
             return  # compaction or transaction markers: nothing was deleted before it was read
         self.on_deleted(deleted)
@@ -66,14 +68,14 @@ class DeletedUnread:
         log.error(
             "partition %s: offsets %s..%s were deleted from the topic (retention or DeleteRecords) before this"
             " consumer read them; it resumed at %s instead of %s. Users those events added are missing,"
-            " changed ones stale, removed ones still present: run `ums-find reconcile --repair`, or rebuild"
-            " with `ums-find replay --source both`",
+            " changed ones stale, removed ones still present (unless the offsets held only a transactional"
+            " producer's markers or aborted records): run `ums-find reconcile`, and `--repair` on drift",
             partition,
             expected,
-            low - 1,
-            low,
+            start - 1,
+            start,
             where,
-            extra={"partition": partition, "expected": expected, "log_start": low, "deleted": deleted},
+            extra={"partition": partition, "expected": expected, "log_start": start, "deleted": deleted},
         )
 
     def _log_start(self, partition: int) -> int:

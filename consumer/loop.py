@@ -37,6 +37,7 @@ T = TypeVar("T")
 # (bench/write_path.py ab, 300k events): chunks of 200, 1,000 and 2,000 (no overlap) ran at a median
 # 0.93, 0.88 and 0.89 of 400's steady rate.
 CHUNK = 400
+FULL_REPEAT_S = 60.0
 
 
 def envelope(msg: Message) -> Envelope:
@@ -71,7 +72,7 @@ class ConsumeLoop:
         self.consumer = consumer
         self.projector = Projector(store)
         self.positions = Positions(
-            consumer, Generations(store), settings.topic, metrics.redis_rewinds.inc, metrics.deleted_unread.inc
+            consumer, Generations(store), settings.topic, metrics.redis_rewinds.inc, metrics.events_deleted
         )
         self.dead_letters = dead_letters
         self.settings = settings
@@ -80,6 +81,7 @@ class ConsumeLoop:
         self.health = HealthFile(settings.heartbeat_file)
         self.totals = Totals()
         self._misconfigured = ""  # the Redis misconfiguration already logged
+        self._full_said = -FULL_REPEAT_S  # when "Redis is full" was last logged (monotonic)
 
     def run(self) -> None:
         """Consume until `stop` is set; then leave the group (a static member) and close."""
@@ -103,12 +105,13 @@ class ConsumeLoop:
     def step(self) -> None:
         """One batch: consume, follow the pointer, write, dead-letter, save positions."""
         messages = self.fetch()
-        self.positions.deleted.check(messages)
         # positioned is None: a save found the pointer moved or Redis gone back; reposition now.
         if messages or self.positions.positioned is None or self.health.due():
             pointer = self._redis(self.positions.current, "pointer read")
             in_step = self.positions.in_step(pointer)
             if messages and in_step:
+                # Not on a batch about to be dropped: the reposition expects its partitions again.
+                self.positions.deleted.check(messages)
                 self.process(messages, pointer)
             elif not in_step or self._redis(lambda: self.positions.went_back(pointer), "positions check"):
                 self._raise_if_fatal(messages)  # skipped here, the batch would hide it
@@ -228,10 +231,17 @@ class ConsumeLoop:
 
     def _say_misconfigured(self, cause: str, exc: BaseException) -> None:
         """One error line per cause: retrying goes on (nothing is stored meanwhile), but only a fix helps."""
-        if cause != self._misconfigured:
-            self._misconfigured = cause
-            note = f" ({memory_note(self.projector.store.client)})" if cause == FULL else ""
-            log.error("redis: %s%s; %s (%s)", cause, note, HINTS.get(cause, HINTS["redis"]), type(exc).__name__)
+        if cause == self._misconfigured:
+            return
+        self._misconfigured = cause
+        note = ""
+        if cause == FULL:
+            # A Redis hovering at maxmemory refuses and accepts by turns: said once a minute at most.
+            if time.monotonic() - self._full_said < FULL_REPEAT_S:
+                return
+            self._full_said = time.monotonic()
+            note = f" ({memory_note(self.projector.store.client)})"
+        log.error("redis: %s%s; %s (%s)", cause, note, HINTS.get(cause, HINTS["redis"]), type(exc).__name__)
 
     def _update_lag(self) -> int:
         """Per-partition lag from the last fetch's high watermark (no broker round trip)."""

@@ -19,6 +19,7 @@ class ConsumerMetrics:
     redis_retries: Counter
     redis_rewinds: Counter
     deleted_unread: Counter
+    deleted_unread_at: Gauge
     timestamp_guard: Gauge
 
     @classmethod
@@ -72,6 +73,12 @@ class ConsumerMetrics:
                 " them: events never projected (consumer/gaps.py)",
                 registry=registry,
             ),
+            deleted_unread_at=Gauge(
+                "ums_consumer_events_deleted_unread_last_timestamp_seconds",
+                "Unix time when this consumer last found events deleted before it read them (0: never); the"
+                " alert reads it, since the counter may move before the pod's first scrape",
+                registry=registry,
+            ),
             timestamp_guard=Gauge(
                 "ums_consumer_timestamp_guard",
                 "1: the broker refuses timestamps further ahead than UMS_MAX_CLOCK_SKEW_S on the event topic;"
@@ -80,3 +87,8 @@ class ConsumerMetrics:
                 registry=registry,
             ),
         )
+
+    def events_deleted(self, count: int) -> None:
+        """`count` offsets were gone from the topic when this consumer came to read them."""
+        self.deleted_unread.inc(count)
+        self.deleted_unread_at.set_to_current_time()

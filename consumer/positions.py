@@ -71,10 +71,12 @@ class Positions:
     def reposition(self, pointer: Pointer) -> None:
         """Seek every assigned partition to `pointer`'s positions (or its beginning). Redis or Kafka may raise."""
         stored = self.generations.positions(pointer.live, self.assigned)
+        covered = self._covered(pointer, stored, self.assigned)
         for partition in sorted(self.assigned):
             offset = stored.get(partition, OFFSET_BEGINNING)
             self.consumer.seek(TopicPartition(self.topic, partition, offset))
-            self.deleted.expect(partition, offset)
+            if partition in stored or not covered:
+                self.deleted.expect(partition, offset)
         self.floors = {p: stored.get(p, -1) for p in self.assigned}
         previous = self.positioned
         self.positioned = pointer
@@ -87,6 +89,11 @@ class Positions:
                 pointer.live,
                 extra={"positions": stored},
             )
+
+    def _covered(self, pointer: Pointer, stored: Mapping[int, int], partitions: Iterable[int]) -> bool:
+        """Whether a partition read from its beginning needs no check against a deleted start: the live
+        generation was filled from a MySQL snapshot, which holds what those events did."""
+        return any(p not in stored for p in partitions) and self.generations.over_mysql(pointer.live)
 
     def save(self, pointer: Pointer, offsets: dict[int, int]) -> bool:
         """Record the batch's next offsets in the live generation; False when the pointer moved
@@ -142,6 +149,7 @@ class Positions:
         try:
             pointer = self.current()
             stored = self.generations.positions(pointer.live, [tp.partition for tp in partitions])
+            covered = self._covered(pointer, stored, [tp.partition for tp in partitions])
         except redis.RedisError as exc:
             # No position known yet: the loop repositions every partition once Redis answers.
             log.warning("positions unreadable on assignment (%r): repositioning later", exc)
@@ -155,7 +163,8 @@ class Positions:
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
             self.floors[tp.partition] = stored.get(tp.partition, -1)
-            self.deleted.expect(tp.partition, tp.offset)
+            if tp.partition in stored or not covered:
+                self.deleted.expect(tp.partition, tp.offset)
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},

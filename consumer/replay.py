@@ -123,11 +123,14 @@ class Rebuild:
 
     def run(self) -> Result:
         started = time.monotonic()
-        swept = self.generations.sweep()  # what killed rebuilds left behind
+        lease_ms = int(self.settings.rebuild_lease_s * 1000)
+        try:
+            swept = self.generations.sweep()  # what killed rebuilds left behind
+            target, claim = self.generations.start(lease_ms)
+        except OutOfMemoryError:
+            raise self._full(memory_note(self.store.client)) from None
         if swept:
             log.warning("deleted %s keys of abandoned generations", swept)
-        lease_ms = int(self.settings.rebuild_lease_s * 1000)
-        target, claim = self.generations.start(lease_ms)
         pointer = self.generations.read()
         if pointer is None:  # Redis wiped between the claim and this read: the claim went with it
             raise ClaimLost(f"the claim on generation {target} is gone (the pointer vanished right after the claim)")
@@ -159,21 +162,28 @@ class Rebuild:
                 lease.check()
                 old = self.generations.flip(claim, target, pointer.epoch, self._filled(plan))
         except BaseException as failure:
-            # How full, read before the abandoned generation is deleted and the figures fall back.
-            full = memory_note(self.store.client) if isinstance(failure, OutOfMemoryError) else None
-            self._abandon(claim, target)
+            full = None
+            try:
+                # How full, read before the abandoned generation is deleted and the figures fall back.
+                full = memory_note(self.store.client) if isinstance(failure, OutOfMemoryError) else None
+            finally:
+                self._abandon(claim, target)
             if full is not None:
-                raise RedisFull(
-                    f"Redis is full ({full or 'maxmemory reached'}): a rebuild holds two generations, the live one"
-                    " and the one it writes, so Redis needs room for about twice the projection (docs/capacity.md);"
-                    " raise maxmemory and run it again"
-                ) from None
+                raise self._full(full) from None
             raise
         log.info("generation %s is live; deleting generation %s", target, old)
         # Readers cache the pointer for generation_cache_s: let them move before N goes.
         self.stop.wait(self.settings.generation_cache_s * 2 + 0.5)
         deleted = self.generations.sweep()
         return Result(target, plan.kafka_events, plan.mysql_rows, self.poison, deleted, time.monotonic() - started)
+
+    @staticmethod
+    def _full(note: str) -> RedisFull:
+        return RedisFull(
+            f"Redis is full ({note or 'maxmemory reached'}): a rebuild holds two generations, the live one and the"
+            " one it writes, so Redis needs room for about twice the projection (docs/capacity.md); raise maxmemory"
+            " and run it again"
+        )
 
     def _abandon(self, claim: str, target: int) -> None:
         """Give the claim up and delete what was built, each step tried even if the other failed.

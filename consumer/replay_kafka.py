@@ -55,6 +55,7 @@ POLL_S = 0.2
 CLAIM_LOST_EXIT = 3  # a worker's exit status when the claim on its generation is gone
 INTERRUPTED_EXIT = 4  # ... when its parent stopped it (no traceback: not a crash)
 REDIS_FULL_EXIT = 5  # ... when Redis refused its writes for want of memory (its log says how full)
+EVENTS_DELETED_EXIT = 6  # ... when the broker no longer had offsets it was to read (its log says which)
 
 Partitions = dict[int, tuple[int, int]]  # partition -> (first offset, end offset)
 OnPoison = Callable[[Envelope, PoisonEvent], None]
@@ -163,7 +164,11 @@ class PartitionReplay:
         seen = 0
         messages = consumer.consume(REPLAY_BATCH, 0.5)
         for start in range(0, len(messages), CHUNK):
-            chunk, read = self._decode(messages[start : start + CHUNK], todo)
+            try:
+                chunk, read = self._decode(messages[start : start + CHUNK], todo)
+            except EventsDeleted:
+                write.abandon()  # replies unread: the pool must never hand this connection out again
+                raise
             events += chunk
             seen += read
             if write.open:
@@ -205,8 +210,9 @@ class PartitionReplay:
             if err is not None:
                 if err.code() == KafkaError._AUTO_OFFSET_RESET:
                     raise EventsDeleted(
-                        f"partition {msg.partition()}: offset {msg.offset()} was deleted from the topic (retention or"
-                        " DeleteRecords) before this rebuild read it: no flip; rebuild with --source both"
+                        f"partition {msg.partition()}: offset {msg.offset()} is no longer in the topic (retention,"
+                        f" DeleteRecords, or a log truncated: {err.str()}) and this rebuild had still to read it:"
+                        " no flip; rebuild with --source both"
                     )
                 continue
             message = envelope(msg)
@@ -286,15 +292,18 @@ def in_processes(
             progress(done - reported)
             reported = done
             running = [p.sentinel for p in procs if p.exitcode is None]
-            if not running:
+            # One worker failed: the rebuild cannot flip, so the others stop now (finally, below).
+            if not running or any(p.exitcode not in (None, 0) for p in procs):
                 break
             multiprocessing.connection.wait(running, timeout=POLL_S)
         poison += _drain(poison_queue, on_poison)
         if any(p.exitcode == REDIS_FULL_EXIT for p in procs):
             raise OutOfMemoryError("a replay worker's writes were refused: Redis is full")
+        if any(p.exitcode == EVENTS_DELETED_EXIT for p in procs):
+            raise EventsDeleted("a replay worker met offsets no longer in the topic (its log says which): no flip")
         if any(p.exitcode == CLAIM_LOST_EXIT for p in procs):
             raise ClaimLost(f"generation {target} lost its claim or writes (the workers' log says which): no flip")
-        failed = [f"{p.name} exited {p.exitcode}" for p in procs if p.exitcode != 0]
+        failed = [f"{p.name} exited {p.exitcode}" for p in procs if p.exitcode not in (None, 0)]
         if failed:
             raise RuntimeError(f"replay workers failed: {', '.join(failed)}")
     finally:
@@ -362,6 +371,9 @@ def _worker(
     pace = Pace(settings.rebuild_events_per_s / workers, sleep=stop.wait, source=rate, governor=limit)
     try:
         PartitionReplay(settings, store, target, partitions, check, progress, on_poison, pace, kafka_only).run()
+    except EventsDeleted as deleted:
+        log.error("%s", deleted)
+        sys.exit(EVENTS_DELETED_EXIT)
     except ClaimLost as lost:
         log.warning("%s", lost)
         sys.exit(CLAIM_LOST_EXIT)

@@ -19,9 +19,10 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from adapters.generations import ClaimLost, Generations
+from adapters.generations import Generations
 from adapters.kafka import security_config
 from consumer.replay import Rebuild
+from consumer.replay_kafka import EventsDeleted
 from tests.helpers import run_cli, start_consumer, wait_until
 
 
@@ -73,7 +74,7 @@ def test_a_consumer_names_the_events_deleted_before_it_read_them(settings, produ
         stop(second, second_log)
     text = second_log.read_text(errors="replace")
     assert "partition 0: offsets 40..79 were deleted from the topic" in text, text[-3000:]
-    assert "its saved position" in text and "reconcile --repair" in text, text[-3000:]
+    assert "its saved position" in text and "`ums-find reconcile`" in text, text[-3000:]
     # What the line warns of, really so: the deleted users are missing, the changed one stale.
     assert [n for n in gone[:39] if phone_of(store, n)] == []
     assert phone_of(store, before[0]) == 9_000_000_001
@@ -115,10 +116,12 @@ def test_events_deleted_after_the_plan_fail_a_kafka_only_rebuild(
     rebuild = Rebuild(chosen, store, mysql_writer if source == "both" else None, stop=threading.Event())
     if source == "kafka":
         # One process raises the worker's error; two report it through the worker's exit status and log.
-        with pytest.raises(ClaimLost, match="partition 0: offset 0 was deleted" if workers == 1 else "no flip"):
+        with pytest.raises(EventsDeleted, match="partition 0: offset 0 is no longer" if workers == 1 else "no flip"):
             rebuild.run()
         if workers == 2:
-            assert "partition 0: offset 0 was deleted from the topic" in capfd.readouterr().err
+            assert (
+                "ERROR consumer.replay_kafka: partition 0: offset 0 is no longer in the topic" in capfd.readouterr().err
+            )
         after = generations.read()
         assert after is not None and after.live == pointer.live and after.building is None
     else:

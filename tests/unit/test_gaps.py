@@ -53,7 +53,7 @@ def test_a_saved_position_below_the_log_start_is_counted_and_named(caplog):
     (record,) = caplog.records
     assert "partition 0: offsets 100..149 were deleted" in record.getMessage()
     assert "its saved position" in record.getMessage()
-    assert "reconcile --repair" in record.getMessage()
+    assert "run `ums-find reconcile`, and `--repair` on drift" in record.getMessage()
 
 
 def test_a_partition_positioned_at_its_beginning_counts_what_retention_took(caplog):
@@ -109,3 +109,13 @@ def test_an_unreported_log_start_is_asked_for_and_an_unanswered_query_reports_no
     assert consumer.queries == 2 and counted == [50]
     assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]
     assert "partition 1: log start unknown" in caplog.records[1].getMessage()
+
+
+def test_the_line_names_where_reading_resumed_even_if_the_log_start_moved_on_since(caplog):
+    gaps, counted = checker(Watermarks({0: 160}))  # the latest fetch: retention took more since
+    gaps.expect(0, 100)
+    with caplog.at_level(logging.ERROR, logger="consumer.gaps"):
+        gaps.check([Msg(0, 150)])
+    assert counted == [50]
+    assert "offsets 100..149 were deleted" in caplog.records[0].getMessage()
+    assert "it resumed at 150 instead of" in caplog.records[0].getMessage()

@@ -587,7 +587,47 @@ def test_a_full_redis_is_said_once_per_episode_with_what_to_do(store, logs, tmp_
         assert refusals["left"] == 0 and len(phones(store)) == 3
         logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
         refusals["left"] = 2
-        loop.step()  # full again, after writes went through: a new episode, said again
+        loop.step()  # full again at once: hovering at maxmemory, not said again within the minute
+        assert refusals["left"] == 0
+        loop._full_said -= 60
+        logs[0].append(put("Ravi Teja", 9_000_000_005, 0, 3))
+        refusals["left"] = 2
+        loop.step()  # a new episode a minute later: said again
     lines = [r.getMessage() for r in caplog.records if r.name == "consumer.loop"]
     assert len(lines) == 2, lines
     assert all(line.startswith("redis: Redis is full") and "ums-find gc" in line for line in lines), lines
+
+
+def deleted_unread(loop) -> float:
+    return loop.metrics.deleted_unread._value.get()
+
+
+def test_a_deletion_met_in_a_batch_dropped_for_a_flip_is_counted_once(store, logs, tmp_path):
+    loop, _ = make_loop(store, logs, tmp_path)
+    loop.step()
+    logs[0] += [put("Ganesh Rao", 9_000_000_004, 0, 2), put("Ravi Teja", 9_000_000_005, 0, 3)]
+    loop, consumer = make_loop(store, logs, tmp_path)
+    consumer.log_start[0] = 3
+    flip_to_a_new_generation(store)  # the batch below is dropped; the reposition expects offset 2 again
+    loop.step()
+    assert deleted_unread(loop) == 0 and consumer.seeks  # repositioned, nothing checked yet
+    loop.step()
+    assert deleted_unread(loop) == 1
+
+
+def test_a_projection_filled_from_mysql_is_not_checked_from_the_beginning(store, logs, tmp_path):
+    generations = Generations(store)
+    pointer, _ = generations.ensure()
+    store.client.hset(generations.fill_key(pointer.live), "mysql", 1_000)  # what a --source both rebuild leaves
+    loop, consumer = make_loop(store, logs, tmp_path)
+    consumer.log_start[0] = 1  # older events gone, but the snapshot holds what they did
+    loop.step()
+    assert deleted_unread(loop) == 0
+    assert Generations(store).all_positions(pointer.live) == {0: 2, 1: 2}
+
+
+def test_a_projection_not_filled_from_mysql_is_checked_from_the_beginning(store, logs, tmp_path):
+    loop, consumer = make_loop(store, logs, tmp_path)
+    consumer.log_start[0] = 1
+    loop.step()
+    assert deleted_unread(loop) == 1
