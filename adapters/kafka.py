@@ -108,6 +108,9 @@ def librdkafka_logger() -> logging.Logger:
     return logger
 
 
+METADATA_REFRESH_MS = 10_000
+
+
 def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
         **security_config(settings),
@@ -126,6 +129,9 @@ def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 65_536,
+        # Partitions added to the topic are assigned at the next metadata refresh: librdkafka's 5 min
+        # default left a new partition's events unread for 298 s (docs/decisions.md, "Partitions added").
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         # Static membership (a pod name): a restarted pod gets its partitions back at once.
         **({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
         **extra,
