@@ -161,7 +161,8 @@ class Generations:
 
     def over_mysql(self, generation: int) -> bool:
         """Whether a rebuild filled `generation` from a MySQL snapshot (its "mysql" fill mark)."""
-        return bool(self.client.hexists(self.fill_key(generation), "mysql"))
+        # HGET, not HEXISTS: the consumer's Redis ACL (docs/security.md) allows what it already ran.
+        return self.client.hget(self.fill_key(generation), "mysql") is not None
 
     def mark(self, generation: int, marks: Mapping[str, int], floors: Mapping[str, int] | None = None) -> Mark:
         """A fill mark for `generation`, to send after the data it covers (adapters/marks.py)."""
