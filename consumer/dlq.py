@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumer.decode import PoisonEvent
 from consumer.retry import Stopping, retry_until_done
@@ -22,6 +22,8 @@ class DeliveryFailed(Exception):
 # Brokers accept 1 MB messages by default; a dead letter keeps at most this much of
 # the original value so that the DLQ write itself can never be refused for size.
 MAX_DEAD_VALUE = 900 * 1024
+# A topic the broker does not have (and will not create: auto.create.topics.enable=false).
+MISSING = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
 def dead_letter_headers(msg: Message, poison: PoisonEvent) -> list[tuple[str, str | bytes | None]]:
@@ -54,6 +56,29 @@ class DeadLetters:
         self.stop = stop
         self.timeout_s = timeout_s
         self._on_wait: Callable[[], None] = lambda: None
+        self._said_missing = False
+
+    def check_topic(self, timeout: float = 5.0) -> bool:
+        """At start: False (and one ERROR line) when the broker says the dead-letter topic does not exist.
+        Advisory: a broker that does not answer is the loop's to wait for."""
+        try:
+            topic = self.producer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+        except KafkaException as exc:
+            log.debug("dead-letter topic not checked: %s", exc)
+            return True
+        if topic is not None and topic.error is not None and topic.error.code() in MISSING:
+            self._say_missing()
+            return False
+        return True
+
+    def _say_missing(self) -> None:
+        if not self._said_missing:
+            self._said_missing = True
+            log.error(
+                "dead-letter topic %s does not exist and the broker does not create topics: a poison event"
+                " waits, and this consumer's partitions behind it, until it does; run `ums-find topics`",
+                self.topic,
+            )
 
     def send(self, items: Sequence[tuple[Message, PoisonEvent]], on_wait: Callable[[], None] | None = None) -> None:
         """Deliver every item, retrying failed ones until acknowledged (raises Stopping on shutdown).
@@ -97,7 +122,10 @@ class DeadLetters:
             if time.monotonic() - waited > 1.0:
                 waited = time.monotonic()
                 self._on_wait()
-        return [item for n, item in enumerate(items) if reports[n] is not None]
+        failed = [item for n, item in enumerate(items) if reports[n] is not None]
+        if any(isinstance(err, KafkaError) and err.code() in MISSING for err in reports.values()):
+            self._say_missing()
+        return failed
 
     def _produce(self, msg: Message, poison: PoisonEvent, on_delivery: Callable[..., None]) -> None:
         value = msg.value()
@@ -110,6 +138,13 @@ class DeadLetters:
                     headers=dead_letter_headers(msg, poison),
                     on_delivery=on_delivery,
                 )
+                return
+            except KafkaException as exc:
+                if exc.args[0].code() not in MISSING:
+                    raise
+                # Known missing now (the first attempt waited for it to appear): a refused delivery,
+                # tried again with backoff until someone creates the topic.
+                on_delivery(exc.args[0], None)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports to make room (backpressure).

@@ -50,10 +50,12 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     store = projection_store(settings, Role.CONSUMER)
     check_eviction(store.client)  # advisory, like the bound: said once, never a reason not to project
     producer = kafka_producer(settings)
+    dead_letters = DeadLetters(producer, settings.dead_letter_topic, stop)
+    dead_letters.check_topic()  # advisory: said at start, not at the first poison event days later
     loop = ConsumeLoop(
         consumer=kafka_consumer(settings),
         store=store,
-        dead_letters=DeadLetters(producer, settings.dead_letter_topic, stop),
+        dead_letters=dead_letters,
         settings=settings,
         metrics=metrics,
         stop=stop,

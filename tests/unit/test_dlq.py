@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.decode import PoisonEvent
 from consumer.dlq import MAX_DEAD_VALUE, DeadLetters
@@ -112,3 +115,45 @@ def test_stopping_while_reports_are_missing_raises_stopping():
     stop = threading.Event()
     with pytest.raises(Stopping):
         DeadLetters(Silent(), "users.dlq", stop).send([(FakeMessage(1), poison(1))])
+
+
+class NoTopicYet(FakeProducer):
+    """A broker without the dead-letter topic (auto-create off) until `appears` refused produces."""
+
+    def __init__(self, appears: int) -> None:
+        super().__init__()
+        self.appears = appears
+
+    def produce(self, topic, key, value, headers, on_delivery) -> None:
+        if self.appears:
+            self.appears -= 1
+            raise KafkaException(
+                KafkaError(KafkaError._UNKNOWN_TOPIC, "Unable to produce message: Local: Unknown topic")
+            )
+        super().produce(topic, key, value, headers, on_delivery)
+
+    def list_topics(self, topic, timeout):
+        error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART) if self.appears else None
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=error)})
+
+
+def test_a_missing_dead_letter_topic_is_waited_for_and_said_once(monkeypatch, caplog):
+    monkeypatch.setattr("consumer.retry.random.uniform", lambda a, b: 0.0)  # no backoff sleeps
+    producer = NoTopicYet(appears=3)
+    letters = DeadLetters(producer, "users.dlq", threading.Event())  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="consumer.dlq"):
+        assert letters.check_topic() is False
+        letters.send([(FakeMessage(7), poison(7))])  # refused three times, then the topic exists
+    assert [o for o, _ in producer.produced] == [7] and letters.check_topic() is True
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lines) == 1 and "users.dlq does not exist" in lines[0] and "ums-find topics" in lines[0]
+
+
+def test_an_unanswered_topic_check_says_nothing(caplog):
+    producer = FakeProducer()
+    producer.list_topics = lambda topic, timeout: (_ for _ in ()).throw(
+        KafkaException(KafkaError(KafkaError._TRANSPORT))
+    )
+    with caplog.at_level(logging.ERROR, logger="consumer.dlq"):
+        assert DeadLetters(producer, "users.dlq", threading.Event()).check_topic() is True  # type: ignore[arg-type]
+    assert caplog.records == []
