@@ -86,7 +86,9 @@ return tonumber(generation)
 # positions: consumers wrote every batch to both since the claim, so the new generation
 # holds everything up to those positions. Returns the old live generation, -1 without the
 # claim, or -2 when the rebuild's own marks (MARK_FILLED) are short of what it wrote: Redis
-# lost some of its writes, and nothing flips.
+# lost some of its writes, and nothing flips. The rebuild's partition marks go (the consumers
+# mark the live generation from its positions on); its "mysql" mark stays, to say that a MySQL
+# snapshot filled the generation (consumer/gaps.py: no check from a partition's beginning).
 FLIP = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local live = redis.call('GET', KEYS[1])
@@ -97,7 +99,9 @@ local fill = KEYS[3] .. 'fill:' .. ARGV[2]
 for i = 4, #ARGV, 2 do
   if tonumber(redis.call('HGET', fill, ARGV[i]) or '-1') < tonumber(ARGV[i + 1]) then return -2 end
 end
+local mysql = redis.call('HGET', fill, 'mysql')
 redis.call('DEL', fill)
+if mysql then redis.call('HSET', fill, 'mysql', mysql) end
 local old = KEYS[3] .. gen
 local new = KEYS[3] .. ARGV[2]
 local pos = redis.call('HGETALL', old)

@@ -7,7 +7,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient
 
 from consumer.decode import PoisonEvent
 from consumer.retry import Stopping, retry_until_done
@@ -58,17 +59,21 @@ class DeadLetters:
         self._on_wait: Callable[[], None] = lambda: None
         self._said_missing = False
 
-    def check_topic(self, timeout: float = 5.0) -> bool:
+    def check_topic(self, admin: AdminClient, timeout: float = 5.0) -> bool:
         """At start: False (and one ERROR line) when the broker says the dead-letter topic does not exist.
-        Advisory: a broker that does not answer is the loop's to wait for."""
+
+        Described, not looked up through the producer, whose metadata request would create the topic
+        with the broker's defaults where the broker allows it. Advisory: a broker that does not answer
+        is the loop's to wait for.
+        """
+        future = admin.describe_topics(TopicCollection([self.topic]), request_timeout=timeout)[self.topic]
         try:
-            topic = self.producer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+            future.result(timeout)
         except KafkaException as exc:
+            if exc.args[0].code() in MISSING:
+                self._say_missing()
+                return False
             log.debug("dead-letter topic not checked: %s", exc)
-            return True
-        if topic is not None and topic.error is not None and topic.error.code() in MISSING:
-            self._say_missing()
-            return False
         return True
 
     def _say_missing(self) -> None:
@@ -76,7 +81,8 @@ class DeadLetters:
             self._said_missing = True
             log.error(
                 "dead-letter topic %s does not exist and the broker does not create topics: a poison event"
-                " waits, and this consumer's partitions behind it, until it does; run `ums-find topics`",
+                " waits, and this consumer's partitions behind it, until it does (after max.poll.interval.ms the"
+                " partition moves to another consumer, which waits the same way); run `ums-find topics`",
                 self.topic,
             )
 
@@ -87,6 +93,17 @@ class DeadLetters:
         """
         pending = list(items)
         self._on_wait = on_wait or (lambda: None)
+        for msg, poison in pending:  # once per item, not at every retry of a long wait
+            log.warning(
+                "dead-lettering message: %s",
+                poison,
+                extra={
+                    "topic": msg.topic(),
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                    "reason": poison.code,
+                },
+            )
 
         def attempt() -> None:
             nonlocal pending
@@ -102,16 +119,6 @@ class DeadLetters:
         """Produce each item once and wait for every report; return those reported failed."""
         reports: dict[int, KafkaError | None] = {}
         for n, (msg, poison) in enumerate(items):
-            log.warning(
-                "dead-lettering message: %s",
-                poison,
-                extra={
-                    "topic": msg.topic(),
-                    "partition": msg.partition(),
-                    "offset": msg.offset(),
-                    "reason": poison.code,
-                },
-            )
             self._produce(msg, poison, lambda err, _, n=n: reports.__setitem__(n, err))
         waited = time.monotonic()
         while len(reports) < len(items):

@@ -233,14 +233,15 @@ class ConsumeLoop:
         """One error line per cause: retrying goes on (nothing is stored meanwhile), but only a fix helps."""
         if cause == self._misconfigured:
             return
-        self._misconfigured = cause
         note = ""
         if cause == FULL:
-            # A Redis hovering at maxmemory refuses and accepts by turns: said once a minute at most.
+            # A Redis hovering at maxmemory refuses and accepts by turns: said once a minute at most
+            # (an episode still going when the minute is up is said then).
             if time.monotonic() - self._full_said < FULL_REPEAT_S:
                 return
             self._full_said = time.monotonic()
             note = f" ({memory_note(self.projector.store.client)})"
+        self._misconfigured = cause
         log.error("redis: %s%s; %s (%s)", cause, note, HINTS.get(cause, HINTS["redis"]), type(exc).__name__)
 
     def _update_lag(self) -> int:

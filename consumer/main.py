@@ -46,12 +46,13 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
 
     # Advisory: a missing bound is logged and exposed, never a reason to project differently.
-    watch_bound(kafka_admin(settings), settings.topic, settings.max_skew_ms, metrics.timestamp_guard.set, stop)
+    admin = kafka_admin(settings)
+    watch_bound(admin, settings.topic, settings.max_skew_ms, metrics.timestamp_guard.set, stop)
     store = projection_store(settings, Role.CONSUMER)
     check_eviction(store.client)  # advisory, like the bound: said once, never a reason not to project
     producer = kafka_producer(settings)
     dead_letters = DeadLetters(producer, settings.dead_letter_topic, stop)
-    dead_letters.check_topic()  # advisory: said at start, not at the first poison event days later
+    dead_letters.check_topic(admin)  # advisory: said at start, not at the first poison event days later
     loop = ConsumeLoop(
         consumer=kafka_consumer(settings),
         store=store,

@@ -128,7 +128,11 @@ class Rebuild:
             swept = self.generations.sweep()  # what killed rebuilds left behind
             target, claim = self.generations.start(lease_ms)
         except OutOfMemoryError:
-            raise self._full(memory_note(self.store.client)) from None
+            raise RedisFull(
+                f"Redis is full before this rebuild wrote anything ({memory_note(self.store.client) or 'maxmemory'}):"
+                " the live projection, or what else it holds, fills it; free memory (`ums-find gc` deletes"
+                " abandoned generations) or raise maxmemory; nothing was claimed"
+            ) from None
         if swept:
             log.warning("deleted %s keys of abandoned generations", swept)
         pointer = self.generations.read()
@@ -182,7 +186,7 @@ class Rebuild:
         return RedisFull(
             f"Redis is full ({note or 'maxmemory reached'}): a rebuild holds two generations, the live one and the"
             " one it writes, so Redis needs room for about twice the projection (docs/capacity.md); raise maxmemory"
-            " and run it again"
+            " and run it again; nothing flipped, its generation deleted"
         )
 
     def _abandon(self, claim: str, target: int) -> None:

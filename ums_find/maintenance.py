@@ -57,8 +57,11 @@ def _rebuild(settings: Settings, source: str, dry_run: bool) -> None:
     except (RebuildRunning, NoProjection, TruncatedLog) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-    except (ClaimLost, Interrupted, RedisFull) as exc:
+    except (ClaimLost, Interrupted) as exc:
         click.echo(f"error: {exc}; nothing flipped, its generation deleted", err=True)
+        raise SystemExit(3) from None
+    except RedisFull as exc:
+        click.echo(f"error: {exc}", err=True)
         raise SystemExit(3) from None
     click.echo(
         f"generation {result.target} is live: {result.kafka_events} events, {result.mysql_rows} MySQL rows, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
@@ -132,9 +133,21 @@ class NoTopicYet(FakeProducer):
             )
         super().produce(topic, key, value, headers, on_delivery)
 
-    def list_topics(self, topic, timeout):
-        error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART) if self.appears else None
-        return SimpleNamespace(topics={topic: SimpleNamespace(error=error)})
+
+class Admin:
+    """describe_topics as the broker answers it: the topic's description, or the error it raises."""
+
+    def __init__(self, error: int | None) -> None:
+        self.error = error
+
+    def describe_topics(self, topics, request_timeout):
+        (name,) = topics.topic_names
+        future: Future = Future()
+        if self.error is None:
+            future.set_result(SimpleNamespace(name=name))
+        else:
+            future.set_exception(KafkaException(KafkaError(self.error)))
+        return {name: future}
 
 
 def test_a_missing_dead_letter_topic_is_waited_for_and_said_once(monkeypatch, caplog):
@@ -142,18 +155,24 @@ def test_a_missing_dead_letter_topic_is_waited_for_and_said_once(monkeypatch, ca
     producer = NoTopicYet(appears=3)
     letters = DeadLetters(producer, "users.dlq", threading.Event())  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="consumer.dlq"):
-        assert letters.check_topic() is False
+        assert letters.check_topic(Admin(KafkaError.UNKNOWN_TOPIC_OR_PART)) is False  # type: ignore[arg-type]
         letters.send([(FakeMessage(7), poison(7))])  # refused three times, then the topic exists
-    assert [o for o, _ in producer.produced] == [7] and letters.check_topic() is True
+    assert [o for o, _ in producer.produced] == [7]
+    assert letters.check_topic(Admin(None)) is True  # type: ignore[arg-type]
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(lines) == 1 and "users.dlq does not exist" in lines[0] and "ums-find topics" in lines[0]
 
 
 def test_an_unanswered_topic_check_says_nothing(caplog):
-    producer = FakeProducer()
-    producer.list_topics = lambda topic, timeout: (_ for _ in ()).throw(
-        KafkaException(KafkaError(KafkaError._TRANSPORT))
-    )
+    letters = DeadLetters(FakeProducer(), "users.dlq", threading.Event())  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="consumer.dlq"):
-        assert DeadLetters(producer, "users.dlq", threading.Event()).check_topic() is True  # type: ignore[arg-type]
+        assert letters.check_topic(Admin(KafkaError._TIMED_OUT)) is True  # type: ignore[arg-type]
     assert caplog.records == []
+
+
+def test_a_long_wait_names_each_dead_letter_once(monkeypatch, caplog):
+    monkeypatch.setattr("consumer.retry.random.uniform", lambda a, b: 0.0)
+    letters = DeadLetters(NoTopicYet(appears=5), "users.dlq", threading.Event())  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="consumer.dlq"):
+        letters.send([(FakeMessage(7), poison(7))])
+    assert sum("dead-lettering message" in r.getMessage() for r in caplog.records) == 1

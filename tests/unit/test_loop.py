@@ -550,6 +550,7 @@ def test_events_the_broker_deleted_before_a_restart_read_them_are_counted_and_na
     with caplog.at_level(logging.ERROR, logger="consumer.gaps"):
         loop.step()
     assert loop.metrics.deleted_unread._value.get() == 2
+    assert loop.metrics.deleted_unread_at._value.get() > 0  # the alert reads when
     named = [r.getMessage()[:40] for r in caplog.records if r.name == "consumer.gaps"]
     assert named == ["partition 0: offsets 2..3 were deleted f"]
     assert phones(store)["ramesh kumar"] == 9_000_000_006  # the stream goes on from the log's start
@@ -617,13 +618,16 @@ def test_a_deletion_met_in_a_batch_dropped_for_a_flip_is_counted_once(store, log
 
 def test_a_projection_filled_from_mysql_is_not_checked_from_the_beginning(store, logs, tmp_path):
     generations = Generations(store)
-    pointer, _ = generations.ensure()
-    store.client.hset(generations.fill_key(pointer.live), "mysql", 1_000)  # what a --source both rebuild leaves
+    generations.ensure()
+    target, claim = generations.start(lease_ms=60_000)  # what `replay --source both` does, marks and flip
+    store.send_mark(generations.mark(target, {"mysql": 1_000}))
+    generations.flip(claim, target, generations.read().epoch, {"mysql": 1_000})
+    assert generations.over_mysql(target)  # the flip keeps that mark
     loop, consumer = make_loop(store, logs, tmp_path)
     consumer.log_start[0] = 1  # older events gone, but the snapshot holds what they did
     loop.step()
     assert deleted_unread(loop) == 0
-    assert Generations(store).all_positions(pointer.live) == {0: 2, 1: 2}
+    assert Generations(store).all_positions(target) == {0: 2, 1: 2}
 
 
 def test_a_projection_not_filled_from_mysql_is_checked_from_the_beginning(store, logs, tmp_path):
