@@ -59,22 +59,28 @@ class DeadLetters:
         self._on_wait: Callable[[], None] = lambda: None
         self._said_missing = False
 
-    def check_topic(self, admin: AdminClient, timeout: float = 5.0) -> bool:
-        """At start: False (and one ERROR line) when the broker says the dead-letter topic does not exist.
+    def check_topic(self, admin: AdminClient, timeout: float = 5.0, tries: int = 3) -> bool:
+        """At start, beside consuming: False (and one ERROR line) when the broker says the dead-letter topic
+        does not exist, `tries` times a second apart (a topic created a moment ago may be unknown for one).
 
         Described, not looked up through the producer, whose metadata request would create the topic
         with the broker's defaults where the broker allows it. Advisory: a broker that does not answer
-        is the loop's to wait for.
+        (down, or refusing our credentials) is the loop's to wait for and to report.
         """
-        future = admin.describe_topics(TopicCollection([self.topic]), request_timeout=timeout)[self.topic]
-        try:
-            future.result(timeout)
-        except KafkaException as exc:
-            if exc.args[0].code() in MISSING:
-                self._say_missing()
-                return False
-            log.debug("dead-letter topic not checked: %s", exc)
-        return True
+        for attempt in range(tries):
+            future = admin.describe_topics(TopicCollection([self.topic]), request_timeout=timeout)[self.topic]
+            try:
+                future.result(timeout)
+                return True
+            except (KafkaException, TimeoutError) as exc:
+                missing = isinstance(exc, KafkaException) and exc.args[0].code() in MISSING
+                if not missing:
+                    log.debug("dead-letter topic not checked: %r", exc)
+                    return True
+            if attempt + 1 < tries and self.stop.wait(1.0):
+                return True
+        self._say_missing()
+        return False
 
     def _say_missing(self) -> None:
         if not self._said_missing:

@@ -52,7 +52,8 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     check_eviction(store.client)  # advisory, like the bound: said once, never a reason not to project
     producer = kafka_producer(settings)
     dead_letters = DeadLetters(producer, settings.dead_letter_topic, stop)
-    dead_letters.check_topic(admin)  # advisory: said at start, not at the first poison event days later
+    # Advisory, beside consuming: said at start, not at the first poison event days later.
+    threading.Thread(target=dead_letters.check_topic, args=(admin,), name="dlq-check", daemon=True).start()
     loop = ConsumeLoop(
         consumer=kafka_consumer(settings),
         store=store,

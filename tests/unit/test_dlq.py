@@ -155,7 +155,7 @@ def test_a_missing_dead_letter_topic_is_waited_for_and_said_once(monkeypatch, ca
     producer = NoTopicYet(appears=3)
     letters = DeadLetters(producer, "users.dlq", threading.Event())  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="consumer.dlq"):
-        assert letters.check_topic(Admin(KafkaError.UNKNOWN_TOPIC_OR_PART)) is False  # type: ignore[arg-type]
+        assert letters.check_topic(Admin(KafkaError.UNKNOWN_TOPIC_OR_PART), tries=1) is False  # type: ignore[arg-type]
         letters.send([(FakeMessage(7), poison(7))])  # refused three times, then the topic exists
     assert [o for o, _ in producer.produced] == [7]
     assert letters.check_topic(Admin(None)) is True  # type: ignore[arg-type]
@@ -163,11 +163,32 @@ def test_a_missing_dead_letter_topic_is_waited_for_and_said_once(monkeypatch, ca
     assert len(lines) == 1 and "users.dlq does not exist" in lines[0] and "ums-find topics" in lines[0]
 
 
+class Silent(Admin):
+    """A broker that never answers (down, or refusing the credentials): the future never completes."""
+
+    def describe_topics(self, topics, request_timeout):
+        (name,) = topics.topic_names
+        return {name: Future()}
+
+
 def test_an_unanswered_topic_check_says_nothing(caplog):
     letters = DeadLetters(FakeProducer(), "users.dlq", threading.Event())  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="consumer.dlq"):
         assert letters.check_topic(Admin(KafkaError._TIMED_OUT)) is True  # type: ignore[arg-type]
+        assert letters.check_topic(Silent(None), timeout=0.01) is True  # type: ignore[arg-type]
     assert caplog.records == []
+
+
+def test_a_topic_unknown_for_a_moment_is_not_called_missing(monkeypatch):
+    letters = DeadLetters(FakeProducer(), "users.dlq", threading.Event())  # type: ignore[arg-type]
+    monkeypatch.setattr(letters.stop, "wait", lambda s: False)  # no pause between the tries
+    answers = iter([Admin(KafkaError.UNKNOWN_TOPIC_OR_PART), Admin(None)])
+
+    class Flaky(Admin):
+        def describe_topics(self, topics, request_timeout):
+            return next(answers).describe_topics(topics, request_timeout)
+
+    assert letters.check_topic(Flaky(None)) is True  # type: ignore[arg-type]
 
 
 def test_a_long_wait_names_each_dead_letter_once(monkeypatch, caplog):
