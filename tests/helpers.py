@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from adapters.settings import Settings
+from consumer.health import Health
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +83,20 @@ def start_consumer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [str(BIN / "ums-find"), "consume"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def stop_consumer(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM a consumer from `start_consumer` and assert it stops cleanly (exit 0) within 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text(errors="replace")[-3000:]
+
+
+def heartbeat(path: str | Path) -> Health | None:
+    """The consumer's health file (consumer/health.py); None while it is missing or half-written."""
+    try:
+        return Health(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def check_cli(argv: list[str]) -> None:

@@ -11,7 +11,6 @@ old generation that still had them.
 from __future__ import annotations
 
 import json
-import signal
 import threading
 from dataclasses import replace
 
@@ -23,7 +22,7 @@ from adapters.generations import Generations
 from adapters.kafka import security_config
 from consumer.replay import Rebuild
 from consumer.replay_kafka import EventsDeleted
-from tests.helpers import run_cli, start_consumer, wait_until
+from tests.helpers import run_cli, start_consumer, stop_consumer, wait_until
 
 
 def produce(producer, topic, names, phone, partition=0):
@@ -46,11 +45,6 @@ def phone_of(store, name):
     return stored.user.phone.value if stored and stored.user else None
 
 
-def stop(proc, log):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, log.read_text(errors="replace")[-3000:]
-
-
 def test_a_consumer_names_the_events_deleted_before_it_read_them(settings, producer, store, name_tag, tmp_path):
     before = [f"{name_tag} before {i}" for i in range(40)]  # offsets 0..39
     gone = [f"{name_tag} gone {i}" for i in range(40)]  # 40..79, deleted while no consumer runs
@@ -61,7 +55,7 @@ def test_a_consumer_names_the_events_deleted_before_it_read_them(settings, produ
         produce(producer, settings.topic, before, 9_000_000_001)
         wait_until(lambda: all(phone_of(store, n) for n in before), 60, "the first consumer to project")
     finally:
-        stop(first, first_log)
+        stop_consumer(first, first_log)
     assert "were deleted" not in first_log.read_text(errors="replace")  # read from offset 0: nothing lost
 
     produce(producer, settings.topic, [*gone[:20], before[0], *gone[20:39]], 9_000_000_002)  # before[0] changed
@@ -71,7 +65,7 @@ def test_a_consumer_names_the_events_deleted_before_it_read_them(settings, produ
     try:
         wait_until(lambda: all(phone_of(store, n) for n in kept), 60, "the consumer to project what is left")
     finally:
-        stop(second, second_log)
+        stop_consumer(second, second_log)
     text = second_log.read_text(errors="replace")
     assert "partition 0: offsets 40..79 were deleted from the topic" in text, text[-3000:]
     assert "its saved position" in text and "`ums-find reconcile`" in text, text[-3000:]

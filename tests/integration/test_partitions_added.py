@@ -8,14 +8,13 @@ running consumer left the new partitions' events unread for up to that long (298
 from __future__ import annotations
 
 import json
-import signal
 
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from adapters.clients import kafka_producer
 from adapters.generations import Generations
 from adapters.kafka import METADATA_REFRESH_MS, security_config
-from tests.helpers import start_consumer, wait_until
+from tests.helpers import start_consumer, stop_consumer, wait_until
 
 
 def test_a_partition_added_while_the_consumer_runs_is_read_and_its_position_saved(settings, store, name_tag, tmp_path):
@@ -43,5 +42,4 @@ def test_a_partition_added_while_the_consumer_runs_is_read_and_its_position_save
         generations = Generations(store)
         wait_until(lambda: generations.all_positions(store.live_generation()).get(7) == 1, 10, "its position")
     finally:
-        consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(30) == 0, log.read_text(errors="replace")[-3000:]
+        stop_consumer(consumer, log)

@@ -9,13 +9,11 @@ on the shared Redis and put back what they found, whatever happens.
 from __future__ import annotations
 
 import json
-import signal
-from pathlib import Path
 
 import pytest
 
 from adapters.generations import Generations
-from tests.helpers import run_cli, start_consumer, wait_until
+from tests.helpers import heartbeat, run_cli, start_consumer, stop_consumer, wait_until
 
 USERS = 20_000
 
@@ -42,13 +40,6 @@ def produce(producer, topic, names):
 
 def used(redis_client) -> int:
     return int(redis_client.info("memory")["used_memory"])
-
-
-def waiting(heartbeat: Path) -> str:
-    try:
-        return str(json.loads(heartbeat.read_text())["waiting"])
-    except (OSError, ValueError, KeyError):
-        return ""
 
 
 def test_a_full_redis_stops_a_rebuild_cleanly_and_the_consumer_says_why(
@@ -79,13 +70,12 @@ def test_a_full_redis_stops_a_rebuild_cleanly_and_the_consumer_says_why(
         maxmemory(used(redis_client) - 1)
         later = [f"{name_tag} later {i}" for i in range(10)]
         produce(producer, settings.topic, later)
-        heartbeat = Path(settings.heartbeat_file)
-        wait_until(lambda: "Redis is full" in waiting(heartbeat), 30, "the consumer to wait for room")
+        beat = settings.heartbeat_file
+        wait_until(lambda: "Redis is full" in getattr(heartbeat(beat), "waiting", ""), 30, "the consumer to wait")
         maxmemory(0)
         wait_until(lambda: all(store.get(n.lower(), store.live_generation()) for n in later), 30, "the later users")
     finally:
-        consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(30) == 0, log.read_text(errors="replace")[-3000:]
+        stop_consumer(consumer, log)
     text = log.read_text(errors="replace")
     errors = [line for line in text.splitlines() if "ERROR" in line and "Redis is full" in line]
     assert len(errors) == 1, text[-3000:]

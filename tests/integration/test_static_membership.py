@@ -17,7 +17,7 @@ import signal
 import subprocess
 from dataclasses import replace
 
-from tests.helpers import start_consumer, unique, wait_until
+from tests.helpers import heartbeat, start_consumer, unique, wait_until
 
 
 def produce(producer, topic, names, phone, partitions=None):
@@ -31,11 +31,9 @@ def produce(producer, topic, names, phone, partitions=None):
     assert producer.flush(10) == 0
 
 
-def assigned(heartbeat) -> int:
-    try:
-        return int(json.loads(heartbeat.read_text())["assigned"])
-    except (OSError, ValueError):
-        return 0
+def assigned(path) -> int:
+    beat = heartbeat(path)
+    return beat.assigned if beat else 0
 
 
 def projected(store, names):

@@ -11,13 +11,11 @@ readiness that flips and an alert that pages on an idle topic).
 from __future__ import annotations
 
 import json
-import signal
-from pathlib import Path
 
 from confluent_kafka import Producer
 
 from adapters.kafka import security_config
-from tests.helpers import run_cli, start_consumer, unique, wait_until
+from tests.helpers import heartbeat, run_cli, start_consumer, stop_consumer, unique, wait_until
 
 
 def transaction(producer, topic, names, commit):
@@ -29,13 +27,6 @@ def transaction(producer, topic, names, commit):
         producer.commit_transaction(30)
     else:
         producer.abort_transaction(30)
-
-
-def lag(heartbeat):
-    try:
-        return json.loads(heartbeat.read_text())["lag"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def test_aborted_events_are_never_projected_and_markers_are_not_lag(settings, store, name_tag, tmp_path):
@@ -54,10 +45,9 @@ def test_aborted_events_are_never_projected_and_markers_are_not_lag(settings, st
         live = store.live_generation
         wait_until(lambda: all(store.get(n.lower(), live()) for n in kept + later), 60, "the committed users")
         # Every partition ends with an abort marker: read up to it, nothing is left to read.
-        wait_until(lambda: lag(Path(settings.heartbeat_file)) == 0, 30, "the lag to return to 0")
+        wait_until(lambda: getattr(heartbeat(settings.heartbeat_file), "lag", None) == 0, 30, "the lag to return to 0")
     finally:
-        consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(30) == 0, log.read_text(errors="replace")[-3000:]
+        stop_consumer(consumer, log)
     before = store.live_generation()
     assert [n for n in aborted if store.get(n.lower(), before)] == []
 
