@@ -89,6 +89,8 @@ return tonumber(generation)
 # lost some of its writes, and nothing flips. The rebuild's partition marks go (the consumers
 # mark the live generation from its positions on); its "mysql" mark stays, to say that a MySQL
 # snapshot filled the generation (consumer/gaps.py: no check from a partition's beginning).
+# Positions are handed over only when both generations were read from the same topic
+# (adapters/lineage.py); the new one inherits the old one's topic record when it has none.
 FLIP = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local live = redis.call('GET', KEYS[1])
@@ -104,14 +106,35 @@ redis.call('DEL', fill)
 if mysql then redis.call('HSET', fill, 'mysql', mysql) end
 local old = KEYS[3] .. gen
 local new = KEYS[3] .. ARGV[2]
-local pos = redis.call('HGETALL', old)
-for i = 1, #pos, 2 do
-  local cur = tonumber(redis.call('HGET', new, pos[i]) or '-1')
-  if tonumber(pos[i + 1]) > cur then redis.call('HSET', new, pos[i], pos[i + 1]) end
+local topic_old = redis.call('GET', KEYS[3] .. 'topic:' .. gen)
+local topic_new = redis.call('GET', KEYS[3] .. 'topic:' .. ARGV[2])
+if not (topic_old and topic_new and topic_old ~= topic_new) then
+  local pos = redis.call('HGETALL', old)
+  for i = 1, #pos, 2 do
+    local cur = tonumber(redis.call('HGET', new, pos[i]) or '-1')
+    if tonumber(pos[i + 1]) > cur then redis.call('HSET', new, pos[i], pos[i + 1]) end
+  end
+  if topic_old and not topic_new then redis.call('SET', KEYS[3] .. 'topic:' .. ARGV[2], topic_old) end
 end
 redis.call('SET', KEYS[1], ARGV[2] .. ':' .. epoch)
 redis.call('DEL', KEYS[2])
 return tonumber(gen)
+"""
+# KEYS: pos:topic:<gen>, pos:<gen>, pos:fill:<gen>; ARGV: the topic id the caller found recorded
+# ('' none), the event topic's id now (adapters/lineage.py). Unless someone changed the record
+# since it was read (returns 0): records the id, and when another one was recorded, deletes
+# the generation's positions and its partitions' fill marks, which are offsets of that other
+# topic (returns 2; 1 when nothing was recorded). MySQL's mark counts rows, and stays.
+RETOPIC = """
+local found = redis.call('GET', KEYS[1]) or ''
+if found ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+if found == '' then return 1 end
+redis.call('DEL', KEYS[2])
+local mysql = redis.call('HGET', KEYS[3], 'mysql')
+redis.call('DEL', KEYS[3])
+if mysql then redis.call('HSET', KEYS[3], 'mysql', mysql) end
+return 2
 """
 # The body shared by SAVE_POSITIONS and MARK_FILLED: per field of `hash`, ARGV from `first`
 # on holds triples field, value, floor. The floor is the value the caller last knew stored

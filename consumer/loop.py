@@ -24,6 +24,7 @@ from consumer.decode import Envelope, PoisonEvent, decode
 from consumer.dlq import DeadLetters
 from consumer.group import ConsumerFenced, fatal_hint, is_fatal, leave
 from consumer.health import HealthFile
+from consumer.lineage import Lineage, TopicWatch
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions, next_offsets
 from consumer.projector import Projector
@@ -68,11 +69,15 @@ class ConsumeLoop:
         settings: Settings,
         metrics: ConsumerMetrics,
         stop: threading.Event,
+        topic_watch: TopicWatch | None = None,
     ) -> None:
+        """`topic_watch`: the event topic's id (consumer/lineage.py); without it, positions are not checked."""
         self.consumer = consumer
         self.projector = Projector(store)
+        generations = Generations(store)
+        lineage = Lineage(topic_watch, generations, metrics.topic_replaced)
         self.positions = Positions(
-            consumer, Generations(store), settings.topic, metrics.redis_rewinds.inc, metrics.events_deleted
+            consumer, generations, settings.topic, metrics.redis_rewinds.inc, metrics.events_deleted, lineage
         )
         self.dead_letters = dead_letters
         self.settings = settings
@@ -105,6 +110,8 @@ class ConsumeLoop:
     def step(self) -> None:
         """One batch: consume, follow the pointer, write, dead-letter, save positions."""
         messages = self.fetch()
+        if self.positions.topic_moved():
+            self.positions.positioned = None  # the topic was replaced: its offsets start again
         # positioned is None: a save found the pointer moved or Redis gone back; reposition now.
         if messages or self.positions.positioned is None or self.health.due():
             pointer = self._redis(self.positions.current, "pointer read")

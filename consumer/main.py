@@ -14,6 +14,7 @@ from adapters.eviction import check_eviction
 from adapters.settings import Settings
 from adapters.topic_bound import watch_bound
 from consumer.dlq import DeadLetters
+from consumer.lineage import TopicWatch
 from consumer.loop import ConsumeLoop
 from consumer.metrics import ConsumerMetrics
 from domain import use_collation
@@ -54,6 +55,9 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     dead_letters = DeadLetters(producer, settings.dead_letter_topic, stop)
     # Advisory, beside consuming: said at start, not at the first poison event days later.
     threading.Thread(target=dead_letters.check_topic, args=(admin,), name="dlq-check", daemon=True).start()
+    # Offsets of a replaced topic must not be resumed from (consumer/lineage.py).
+    topic_watch = TopicWatch(admin, settings.topic, stop)
+    topic_watch.start()
     loop = ConsumeLoop(
         consumer=kafka_consumer(settings),
         store=store,
@@ -61,6 +65,7 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
         settings=settings,
         metrics=metrics,
         stop=stop,
+        topic_watch=topic_watch,
     )
     log.info("consumer starting", extra={"topic": settings.topic, "group": settings.group_id})
     loop.run()

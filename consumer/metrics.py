@@ -20,6 +20,8 @@ class ConsumerMetrics:
     redis_rewinds: Counter
     deleted_unread: Counter
     deleted_unread_at: Gauge
+    replaced: Counter
+    replaced_at: Gauge
     timestamp_guard: Gauge
 
     @classmethod
@@ -79,6 +81,19 @@ class ConsumerMetrics:
                 " alert reads it, since the counter may move before the pod's first scrape",
                 registry=registry,
             ),
+            replaced=Counter(
+                "ums_consumer_topic_replaced",
+                "Times this consumer found the event topic's id changed under the live generation's positions"
+                " (deleted and created again, or mirrored to another cluster): it cleared them and read every"
+                " partition again from its beginning (consumer/lineage.py)",
+                registry=registry,
+            ),
+            replaced_at=Gauge(
+                "ums_consumer_topic_replaced_last_timestamp_seconds",
+                "Unix time when this consumer last found the event topic replaced (0: never); the alert"
+                " reads it, since the counter may move before the pod's first scrape",
+                registry=registry,
+            ),
             timestamp_guard=Gauge(
                 "ums_consumer_timestamp_guard",
                 "1: the broker refuses timestamps further ahead than UMS_MAX_CLOCK_SKEW_S on the event topic;"
@@ -92,3 +107,8 @@ class ConsumerMetrics:
         """`count` offsets were gone from the topic when this consumer came to read them."""
         self.deleted_unread.inc(count)
         self.deleted_unread_at.set_to_current_time()
+
+    def topic_replaced(self) -> None:
+        """The live generation's positions were offsets of another topic than the one read now."""
+        self.replaced.inc()
+        self.replaced_at.set_to_current_time()

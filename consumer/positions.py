@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from adapters.generations import Generations, Pointer, PositionsWentBack
 from consumer.gaps import DeletedUnread
+from consumer.lineage import Lineage
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,15 @@ class Positions:
         topic: str,
         on_rewind: Callable[[], None] = lambda: None,
         on_deleted: Callable[[int], None] = lambda n: None,
+        lineage: Lineage | None = None,
     ) -> None:
-        """`on_rewind`: Redis lost writes; `on_deleted`: how many events the broker deleted unread."""
+        """`on_rewind`: Redis lost writes; `on_deleted`: how many events the broker deleted unread;
+        `lineage`: the topic id check (consumer/lineage.py), none without it."""
         self.consumer = consumer
         self.generations = generations
         self.topic = topic
         self.on_rewind = on_rewind
+        self.lineage = lineage or Lineage(None, generations)
         # Checks each partition's first message after it was positioned (consumer/gaps.py).
         self.deleted = DeletedUnread(consumer, topic, on_deleted)
         self.assigned: set[int] = set()
@@ -70,7 +74,7 @@ class Positions:
 
     def reposition(self, pointer: Pointer) -> None:
         """Seek every assigned partition to `pointer`'s positions (or its beginning). Redis or Kafka may raise."""
-        stored = self.generations.positions(pointer.live, self.assigned)
+        stored = self._stored(pointer, self.assigned)
         covered = self._covered(pointer, stored, self.assigned)
         for partition in sorted(self.assigned):
             offset = stored.get(partition, OFFSET_BEGINNING)
@@ -89,6 +93,15 @@ class Positions:
                 pointer.live,
                 extra={"positions": stored},
             )
+
+    def _stored(self, pointer: Pointer, partitions: Iterable[int]) -> dict[int, int]:
+        """The live generation's positions of `partitions`, once they are known to be the topic's now."""
+        self.lineage.check(pointer.live)
+        return self.generations.positions(pointer.live, partitions)
+
+    def topic_moved(self) -> bool:
+        """The topic's id changed since the last positioning: the next step repositions."""
+        return self.lineage.moved()
 
     def _covered(self, pointer: Pointer, stored: Mapping[int, int], partitions: Iterable[int]) -> bool:
         """Whether a partition read from its beginning needs no check against a deleted start: the live
@@ -125,6 +138,10 @@ class Positions:
         return not in_step
 
     def _went_back(self, pointer: Pointer, behind: Mapping[int, tuple[int, int]]) -> None:
+        self.positioned = None
+        if self.lineage.replaced_since(pointer.live):
+            log.warning("another consumer cleared the positions saved on the replaced topic: repositioning")
+            return
         log.error(
             "Redis lost writes it had acknowledged (restarted from an older snapshot, or a replica promoted"
             " before it caught up): partitions %s lost positions or a batch's data; every partition"
@@ -134,7 +151,6 @@ class Positions:
             extra={"behind": {p: {"known": k, "found": f} for p, (k, f) in behind.items()}},
         )
         self.on_rewind()
-        self.positioned = None
 
     def _store_kafka_offsets(self, offsets: dict[int, int]) -> None:
         # Committed offsets only feed lag monitoring; where to resume is read from Redis.
@@ -148,7 +164,7 @@ class Positions:
         self.assigned |= {tp.partition for tp in partitions}
         try:
             pointer = self.current()
-            stored = self.generations.positions(pointer.live, [tp.partition for tp in partitions])
+            stored = self._stored(pointer, [tp.partition for tp in partitions])
             covered = self._covered(pointer, stored, [tp.partition for tp in partitions])
         except redis.RedisError as exc:
             # No position known yet: the loop repositions every partition once Redis answers.

@@ -20,9 +20,11 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from adapters.clients import kafka_admin
 from adapters.diagnose import OutOfMemoryError
 from adapters.eviction import memory_note
 from adapters.generations import ClaimLost, Generations
+from adapters.lineage import TopicRecord, topic_id
 from adapters.mysql import MySQLUsers
 from adapters.settings import Settings
 from adapters.store import ProjectionStore
@@ -142,6 +144,7 @@ class Rebuild:
             with Lease(self.generations, claim, lease_ms) as lease:
                 self.lease = lease
                 self.generations.set_pace(self.settings.rebuild_events_per_s)  # what `ums-find pace` shows
+                self._stamp(target)
                 plan = Plan(
                     pointer.live,
                     target,
@@ -231,6 +234,13 @@ class Rebuild:
         source = keyed_rate(self.generations, target)
         limit = governor(self.settings, probe)
         return Pace(self.settings.rebuild_events_per_s, sleep=self.stop.wait, source=source, governor=limit)
+
+    def _stamp(self, target: int) -> None:
+        """Record the topic whose offsets the generation will hold: asked before its watermarks, so a
+        topic replaced in between leaves the older id, and consumers read the new one from its start."""
+        topic = topic_id(kafka_admin(self.settings), self.settings.topic)
+        if topic is not None:
+            TopicRecord(self.generations).stamp(target, topic)
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
         consumer = replay_consumer(self.settings)

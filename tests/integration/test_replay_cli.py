@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from adapters.clients import kafka_producer
+from adapters.clients import kafka_admin, kafka_producer
 from adapters.generations import Generations
+from adapters.lineage import TopicRecord, topic_id
 from devtools.addservice import event_value
 from domain import Name, PhoneNumber, User
 from tests.conftest import CLUSTER_TOO
@@ -69,6 +70,9 @@ def test_backfill_from_mysql_then_kafka_on_top(settings, store, mysql_writer, na
     assert store.live_generation() == 2
     for user in old:
         assert store.get(user.name.canonical, 2).user == user
+    # Stamped with the topic it was built beside, which the live consumer reads on in it.
+    topic = topic_id(kafka_admin(settings), settings.topic)
+    assert topic is not None and TopicRecord(Generations(store)).read(2) == topic
 
     fresh = User(Name(f"{name_tag} fresh one"), PhoneNumber(9_300_000_000), datetime.now(UTC))
     publish(kafka_producer(settings), settings.topic, [fresh])

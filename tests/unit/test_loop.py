@@ -154,18 +154,23 @@ def store():
 
 @pytest.fixture
 def logs():
-    # Two partitions; "Krishna Mohan" is updated on partition 1 after partition 0's event.
+    return two_partitions()
+
+
+def two_partitions() -> dict[int, list[FakeMessage]]:
+    """Two partitions; "Krishna Mohan" is updated on partition 1 after partition 0's event."""
     return {
         0: [put("Krishna Mohan", 9_000_000_001, 0, 0), put("Ramesh Kumar", 9_000_000_002, 0, 1)],
         1: [put("Suresh Babu", 9_000_000_003, 1, 0), put("Krishna Mohan", 9_000_000_009, 1, 1)],
     }
 
 
-def make_loop(store, logs, tmp_path, **chosen) -> tuple[ConsumeLoop, FakeConsumer]:
+def make_loop(store, logs, tmp_path, watch=None, **chosen) -> tuple[ConsumeLoop, FakeConsumer]:
     consumer = FakeConsumer(logs)
     settings = Settings(topic=TOPIC, heartbeat_file=str(tmp_path / "health"), key_prefix="unit", **chosen)
     metrics = ConsumerMetrics.create(CollectorRegistry())
-    loop = ConsumeLoop(consumer, store, NoDeadLetters(), settings, metrics, threading.Event())  # type: ignore[arg-type]
+    stop = threading.Event()
+    loop = ConsumeLoop(consumer, store, NoDeadLetters(), settings, metrics, stop, watch)  # type: ignore[arg-type]
     consumer.subscribe([TOPIC], loop.positions.on_assign, loop._on_revoke, loop._on_lost)
     consumer.assign_all()
     return loop, consumer

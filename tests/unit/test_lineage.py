@@ -1,0 +1,163 @@
+"""Positions saved on a topic that was then replaced (deleted and created again, mirrored to a new
+cluster): found by the topic id and never resumed from; the consume loop on fakeredis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING
+
+from adapters.generations import Generations
+from adapters.lineage import CLEARED, MOVED, RECORDED, TopicRecord
+from consumer.lineage import Lineage, TopicWatch
+from tests.helpers import save_written
+from tests.unit.test_loop import make_loop, phones, put, two_partitions
+
+
+class Described:
+    def __init__(self, topic_id: str | None) -> None:
+        self.topic_id = topic_id
+
+    def result(self, timeout=None):
+        if self.topic_id is None:
+            raise TimeoutError("no answer")
+        return self
+
+
+class FakeAdmin:
+    """describe_topics as confluent-kafka answers it; `topic_id` is what the broker says now."""
+
+    def __init__(self, topic_id: str | None) -> None:
+        self.topic_id = topic_id
+        self.asked = 0
+
+    def describe_topics(self, topics, request_timeout=None):
+        self.asked += 1
+        return {name: Described(self.topic_id) for name in topics.topic_names}
+
+
+def watch_of(admin: FakeAdmin) -> TopicWatch:
+    return TopicWatch(admin, "t.users", threading.Event())  # type: ignore[arg-type]
+
+
+def new_topic_logs() -> dict:
+    """The replaced topic's events, numbered from 0 again: three new users on partition 0, one on 1."""
+    return {
+        0: [
+            put("Ganesh Rao", 9_000_000_011, 0, 0),
+            put("Ravi Teja", 9_000_000_012, 0, 1),
+            put("Anil Kapoor", 9_000_000_013, 0, 2),
+        ],
+        1: [put("Mahesh Babu", 9_000_000_014, 1, 0)],
+    }
+
+
+def replaced_errors(caplog) -> list[str]:
+    return [r.getMessage()[:61] for r in caplog.records if r.name == "consumer.lineage"]
+
+
+def test_a_restart_on_a_replaced_topic_reads_every_partition_from_its_beginning(store, tmp_path, caplog):
+    admin = FakeAdmin("id-A")
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
+    loop.step()
+    assert TopicRecord(Generations(store)).read(1) == "id-A"
+    assert Generations(store).all_positions(1) == {0: 2, 1: 2}
+    admin.topic_id = "id-B"  # deleted and created again: offsets start at 0
+    with caplog.at_level(logging.ERROR, logger="consumer.lineage"):
+        loop, consumer = make_loop(store, new_topic_logs(), tmp_path, watch_of(admin))
+        loop.step()
+    assert consumer.assigned_offsets == [[(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]]
+    assert store.get("ganesh rao", 1) is not None  # offset 0 of the new topic: skipped before
+    assert store.get("anil kapoor", 1) is not None
+    assert store.get("mahesh babu", 1) is not None
+    assert phones(store)["suresh babu"] == 9_000_000_003  # only the old topic had it: it stays
+    assert Generations(store).all_positions(1) == {0: 3, 1: 1}
+    assert TopicRecord(Generations(store)).read(1) == "id-B"
+    assert replaced_errors(caplog) == ["event topic t.users is not the topic generation 1's positions"]
+    assert loop.metrics.replaced._value.get() == 1
+    assert loop.metrics.replaced_at._value.get() > 0  # the alert reads when
+
+
+def test_a_topic_replaced_while_running_is_read_again_from_its_beginning(store, tmp_path):
+    admin = FakeAdmin("id-A")
+    watch = watch_of(admin)
+    loop, consumer = make_loop(store, two_partitions(), tmp_path, watch)
+    loop.step()
+    consumer.logs.clear()
+    consumer.logs.update(new_topic_logs())  # replaced under the running consumer, which reads on at 2
+    admin.topic_id = "id-B"
+    watch.ask(notify=True)  # what the watch's thread does every CHECK_S
+    assert watch.moved.is_set()
+    loop.step()  # that batch is dropped: every partition goes back to its beginning
+    assert sorted(consumer.seeks) == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]
+    loop.step()
+    assert store.get("ganesh rao", 1) is not None and store.get("ravi teja", 1) is not None
+    assert Generations(store).all_positions(1) == {0: 3, 1: 1}
+    assert not watch.moved.is_set()
+
+
+def test_a_consumer_that_heard_the_old_id_leaves_the_new_record_alone(store, tmp_path, caplog):
+    admin = FakeAdmin("id-A")
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
+    loop.step()
+    record = TopicRecord(Generations(store))
+    assert record.adopt(1, "id-A", "id-B") == CLEARED  # another consumer saw the new topic first
+    save_written(Generations(store), Generations(store).read(), {0: 1})
+    admin.topic_id = "id-B"
+    stale = watch_of(admin)
+    stale.current = "id-A"  # heard before the replacement
+    with caplog.at_level(logging.ERROR, logger="consumer.lineage"):
+        Lineage(stale, Generations(store)).check(1)
+    assert stale.current == "id-B" and record.read(1) == "id-B"
+    assert Generations(store).all_positions(1) == {0: 1}  # the new topic's positions stay
+    assert replaced_errors(caplog) == []
+
+
+def test_positions_another_consumer_cleared_are_not_reported_as_lost_writes(store, tmp_path, caplog):
+    admin = FakeAdmin("id-A")
+    loop, consumer = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
+    loop.step()
+    TopicRecord(Generations(store)).adopt(1, "id-A", "id-B")
+    admin.topic_id = "id-B"
+    consumer.logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
+    with caplog.at_level(logging.WARNING):
+        loop.step()  # its save finds the positions gone: not Redis losing writes
+    assert loop.metrics.redis_rewinds._value.get() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert loop.positions.positioned is None
+    loop.step()
+    assert sorted(consumer.seeks) == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]
+
+
+def test_an_id_the_broker_does_not_give_leaves_the_positions_as_they_are(store, tmp_path):
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin("id-A")))
+    loop.step()
+    loop, consumer = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin(None)))
+    assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]
+    assert TopicRecord(Generations(store)).read(1) == "id-A"
+
+
+@pytest.mark.parametrize("stamped", ["id-A", "id-B", None])
+def test_a_flip_hands_positions_over_only_between_generations_of_one_topic(store, stamped):
+    generations, record = Generations(store), TopicRecord(Generations(store))
+    pointer, _ = generations.ensure()
+    assert record.adopt(1, None, "id-A") == RECORDED
+    save_written(generations, pointer, {0: 7})
+    target, claim = generations.start(lease_ms=60_000)
+    if stamped:
+        record.stamp(target, stamped)
+    generations.flip(claim, target, pointer.epoch)
+    handed = stamped in ("id-A", None)
+    assert generations.all_positions(target) == ({0: 7} if handed else {})
+    assert record.read(target) == (stamped or "id-A")
+    generations.sweep()
+    assert record.read(1) is None  # swept with the old generation's positions
+
+
+def test_a_record_changed_since_it_was_read_is_not_overwritten(store):
+    record = TopicRecord(Generations(store))
+    assert record.adopt(1, None, "id-A") == RECORDED
+    assert record.adopt(1, None, "id-B") == MOVED
+    assert record.read(1) == "id-A"
