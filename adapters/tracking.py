@@ -15,6 +15,10 @@ had arrived is applied first; nothing else is ever served from memory.
   any error on it, drops everything cached, closes every pool connection (their tracking
   names the old one) and reads go to Redis until a new one is up. An idle worker's first
   reads go to Redis while its PING is out.
+- Redis forgets what a connection read when it closes it (its `timeout` for idle clients,
+  CLIENT KILL, client eviction), and sends no invalidation for those keys again: before memory
+  answers, the pool's idle connections are checked for an EOF without a round trip, and one
+  found closed, or any connection opened again, empties the cache.
 - A Redis that refuses tracking (before 6.0, an ACL without `client|tracking`, `subscribe`)
   turns the cache off with one warning: reads go to Redis as without it.
 Single Redis only: on Cluster each master tracks its own keys (not built; reads go to Redis).
@@ -22,11 +26,15 @@ Single Redis only: on Cluster each master tracks its own keys (not built; reads 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
+import socket
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -122,6 +130,7 @@ class TrackedReads:
         # costs ~4 us, a small part of the ~100 us a Redis round trip costs a read.
         self._values: OrderedDict[str, bytes | None] = OrderedDict()
         self._pending: dict[str, object] = {}
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()  # connections that turned tracking on
         self.hits = self.misses = self.resets = 0
 
     def bind(self, store: ProjectionStore) -> TrackedReads:
@@ -138,8 +147,11 @@ class TrackedReads:
         try:
             with self._lock:
                 ident = self._ensure_link()
+                if conn in self._opened:
+                    self._forget("a connection was opened again")  # Redis forgot what the old one read
             conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", ident)
             conn.read_response()
+            self._opened.add(conn)
         except redis.ResponseError as exc:
             if isinstance(exc, redis.exceptions.NoPermissionError) or "unknown" in str(exc).lower():
                 self._disable(exc)  # refused for good (an ACL, a Redis before 6.0): serve without the cache
@@ -214,7 +226,21 @@ class TrackedReads:
         if self.link.silent():
             self._reset(f"invalidation connection silent for {TRUST_FOR_S} s")
             return False
+        closed = closed_idle(self.store.client.connection_pool)  # type: ignore[union-attr]
+        if closed:
+            self._forget("Redis closed an idle connection (its `timeout`, CLIENT KILL)", closed)
         return self.link.trusted()  # not yet (an idle worker): Redis answers while a PING is out
+
+    def _forget(self, why: str, closed: Iterable[Any] = ()) -> None:
+        """Empty the cache: some of it was read through a connection Redis no longer tracks. `closed`:
+        connections dropped for it, whose opening again has then nothing more to forget."""
+        log.info("read cache emptied: %s; what it read is no longer tracked", why)
+        for conn in closed:
+            self._opened.discard(conn)
+        self.resets += 1
+        self.count("reset")
+        self._values.clear()
+        self._pending.clear()
 
     def _reset(self, why: str) -> None:
         """Forget everything; close every connection, whose tracking names the lost link."""
@@ -224,6 +250,7 @@ class TrackedReads:
         self.count("reset")
         self._values.clear()
         self._pending.clear()
+        self._opened = weakref.WeakSet()  # all closed here, with nothing left in memory to forget
         self.link.close()
         self.store.client.connection_pool.disconnect()
 
@@ -235,3 +262,31 @@ class TrackedReads:
             self._pending.clear()
             if self.link is not None:
                 self.link.close()
+
+
+def closed_idle(pool: redis.ConnectionPool) -> list[Any]:
+    """The pool's idle connections Redis has closed (a readable socket at EOF), dropped so that their
+    next use opens them again. One poll for all of them, no round trip.
+
+    Only idle ones: a connection in use may be readable with its reply. redis-py keeps them in a
+    private list (pinned version; tests/unit/test_tracking_idle.py fails if it goes). Another
+    thread may take one meanwhile: a socket gone by then is skipped."""
+    idle = [(conn, sock) for conn in list(pool._available_connections) if (sock := conn._sock) is not None]  # type: ignore[attr-defined]
+    poller = select.poll()
+    for _, sock in idle:
+        with contextlib.suppress(ValueError, OSError):  # closed since: fileno() -1
+            poller.register(sock, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(0)} if idle else set()
+    closed = []
+    for conn, sock in idle:
+        if sock.fileno() in ready and _at_eof(sock):
+            conn.disconnect()
+            closed.append(conn)
+    return closed
+
+
+def _at_eof(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:  # reset by the peer
+        return True

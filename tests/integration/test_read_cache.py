@@ -170,6 +170,55 @@ def test_a_silent_invalidation_connection_is_dropped_within_its_trust(store: Pro
     wait_until(lambda: phone_of(reads, 3) == 9_000_000_002 and reads.resets == 1, 5, "the silent link dropped")
 
 
+def data_connection_id(reads: TrackedReads) -> int:
+    """The Redis client id of the cache's one pool connection (the one that read what it holds)."""
+    assert reads.store is not None
+    pool = reads.store.client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_command("CLIENT", "ID")
+        return int(conn.read_response())
+    finally:
+        pool.release(conn)
+
+
+def test_a_connection_redis_closed_while_hits_were_answered_empties_the_cache(
+    store: ProjectionStore, settings, redis_client
+):
+    """Redis forgets what a closed connection read (CLIENT KILL here; its `timeout`, client eviction):
+    a write to those keys sends no invalidation, and hits answered the old value for good."""
+    store.apply([added(5, 9_000_000_001, 1)], GENERATION)
+    reads = tracked(settings)
+    wait_until(lambda: phone_of(reads, 5) == 9_000_000_001 and reads.hits > 0, 5, "answers from memory")
+    redis_client.client_kill_filter(_id=data_connection_id(reads))  # idle: only hits come after
+    store.apply([added(5, 9_000_000_002, 2)], GENERATION)
+    wait_until(lambda: phone_of(reads, 5) == 9_000_000_002, 5, "the new phone after its reader was closed")
+    assert reads.resets == 1
+    hits = reads.hits
+    wait_until(lambda: phone_of(reads, 5) == 9_000_000_002 and reads.hits > hits, 5, "answers from memory again")
+    store.apply([added(5, 9_000_000_003, 3)], GENERATION)  # tracked again through the new connection
+    wait_until(lambda: phone_of(reads, 5) == 9_000_000_003, 5, "the invalidation after the reconnect")
+
+
+def test_redis_closing_idle_clients_never_leaves_a_stale_answer(store: ProjectionStore, settings, redis_client):
+    """Redis's `timeout` (0 by default, often 300 in production) closes a client idle that long; the
+    link, subscribed, is exempt. The test sets 1 s for its own connections, and puts it back."""
+    store.apply([added(6, 9_000_000_001, 1)], GENERATION)
+    reads = tracked(settings)
+    wait_until(lambda: phone_of(reads, 6) == 9_000_000_001 and reads.hits > 0, 5, "answers from memory")
+    reader = data_connection_id(reads)
+    before = redis_client.config_get("timeout")["timeout"]
+    redis_client.config_set("timeout", 1)
+    try:
+        wait_until(lambda: reader not in {c["id"] for c in redis_client.client_list()}, 10, "Redis closing it")
+    finally:
+        redis_client.config_set("timeout", before)
+    store.apply([added(6, 9_000_000_002, 2)], GENERATION)
+    answers = [phone_of(reads, 6) for _ in range(40) if time.sleep(0.02) is None]
+    assert set(answers) == {9_000_000_002}, answers
+    assert reads.hits > 1, "memory answers again once the link is confirmed"
+
+
 def test_a_redis_user_without_tracking_rights_reads_without_the_cache(store: ProjectionStore, settings, redis_client):
     store.apply([added(4, 9_000_000_001, 1)], GENERATION)
     user, password = unique("nocache"), unique("pw")
