@@ -12,6 +12,7 @@ one atomic script and every read one MGET:
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
+    {P}:pos:topic:<g>  the id of the topic those offsets are of (adapters/lineage.py)
     {P}:pos:fill:<g>  how far generation g's data is written (partition -> next offset,
                   "mysql" -> rows), marked after the data (adapters/marks.py); positions
                   are saved only up to it, and a rebuild flips only when it reaches every end
@@ -134,9 +135,14 @@ class Generations:
         return {int(p): int(o) for p, o in self.client.hgetall(f"{self.pos_prefix}{generation}").items()}
 
     def save_positions(
-        self, pointer: Pointer, offsets: Mapping[int, int], floors: Mapping[int, int] | None = None
+        self,
+        pointer: Pointer,
+        offsets: Mapping[int, int],
+        floors: Mapping[int, int] | None = None,
+        topic: str | None = None,
     ) -> bool:
-        """Record next offsets for the live generation, if `pointer` is still current; False if not.
+        """Record next offsets for the live generation, if `pointer` is still current and the generation's
+        recorded topic id is `topic` (when both are known: adapters/lineage.py); False if not.
 
         `floors`: per partition the caller has positioned or saved (batch or not), the position
         it last knew stored. Raises PositionsWentBack, saving nothing, when Redis holds less
@@ -146,10 +152,11 @@ class Generations:
         floors = floors or {}
         if not offsets and not floors:
             return True
-        args: list[str | int] = [pointer.tag]
+        args: list[str | int] = [pointer.tag, topic or ""]
         for partition in sorted(offsets.keys() | floors.keys()):
             args += [partition, offsets.get(partition, -1), floors.get(partition, -1)]
-        keys = [self.live_key, f"{self.pos_prefix}{pointer.live}", self.fill_key(pointer.live)]
+        live = pointer.live
+        keys = [self.live_key, f"{self.pos_prefix}{live}", self.fill_key(live), self.topic_key(live)]
         reply = self._save(keys=keys, args=args)
         if isinstance(reply, list):
             found = dict(zip(map(int, reply[::2]), map(int, reply[1::2]), strict=True))
@@ -158,6 +165,10 @@ class Generations:
 
     def fill_key(self, generation: int) -> str:
         return f"{self.pos_prefix}fill:{generation}"
+
+    def topic_key(self, generation: int) -> str:
+        """The id of the topic whose offsets the generation's positions are (adapters/lineage.py)."""
+        return f"{self.pos_prefix}topic:{generation}"
 
     def over_mysql(self, generation: int) -> bool:
         """Whether a rebuild filled `generation` from a MySQL snapshot (its "mysql" fill mark)."""

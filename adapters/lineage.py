@@ -45,20 +45,17 @@ class TopicRecord:
         self.client = generations.client
         self._retopic = self.client.register_script(RETOPIC)
 
-    def key(self, generation: int) -> str:
-        return f"{self.generations.pos_prefix}topic:{generation}"
-
     def read(self, generation: int) -> str | None:
-        found = self.client.get(self.key(generation))
+        found = self.client.get(self.generations.topic_key(generation))
         return found.decode() if isinstance(found, bytes) else found
 
     def stamp(self, generation: int, topic: str) -> None:
         """A rebuild's generation will hold offsets of `topic` (set before it reads any)."""
-        self.client.set(self.key(generation), topic)
+        self.client.set(self.generations.topic_key(generation), topic)
 
     def adopt(self, generation: int, found: str | None, topic: str) -> int:
         """Record `topic` for `generation` if the record still says `found`; clear its positions when it
         named another topic. MOVED: the record changed since it was read, nothing done."""
         gens = self.generations
-        keys = [self.key(generation), f"{gens.pos_prefix}{generation}", gens.fill_key(generation)]
+        keys = [self.generations.topic_key(generation), f"{gens.pos_prefix}{generation}", gens.fill_key(generation)]
         return int(self._retopic(keys=keys, args=[found or "", topic]))

@@ -158,18 +158,24 @@ for i = first, #ARGV, 3 do
 end
 return 1
 """
-# KEYS: live, pos:<gen>, pos:fill:<gen>; ARGV: "<gen>:<epoch>", then partition, offset, floor
-# for every partition the caller has positioned or saved (offset -1: only the floor checked).
+# KEYS: live, pos:<gen>, pos:fill:<gen>, pos:topic:<gen>; ARGV: "<gen>:<epoch>", the topic id the
+# caller's positions were checked against ('' none), then partition, offset, floor for every
+# partition the caller has positioned or saved (offset -1: only the floor checked).
 # Positions move forward only, and only while the pointer is still the one the batch was
-# written under: after a wipe or a flip the caller repositions instead (returns 0). A position
+# written under and the generation's topic is the caller's (adapters/lineage.py): after a
+# wipe, a flip or a topic replaced the caller repositions instead (returns 0). A position
 # is saved only up to the partition's fill mark, which the batch sent after its data
 # (adapters/marks.py): a mark short of it means Redis lost the batch after acknowledging it,
 # and those partitions come back as behind, with their positions; floors: see _FORWARD_ONLY.
 SAVE_POSITIONS = (
     """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then
+  local topic = redis.call('GET', KEYS[4])
+  if topic and topic ~= ARGV[2] then return 0 end
+end
 local short = {}
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local offset = tonumber(ARGV[i + 1])
   if offset >= 0 and tonumber(redis.call('HGET', KEYS[3], ARGV[i]) or '-1') < offset then
     short[#short + 1] = ARGV[i]
@@ -177,7 +183,7 @@ for i = 2, #ARGV, 3 do
   end
 end
 if #short > 0 then return short end
-local hash, first = KEYS[2], 2
+local hash, first = KEYS[2], 3
 """
     + _FORWARD_ONLY
 )

@@ -17,8 +17,8 @@ had arrived is applied first; nothing else is ever served from memory.
   reads go to Redis while its PING is out.
 - Redis forgets what a connection read when it closes it (its `timeout` for idle clients,
   CLIENT KILL, client eviction), and sends no invalidation for those keys again: before memory
-  answers, the pool's idle connections are checked for an EOF without a round trip, and one
-  found closed, or any connection opened again, empties the cache.
+  answers, one poll without a round trip finds the pool's idle connections Redis closed, and
+  one found closed, or dropped by redis-py (an error, a checkout), empties the cache.
 - A Redis that refuses tracking (before 6.0, an ACL without `client|tracking`, `subscribe`)
   turns the cache off with one warning: reads go to Redis as without it.
 Single Redis only: on Cluster each master tracks its own keys (not built; reads go to Redis).
@@ -26,10 +26,8 @@ Single Redis only: on Cluster each master tracks its own keys (not built; reads 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import select
-import socket
 import threading
 import time
 import weakref
@@ -226,14 +224,17 @@ class TrackedReads:
         if self.link.silent():
             self._reset(f"invalidation connection silent for {TRUST_FOR_S} s")
             return False
-        closed = closed_idle(self.store.client.connection_pool)  # type: ignore[union-attr]
-        if closed:
-            self._forget("Redis closed an idle connection (its `timeout`, CLIENT KILL)", closed)
+        drop_closed_idle(self.store.client.connection_pool)  # type: ignore[union-attr]
+        # Closed by Redis and dropped (above, or by redis-py on an error or at checkout): Redis forgot
+        # what it read. Before the connection is opened again, which takes round trips.
+        lost = [conn for conn in self._opened if conn._sock is None]
+        if lost:
+            self._forget("a connection Redis closed (its `timeout`, CLIENT KILL, client eviction)", lost)
         return self.link.trusted()  # not yet (an idle worker): Redis answers while a PING is out
 
     def _forget(self, why: str, closed: Iterable[Any] = ()) -> None:
         """Empty the cache: some of it was read through a connection Redis no longer tracks. `closed`:
-        connections dropped for it, whose opening again has then nothing more to forget."""
+        the connections found closed, whose opening again then has nothing more to forget."""
         log.info("read cache emptied: %s; what it read is no longer tracked", why)
         for conn in closed:
             self._opened.discard(conn)
@@ -264,29 +265,22 @@ class TrackedReads:
                 self.link.close()
 
 
-def closed_idle(pool: redis.ConnectionPool) -> list[Any]:
-    """The pool's idle connections Redis has closed (a readable socket at EOF), dropped so that their
-    next use opens them again. One poll for all of them, no round trip.
+def drop_closed_idle(pool: redis.ConnectionPool) -> None:
+    """Drop the pool's idle connections whose socket is readable: Redis closed them (an idle
+    connection is sent nothing else; redis-py would drop one with data waiting at checkout too).
+    One poll for all of them, no round trip.
 
-    Only idle ones: a connection in use may be readable with its reply. redis-py keeps them in a
-    private list (pinned version; tests/unit/test_tracking_idle.py fails if it goes). Another
-    thread may take one meanwhile: a socket gone by then is skipped."""
-    idle = [(conn, sock) for conn in list(pool._available_connections) if (sock := conn._sock) is not None]  # type: ignore[attr-defined]
-    poller = select.poll()
-    for _, sock in idle:
-        with contextlib.suppress(ValueError, OSError):  # closed since: fileno() -1
+    Only idle ones, under the pool's lock so that none is taken meanwhile: a connection in use may
+    be readable with its reply. redis-py keeps them in a private list (pinned version;
+    tests/unit/test_tracking_idle.py fails if it goes). A TLS socket is polled the same way."""
+    with pool._lock:  # type: ignore[attr-defined]
+        idle = [(conn, sock) for conn in pool._available_connections if (sock := conn._sock) is not None]  # type: ignore[attr-defined]
+        if not idle:
+            return
+        poller = select.poll()
+        for _, sock in idle:
             poller.register(sock, select.POLLIN)
-    ready = {fd for fd, _ in poller.poll(0)} if idle else set()
-    closed = []
-    for conn, sock in idle:
-        if sock.fileno() in ready and _at_eof(sock):
-            conn.disconnect()
-            closed.append(conn)
-    return closed
-
-
-def _at_eof(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:  # reset by the peer
-        return True
+        ready = {fd for fd, _ in poller.poll(0)}
+        for conn, sock in idle:
+            if sock.fileno() in ready:
+                conn.disconnect()

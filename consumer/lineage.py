@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
@@ -28,7 +29,7 @@ CHECK_S = 10.0
 
 
 class TopicWatch:
-    """The event topic's id now, asked in the background; `moved` is set when it changes."""
+    """The event topic's id now (`current`), asked in the background every `every_s`."""
 
     def __init__(self, admin: AdminClient, topic: str, stop: threading.Event, every_s: float = CHECK_S) -> None:
         self.admin = admin
@@ -36,21 +37,21 @@ class TopicWatch:
         self.stop = stop
         self.every_s = every_s
         self.current: str | None = None
-        self.moved = threading.Event()
 
-    def ask(self, notify: bool = False) -> str | None:
-        """Ask the broker now; a new answer replaces `current` (and sets `moved` if `notify`)."""
+    def ask(self) -> str | None:
+        """Ask the broker now; an answer replaces `current` (None: it did not say)."""
         found = topic_id(self.admin, self.topic)
-        if found is not None and found != self.current:
-            if notify and self.current is not None:
-                self.moved.set()
+        if found is not None:
             self.current = found
         return found
 
     def start(self) -> threading.Thread:
         def run() -> None:
             while not self.stop.wait(self.every_s):
-                self.ask(notify=True)
+                try:
+                    self.ask()
+                except Exception:  # the watch must outlive any one answer
+                    log.exception("topic %s: its id could not be asked", self.topic)
 
         thread = threading.Thread(target=run, name="topic-id", daemon=True)
         thread.start()
@@ -66,37 +67,43 @@ class Lineage:
         self.watch = watch
         self.record = TopicRecord(generations)
         self.on_replaced = on_replaced
-        self.positioned_on: str | None = None  # the id recorded when this consumer last positioned
+        # The topic id the positions in use were checked against (None: not checked yet).
+        self.positioned_on: str | None = None
+        self._again_at = 0.0  # monotonic: when an unsettled check may be tried again
 
-    def check(self, generation: int) -> None:
-        """Before `generation`'s positions are read: make them the current topic's (cleared if not)."""
-        if self.watch is None:
-            return
-        self.watch.moved.clear()
-        current = self.watch.current or self.watch.ask()
+    def moved(self) -> bool:
+        """The topic's id is known and not the one the positions were checked against: reposition."""
+        if self.watch is None or self.watch.current in (None, self.positioned_on):
+            return False
+        return time.monotonic() >= self._again_at
+
+    def check(self, generation: int) -> bool:
+        """Before `generation`'s positions are read: make them the current topic's (cleared if not).
+        True when the id they are checked against changed (every assigned partition repositions)."""
+        before, cleared = self.positioned_on, False
+        current = None if self.watch is None else self.watch.current or self.watch.ask()
         if current is None:
-            return  # the broker did not say: the positions stand, checked again once it does
+            return False  # the broker did not say: the positions stand, checked once it does
         for _ in range(3):
             found = self.record.read(generation)
             if found is not None and found != current:
-                current = self.watch.ask() or current  # asked again: this consumer's may be the stale one
+                current = self.watch.ask() if self.watch else None  # this consumer's may be the stale one
+                if current is None:
+                    # Unconfirmed: nothing cleared on an id that may be stale; the positions read are the
+                    # record's, and so are the saves (SAVE_POSITIONS); checked again in CHECK_S.
+                    self._again_at = time.monotonic() + CHECK_S
+                    self.positioned_on = found
+                    return before not in (None, found)
             if found == current:
                 break
             outcome = self.record.adopt(generation, found, current)
             if outcome == CLEARED:
+                cleared = True
                 self._say_replaced(generation, found, current)
             if outcome != MOVED:
                 break
         self.positioned_on = current
-
-    def moved(self) -> bool:
-        return self.watch is not None and self.watch.moved.is_set()
-
-    def replaced_since(self, generation: int) -> bool:
-        """Whether another consumer cleared `generation`'s positions since this one positioned."""
-        if self.positioned_on is None:
-            return False
-        return self.record.read(generation) not in (None, self.positioned_on)
+        return cleared or before not in (None, current)
 
     def _say_replaced(self, generation: int, old: str | None, new: str) -> None:
         self.on_replaced()

@@ -95,8 +95,10 @@ class Positions:
             )
 
     def _stored(self, pointer: Pointer, partitions: Iterable[int]) -> dict[int, int]:
-        """The live generation's positions of `partitions`, once they are known to be the topic's now."""
-        self.lineage.check(pointer.live)
+        """The live generation's positions of `partitions`, once they are known to be the topic's now.
+        Partitions positioned before on other positions (a cleared generation) are repositioned."""
+        if self.lineage.check(pointer.live):
+            self.positioned = None
         return self.generations.positions(pointer.live, partitions)
 
     def topic_moved(self) -> bool:
@@ -112,7 +114,7 @@ class Positions:
         """Record the batch's next offsets in the live generation; False when the pointer moved
         or Redis went back (the next step repositions before writing anything)."""
         try:
-            saved = self.generations.save_positions(pointer, offsets, self.floors)
+            saved = self.generations.save_positions(pointer, offsets, self.floors, self.lineage.positioned_on)
         except PositionsWentBack as back:
             self._went_back(pointer, back.behind)
             return False
@@ -129,7 +131,7 @@ class Positions:
         reposition, because Redis lost writes or the pointer moved since it was read."""
         try:
             # The save script with nothing to save: floors checked against the pointer in one step.
-            in_step = self.generations.save_positions(pointer, {}, self.floors)
+            in_step = self.generations.save_positions(pointer, {}, self.floors, self.lineage.positioned_on)
         except PositionsWentBack as back:
             self._went_back(pointer, back.behind)
             return True
@@ -139,9 +141,6 @@ class Positions:
 
     def _went_back(self, pointer: Pointer, behind: Mapping[int, tuple[int, int]]) -> None:
         self.positioned = None
-        if self.lineage.replaced_since(pointer.live):
-            log.warning("another consumer cleared the positions saved on the replaced topic: repositioning")
-            return
         log.error(
             "Redis lost writes it had acknowledged (restarted from an older snapshot, or a replica promoted"
             " before it caught up): partitions %s lost positions or a batch's data; every partition"

@@ -171,3 +171,14 @@ def produce_users(settings: Settings, names: str, count: int, first_phone: int) 
         producer.produce(settings.topic, value=event_value(user))
     assert producer.flush(30) == 0
     return users
+
+
+def cache_connection_id(reads: Any) -> int:
+    """The Redis client id of the API read cache's one pool connection (the one that read what it holds)."""
+    pool = reads.store.client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_command("CLIENT", "ID")
+        return int(conn.read_response())
+    finally:
+        pool.release(conn)

@@ -17,7 +17,7 @@ from adapters.store import ProjectionStore
 from adapters.tracking import TrackedReads
 from api import create_app
 from domain import Name, PhoneNumber, User, UserAdded, Version
-from tests.helpers import unique, wait_until
+from tests.helpers import cache_connection_id, unique, wait_until
 
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 GENERATION = 1
@@ -170,18 +170,6 @@ def test_a_silent_invalidation_connection_is_dropped_within_its_trust(store: Pro
     wait_until(lambda: phone_of(reads, 3) == 9_000_000_002 and reads.resets == 1, 5, "the silent link dropped")
 
 
-def data_connection_id(reads: TrackedReads) -> int:
-    """The Redis client id of the cache's one pool connection (the one that read what it holds)."""
-    assert reads.store is not None
-    pool = reads.store.client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_command("CLIENT", "ID")
-        return int(conn.read_response())
-    finally:
-        pool.release(conn)
-
-
 def test_a_connection_redis_closed_while_hits_were_answered_empties_the_cache(
     store: ProjectionStore, settings, redis_client
 ):
@@ -190,7 +178,7 @@ def test_a_connection_redis_closed_while_hits_were_answered_empties_the_cache(
     store.apply([added(5, 9_000_000_001, 1)], GENERATION)
     reads = tracked(settings)
     wait_until(lambda: phone_of(reads, 5) == 9_000_000_001 and reads.hits > 0, 5, "answers from memory")
-    redis_client.client_kill_filter(_id=data_connection_id(reads))  # idle: only hits come after
+    redis_client.client_kill_filter(_id=cache_connection_id(reads))  # idle: only hits come after
     store.apply([added(5, 9_000_000_002, 2)], GENERATION)
     wait_until(lambda: phone_of(reads, 5) == 9_000_000_002, 5, "the new phone after its reader was closed")
     assert reads.resets == 1
@@ -202,11 +190,13 @@ def test_a_connection_redis_closed_while_hits_were_answered_empties_the_cache(
 
 def test_redis_closing_idle_clients_never_leaves_a_stale_answer(store: ProjectionStore, settings, redis_client):
     """Redis's `timeout` (0 by default, often 300 in production) closes a client idle that long; the
-    link, subscribed, is exempt. The test sets 1 s for its own connections, and puts it back."""
+    link, subscribed, is exempt. The test sets 1 s on the shared Redis, for the two seconds or so
+    this connection takes to be closed, then puts it back (the suite's other clients are idle then,
+    and redis-py opens a closed one again at its next use)."""
     store.apply([added(6, 9_000_000_001, 1)], GENERATION)
     reads = tracked(settings)
     wait_until(lambda: phone_of(reads, 6) == 9_000_000_001 and reads.hits > 0, 5, "answers from memory")
-    reader = data_connection_id(reads)
+    reader = cache_connection_id(reads)
     before = redis_client.config_get("timeout")["timeout"]
     redis_client.config_set("timeout", 1)
     try:
@@ -217,6 +207,28 @@ def test_redis_closing_idle_clients_never_leaves_a_stale_answer(store: Projectio
     answers = [phone_of(reads, 6) for _ in range(40) if time.sleep(0.02) is None]
     assert set(answers) == {9_000_000_002}, answers
     assert reads.hits > 1, "memory answers again once the link is confirmed"
+
+
+def test_a_connection_dropped_while_in_use_empties_the_cache_before_it_is_opened_again(
+    store: ProjectionStore, settings, redis_client
+):
+    """redis-py drops a connection that failed under a request, then opens it again (round trips):
+    memory must not answer in between what the dropped connection read."""
+    store.apply([added(7, 9_000_000_001, 1)], GENERATION)
+    reads = tracked(settings)
+    wait_until(lambda: phone_of(reads, 7) == 9_000_000_001 and reads.hits > 0, 5, "answers from memory")
+    reader = cache_connection_id(reads)
+    assert reads.store is not None
+    pool = reads.store.client.connection_pool
+    conn = pool.get_connection()  # taken by a request...
+    redis_client.client_kill_filter(_id=reader)
+    store.apply([added(7, 9_000_000_002, 2)], GENERATION)
+    conn.disconnect()  # ...whose command failed: redis-py drops it, and will open it again
+    try:
+        wait_until(lambda: phone_of(reads, 7) == 9_000_000_002, 5, "the new phone while it is being opened")
+    finally:
+        pool.release(conn)
+    assert reads.resets == 1
 
 
 def test_a_redis_user_without_tracking_rights_reads_without_the_cache(store: ProjectionStore, settings, redis_client):

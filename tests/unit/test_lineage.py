@@ -7,7 +7,7 @@ import logging
 import threading
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from adapters.generations import Generations
 from adapters.lineage import CLEARED, MOVED, RECORDED, TopicRecord
@@ -88,14 +88,14 @@ def test_a_topic_replaced_while_running_is_read_again_from_its_beginning(store, 
     consumer.logs.clear()
     consumer.logs.update(new_topic_logs())  # replaced under the running consumer, which reads on at 2
     admin.topic_id = "id-B"
-    watch.ask(notify=True)  # what the watch's thread does every CHECK_S
-    assert watch.moved.is_set()
+    watch.ask()  # what the watch's thread does every CHECK_S
+    assert loop.positions.topic_moved()
     loop.step()  # that batch is dropped: every partition goes back to its beginning
     assert sorted(consumer.seeks) == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]
     loop.step()
     assert store.get("ganesh rao", 1) is not None and store.get("ravi teja", 1) is not None
     assert Generations(store).all_positions(1) == {0: 3, 1: 1}
-    assert not watch.moved.is_set()
+    assert not loop.positions.topic_moved()
 
 
 def test_a_consumer_that_heard_the_old_id_leaves_the_new_record_alone(store, tmp_path, caplog):
@@ -131,12 +131,75 @@ def test_positions_another_consumer_cleared_are_not_reported_as_lost_writes(stor
     assert sorted(consumer.seeks) == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]
 
 
-def test_an_id_the_broker_does_not_give_leaves_the_positions_as_they_are(store, tmp_path):
+def test_an_id_the_broker_does_not_give_yet_is_checked_once_it_does(store, tmp_path):
     loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin("id-A")))
     loop.step()
-    loop, consumer = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin(None)))
-    assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]
-    assert TopicRecord(Generations(store)).read(1) == "id-A"
+    admin = FakeAdmin(None)  # restarted on a replaced topic while describing it fails
+    loop, consumer = make_loop(store, new_topic_logs(), tmp_path, watch_of(admin))
+    assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]  # the positions stand: nothing says otherwise
+    assert TopicRecord(Generations(store)).read(1) == "id-A" and not loop.positions.topic_moved()
+    admin.topic_id = "id-B"
+    loop.positions.lineage.watch.ask()  # the watch's first answer
+    assert loop.positions.topic_moved()
+    loop.step()
+    loop.step()
+    assert sorted(consumer.seeks) == [(0, OFFSET_BEGINNING), (1, OFFSET_BEGINNING)]
+    assert store.get("ganesh rao", 1) is not None  # offset 0 of the new topic
+
+
+def test_a_record_the_broker_does_not_confirm_or_deny_is_left_alone(store, tmp_path, monkeypatch):
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin("id-A")))
+    loop.step()
+    record = TopicRecord(Generations(store))
+    assert record.adopt(1, "id-A", "id-B") == CLEARED  # a consumer that heard of a newer topic
+    save_written(Generations(store), Generations(store).read(), {0: 1})
+    admin = FakeAdmin("id-A")
+    watch = watch_of(admin)
+    watch.ask()  # heard before the replacement; the broker stops answering after
+    admin.topic_id = None
+    lineage = Lineage(watch, Generations(store))
+    assert not lineage.check(1)
+    assert record.read(1) == "id-B" and Generations(store).all_positions(1) == {0: 1}  # nothing undone
+    assert lineage.positioned_on == "id-B"  # saves go under the record, as the positions read
+    assert not lineage.moved()  # asked again after CHECK_S, not at every step
+    monkeypatch.setattr("consumer.lineage.CHECK_S", 0.0)
+    assert not lineage.check(1) and lineage.moved()
+    admin.topic_id = "id-B"  # the broker answers again: the record was right
+    assert not lineage.check(1) and not lineage.moved() and watch.current == "id-B"
+    assert Generations(store).all_positions(1) == {0: 1}
+
+
+def test_a_save_after_another_consumer_cleared_the_positions_is_refused(store, tmp_path):
+    admin = FakeAdmin("id-A")
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
+    loop.step()  # positioned on id-A, positions {0: 2, 1: 2}
+    TopicRecord(Generations(store)).adopt(1, "id-A", "id-B")
+    pointer = Generations(store).read()
+    # A partition first read from its beginning (floor -1): only the topic check stops its save.
+    generations = Generations(store)
+    generations.store.send_mark(generations.mark(1, {"3": 57}))  # its batch's data, written
+    assert not generations.save_positions(pointer, {3: 57}, {3: -1}, "id-A")
+    assert generations.all_positions(1) == {}
+    assert generations.save_positions(pointer, {3: 57}, {3: -1}, "id-B")  # on the recorded topic
+
+
+def test_a_clear_found_at_a_later_assignment_repositions_every_partition(store, tmp_path):
+    admin = FakeAdmin("id-A")
+    loop, consumer = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
+    loop.step()
+    admin.topic_id = "id-B"
+    loop.positions.lineage.watch.ask()
+    consumer.callbacks["assign"](consumer, [TopicPartition("t.users", 2)])  # cooperative: one more partition
+    assert loop.positions.positioned is None  # partitions 0 and 1 resume from the cleared positions too
+
+
+def test_a_clear_keeps_the_mysql_fill_mark(store):
+    generations = Generations(store)
+    generations.store.send_mark(generations.mark(1, {"0": 9, "mysql": 500}))
+    assert TopicRecord(generations).adopt(1, None, "id-A") == RECORDED
+    assert TopicRecord(generations).adopt(1, "id-A", "id-B") == CLEARED
+    assert generations.over_mysql(1)
+    assert store.client.hgetall(generations.fill_key(1)) == {b"mysql": b"500"}
 
 
 @pytest.mark.parametrize("stamped", ["id-A", "id-B", None])

@@ -4,10 +4,11 @@ closing a connection looks like to the cache, and what it must not take for it."
 from __future__ import annotations
 
 import socket
+import threading
 
 import redis
 
-from adapters.tracking import closed_idle
+from adapters.tracking import drop_closed_idle
 
 
 class Idle:
@@ -24,23 +25,26 @@ class Idle:
 class Pool:
     def __init__(self, *conns: Idle) -> None:
         self._available_connections = list(conns)
+        self._lock = threading.RLock()
 
 
-def test_a_connection_the_server_closed_is_found_and_dropped():
+def test_an_idle_connection_the_server_closed_or_wrote_to_is_dropped():
     quiet, closed, talking = Idle(), Idle(), Idle()
     closed.server.close()  # what Redis's `timeout` or CLIENT KILL does
-    talking.server.sendall(b"+PONG\r\n")  # data is not an EOF: left to redis-py's own check
-    assert closed_idle(Pool(quiet, closed, talking)) == [closed]
-    assert closed._sock is None and quiet._sock is not None and talking._sock is not None
-    assert talking._sock.recv(7) == b"+PONG\r\n"  # peeked, not consumed
+    talking.server.sendall(b"-ERR\r\n")  # an idle connection is sent nothing: redis-py drops it too
+    drop_closed_idle(Pool(quiet, closed, talking))  # type: ignore[arg-type]
+    assert closed._sock is None and talking._sock is None
+    assert quiet._sock is not None
 
 
-def test_nothing_idle_or_nothing_closed_is_nothing_found():
-    assert closed_idle(Pool()) == []
-    assert closed_idle(Pool(Idle(), Idle())) == []
+def test_nothing_idle_or_nothing_closed_drops_nothing():
+    drop_closed_idle(Pool())  # type: ignore[arg-type]
+    conns = Idle(), Idle()
+    drop_closed_idle(Pool(*conns))  # type: ignore[arg-type]
+    assert all(conn._sock is not None for conn in conns)
 
 
 def test_the_pinned_redis_py_keeps_idle_connections_where_the_check_reads_them():
     pool = redis.ConnectionPool()  # nothing connects here
-    assert pool._available_connections == []
+    assert pool._available_connections == [] and pool._lock is not None
     assert pool.make_connection()._sock is None  # a socket only once connected
