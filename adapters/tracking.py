@@ -139,17 +139,20 @@ class TrackedReads:
 
     def on_connect(self, conn: Any) -> None:
         """redis-py's connect hook: the usual handshake, then tracking redirected to our link."""
+        if self.enabled and conn in self._opened:
+            with self._lock:  # before the handshake's round trips: Redis forgot what the old one read
+                if conn in self._opened:
+                    self._forget("a connection was opened again", [conn])
         conn.on_connect()
         if not self.enabled:
             return
         try:
             with self._lock:
                 ident = self._ensure_link()
-                if conn in self._opened:
-                    self._forget("a connection was opened again")  # Redis forgot what the old one read
             conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", ident)
             conn.read_response()
-            self._opened.add(conn)
+            with self._lock:  # _usable() walks the set under the lock
+                self._opened.add(conn)
         except redis.ResponseError as exc:
             if isinstance(exc, redis.exceptions.NoPermissionError) or "unknown" in str(exc).lower():
                 self._disable(exc)  # refused for good (an ACL, a Redis before 6.0): serve without the cache
@@ -266,8 +269,8 @@ class TrackedReads:
 
 
 def drop_closed_idle(pool: redis.ConnectionPool) -> None:
-    """Drop the pool's idle connections whose socket is readable: Redis closed them (an idle
-    connection is sent nothing else; redis-py would drop one with data waiting at checkout too).
+    """Drop the pool's idle connections whose socket is readable: Redis closed them, or sent one
+    something unasked (a maintenance notice), which costs only the cache's contents and a reconnect.
     One poll for all of them, no round trip.
 
     Only idle ones, under the pool's lock so that none is taken meanwhile: a connection in use may

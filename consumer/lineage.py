@@ -93,7 +93,7 @@ class Lineage:
                     # record's, and so are the saves (SAVE_POSITIONS); checked again in CHECK_S.
                     self._again_at = time.monotonic() + CHECK_S
                     self.positioned_on = found
-                    return before not in (None, found)
+                    return before != found
             if found == current:
                 break
             outcome = self.record.adopt(generation, found, current)
@@ -103,7 +103,7 @@ class Lineage:
             if outcome != MOVED:
                 break
         self.positioned_on = current
-        return cleared or before not in (None, current)
+        return cleared or before != current
 
     def _say_replaced(self, generation: int, old: str | None, new: str) -> None:
         self.on_replaced()

@@ -158,7 +158,7 @@ def test_a_record_the_broker_does_not_confirm_or_deny_is_left_alone(store, tmp_p
     watch.ask()  # heard before the replacement; the broker stops answering after
     admin.topic_id = None
     lineage = Lineage(watch, Generations(store))
-    assert not lineage.check(1)
+    assert lineage.check(1)  # a first check: checked against something now
     assert record.read(1) == "id-B" and Generations(store).all_positions(1) == {0: 1}  # nothing undone
     assert lineage.positioned_on == "id-B"  # saves go under the record, as the positions read
     assert not lineage.moved()  # asked again after CHECK_S, not at every step

@@ -31,7 +31,7 @@ class Pool:
 def test_an_idle_connection_the_server_closed_or_wrote_to_is_dropped():
     quiet, closed, talking = Idle(), Idle(), Idle()
     closed.server.close()  # what Redis's `timeout` or CLIENT KILL does
-    talking.server.sendall(b"-ERR\r\n")  # an idle connection is sent nothing: redis-py drops it too
+    talking.server.sendall(b"-ERR\r\n")  # unasked: dropped too (a reconnect, and the cache emptied)
     drop_closed_idle(Pool(quiet, closed, talking))  # type: ignore[arg-type]
     assert closed._sock is None and talking._sock is None
     assert quiet._sock is not None
