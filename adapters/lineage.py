@@ -31,10 +31,13 @@ def topic_id(admin: AdminClient, topic: str, timeout: float = 5.0) -> str | None
     """The topic's id as the broker reports it now; None when unknown (missing, unreachable, refused)."""
     future = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic]
     try:
-        return str(future.result(timeout).topic_id)
+        found = future.result(timeout).topic_id
     except (KafkaException, TimeoutError) as exc:
         log.debug("topic %s: id unknown (%r)", topic, exc)
         return None
+    if found is None or not (found.get_most_significant_bits() or found.get_least_significant_bits()):
+        return None  # the zero id: a broker without topic ids (before 2.8) names every topic so
+    return str(found)
 
 
 class TopicRecord:

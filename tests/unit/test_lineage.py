@@ -16,9 +16,28 @@ from tests.helpers import save_written
 from tests.unit.test_loop import make_loop, phones, put, two_partitions
 
 
+class Id:
+    """A topic id as confluent-kafka gives it (Uuid): shown as `name`; ZERO is a broker without ids."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_most_significant_bits(self) -> int:
+        return 0
+
+    def get_least_significant_bits(self) -> int:
+        return 0 if self.name == ZERO else 1
+
+
+ZERO = "AAAAAAAAAAAAAAAAAAAAAA"
+
+
 class Described:
     def __init__(self, topic_id: str | None) -> None:
-        self.topic_id = topic_id
+        self.topic_id = Id(topic_id) if topic_id else None
 
     def result(self, timeout=None):
         if self.topic_id is None:
@@ -224,3 +243,11 @@ def test_a_record_changed_since_it_was_read_is_not_overwritten(store):
     assert record.adopt(1, None, "id-A") == RECORDED
     assert record.adopt(1, None, "id-B") == MOVED
     assert record.read(1) == "id-A"
+
+
+def test_a_broker_without_topic_ids_leaves_the_positions_unchecked(store, tmp_path):
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin(ZERO)))
+    loop.step()
+    loop, consumer = make_loop(store, new_topic_logs(), tmp_path, watch_of(FakeAdmin(ZERO)))
+    assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]  # as before topic ids: nothing to tell by
+    assert TopicRecord(Generations(store)).read(1) is None
