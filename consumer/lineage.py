@@ -29,7 +29,7 @@ CHECK_S = 10.0
 
 
 class TopicWatch:
-    """The event topic's id now (`current`), asked in the background every `every_s`."""
+    """The event topic's id now (`current`), asked in the background at once and every `every_s`."""
 
     def __init__(self, admin: AdminClient, topic: str, stop: threading.Event, every_s: float = CHECK_S) -> None:
         self.admin = admin
@@ -47,11 +47,13 @@ class TopicWatch:
 
     def start(self) -> threading.Thread:
         def run() -> None:
-            while not self.stop.wait(self.every_s):
+            while True:
                 try:
                     self.ask()
                 except Exception:  # the watch must outlive any one answer
                     log.exception("topic %s: its id could not be asked", self.topic)
+                if self.stop.wait(self.every_s):
+                    return
 
         thread = threading.Thread(target=run, name="topic-id", daemon=True)
         thread.start()
@@ -81,9 +83,10 @@ class Lineage:
         """Before `generation`'s positions are read: make them the current topic's (cleared if not).
         True when the id they are checked against changed (every assigned partition repositions)."""
         before, cleared = self.positioned_on, False
-        current = None if self.watch is None else self.watch.current or self.watch.ask()
+        # Not asked here: a broker that does not answer would hold the loop for the ask's timeout.
+        current = None if self.watch is None else self.watch.current
         if current is None:
-            return False  # the broker did not say: the positions stand, checked once it does
+            return False  # not known yet: the positions stand, and are checked once it is (moved())
         for _ in range(3):
             found = self.record.read(generation)
             if found is not None and found != current:

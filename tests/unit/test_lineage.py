@@ -58,7 +58,10 @@ class FakeAdmin:
 
 
 def watch_of(admin: FakeAdmin) -> TopicWatch:
-    return TopicWatch(admin, "t.users", threading.Event())  # type: ignore[arg-type]
+    """A watch that has asked once, as its thread does at once."""
+    watch = TopicWatch(admin, "t.users", threading.Event())  # type: ignore[arg-type]
+    watch.ask()
+    return watch
 
 
 def new_topic_logs() -> dict:
