@@ -5,7 +5,7 @@ its events from 0 again. A consumer that resumed at the positions saved on the o
 many of the new one's events, with no word (seen: 40 of 100 new users never projected, after a
 restart and while running alike). The topic id (KIP-516) tells the two apart: it is asked at start
 and every CHECK_S beside consuming, and compared with the one recorded for the generation
-(adapters/lineage.py) at every positioning. Another id there: the generation's positions are
+(adapters/lineage.py) at every positioning once known. Another id there: the generation's positions are
 cleared and every partition is read from its beginning. That loses nothing the new topic holds
 (the fenced write ignores what the projection already has); what only the old topic held stays
 as it was, which `ums-find reconcile` checks against MySQL.
@@ -26,6 +26,8 @@ from adapters.lineage import CLEARED, MOVED, TopicRecord, topic_id
 log = logging.getLogger(__name__)
 # As often as librdkafka refreshes the topic's metadata (adapters/kafka.py METADATA_REFRESH_MS).
 CHECK_S = 10.0
+# Unanswered asks before the watch says the check is off (a broker without topic ids, an ACL).
+PATIENCE = 3
 
 
 class TopicWatch:
@@ -37,21 +39,40 @@ class TopicWatch:
         self.stop = stop
         self.every_s = every_s
         self.current: str | None = None
+        self.unanswered = 0  # asks in a row without an id
 
     def ask(self) -> str | None:
         """Ask the broker now; an answer replaces `current` (None: it did not say)."""
         found = topic_id(self.admin, self.topic)
-        if found is not None:
-            self.current = found
+        if found is None:
+            self.unanswered += 1
+            if self.unanswered == PATIENCE:
+                log.warning(
+                    "topic %s: the broker does not give its id (unreachable, a broker before 2.8, or an ACL"
+                    " without Describe on it): a replaced topic cannot be told apart until it does",
+                    self.topic,
+                )
+            return None
+        if self.unanswered >= PATIENCE:
+            log.info("topic %s: its id is known again", self.topic)
+        self.unanswered = 0
+        self.current = found
         return found
 
     def start(self) -> threading.Thread:
         def run() -> None:
+            failed = False
             while True:
                 try:
                     self.ask()
-                except Exception:  # the watch must outlive any one answer
-                    log.exception("topic %s: its id could not be asked", self.topic)
+                except Exception:  # the watch must outlive any one answer; said once
+                    log.log(
+                        logging.DEBUG if failed else logging.ERROR,
+                        "topic %s: its id could not be asked",
+                        self.topic,
+                        exc_info=True,
+                    )
+                    failed = True
                 if self.stop.wait(self.every_s):
                     return
 
@@ -83,14 +104,21 @@ class Lineage:
         """Before `generation`'s positions are read: make them the current topic's (cleared if not).
         True when the id they are checked against changed (every assigned partition repositions)."""
         before, cleared = self.positioned_on, False
-        # Not asked here: a broker that does not answer would hold the loop for the ask's timeout.
+        # Not asked here when unknown: a broker that does not answer would hold the loop for the
+        # ask's timeout. The positions stand, under the record they were read with: saves are
+        # refused if another consumer clears them meanwhile; checked once the id is known (moved()).
         current = None if self.watch is None else self.watch.current
         if current is None:
-            return False  # not known yet: the positions stand, and are checked once it is (moved())
+            if self.watch is None:
+                return False
+            self.positioned_on = self.record.read(generation)
+            return before != self.positioned_on
         for _ in range(3):
             found = self.record.read(generation)
             if found is not None and found != current:
-                current = self.watch.ask() if self.watch else None  # this consumer's may be the stale one
+                # Asked again, and waited for (rare: a record another consumer changed): this consumer's
+                # id may be the stale one.
+                current = self.watch.ask() if self.watch else None
                 if current is None:
                     # Unconfirmed: nothing cleared on an id that may be stale; the positions read are the
                     # record's, and so are the saves (SAVE_POSITIONS); checked again in CHECK_S.

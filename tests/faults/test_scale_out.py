@@ -33,7 +33,7 @@ def kafka3():
     if not running:
         # Three brokers take ~10 s to stop: beside the tests that follow, not before them (nothing
         # else uses these ports); the test process waits for it before it exits.
-        stopping = subprocess.Popen([STACK, "kafka3-down"], stdout=subprocess.DEVNULL)
+        stopping = subprocess.Popen([STACK, "kafka3-down"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         atexit.register(lambda: stopping.wait() == 0 or sys.stderr.write("kafka3-down failed\n"))
 
 

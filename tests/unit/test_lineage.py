@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from adapters.generations import Generations
 from adapters.lineage import CLEARED, MOVED, RECORDED, TopicRecord
 from consumer.lineage import Lineage, TopicWatch
-from tests.helpers import save_written
+from tests.helpers import save_written, wait_until
 from tests.unit.test_loop import make_loop, phones, put, two_partitions
 
 
@@ -100,6 +100,7 @@ def test_a_restart_on_a_replaced_topic_reads_every_partition_from_its_beginning(
     assert replaced_errors(caplog) == ["event topic t.users is not the topic generation 1's positions"]
     assert loop.metrics.replaced._value.get() == 1
     assert loop.metrics.replaced_at._value.get() > 0  # the alert reads when
+    assert admin.asked == 3  # once by each watch, once more to confirm the other id: never by a check alone
 
 
 def test_a_topic_replaced_while_running_is_read_again_from_its_beginning(store, tmp_path):
@@ -176,8 +177,7 @@ def test_a_record_the_broker_does_not_confirm_or_deny_is_left_alone(store, tmp_p
     assert record.adopt(1, "id-A", "id-B") == CLEARED  # a consumer that heard of a newer topic
     save_written(Generations(store), Generations(store).read(), {0: 1})
     admin = FakeAdmin("id-A")
-    watch = watch_of(admin)
-    watch.ask()  # heard before the replacement; the broker stops answering after
+    watch = watch_of(admin)  # heard before the replacement; the broker stops answering after
     admin.topic_id = None
     lineage = Lineage(watch, Generations(store))
     assert lineage.check(1)  # a first check: checked against something now
@@ -254,3 +254,46 @@ def test_a_broker_without_topic_ids_leaves_the_positions_unchecked(store, tmp_pa
     loop, consumer = make_loop(store, new_topic_logs(), tmp_path, watch_of(FakeAdmin(ZERO)))
     assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]  # as before topic ids: nothing to tell by
     assert TopicRecord(Generations(store)).read(1) is None
+
+
+def test_a_consumer_assigned_before_its_watch_answered_takes_a_clear_for_what_it_is(store, tmp_path, caplog):
+    loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin("id-A")))
+    loop.step()  # positions {0: 2, 1: 2} on id-A
+    admin = FakeAdmin(None)  # restarted on the replaced topic; its watch has no answer yet
+    late, consumer = make_loop(store, new_topic_logs(), tmp_path, watch_of(admin))
+    assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]  # the record's positions, unchecked as yet
+    TopicRecord(Generations(store)).adopt(1, "id-A", "id-B")  # another consumer saw the new topic first
+    with caplog.at_level(logging.WARNING):
+        late.step()  # its save is refused: the record is not the one its positions were read under
+    assert Generations(store).all_positions(1) == {}
+    # Not taken for Redis losing writes (an ERROR, and the UmsRedisLostWrites alert).
+    assert late.metrics.redis_rewinds._value.get() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    admin.topic_id = "id-B"
+    late.positions.lineage.watch.ask()
+    late.step()
+    late.step()
+    assert store.get("ganesh rao", 1) is not None and Generations(store).all_positions(1) == {0: 3, 1: 1}
+
+
+def test_the_watch_asks_at_once_then_every_period(monkeypatch):
+    admin, stop = FakeAdmin("id-A"), threading.Event()
+    watch = TopicWatch(admin, "t.users", stop, every_s=0.01)  # type: ignore[arg-type]
+    thread = watch.start()
+    try:
+        wait_until(lambda: admin.asked >= 3 and watch.current == "id-A", 5, "three asks")
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_an_id_the_broker_keeps_back_is_said_once(caplog):
+    watch = watch_of(FakeAdmin(None))
+    with caplog.at_level(logging.INFO, logger="consumer.lineage"):
+        for _ in range(5):
+            watch.ask()
+        watch.admin.topic_id = "id-A"  # type: ignore[attr-defined]
+        watch.ask()
+    said = [r.getMessage()[:45] for r in caplog.records]
+    assert said == ["topic t.users: the broker does not give its i", "topic t.users: its id is known again"]
