@@ -13,15 +13,11 @@ with the positions (same `pos:` prefix, generation last).
 
 from __future__ import annotations
 
-import logging
-
-from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 from adapters.generations import Generations
 from adapters.lua import RETOPIC
-
-log = logging.getLogger(__name__)
 
 # How `adopt` ended.
 MOVED, RECORDED, CLEARED = 0, 1, 2
@@ -29,15 +25,24 @@ MOVED, RECORDED, CLEARED = 0, 1, 2
 
 def topic_id(admin: AdminClient, topic: str, timeout: float = 5.0) -> str | None:
     """The topic's id as the broker reports it now; None when unknown (missing, unreachable, refused)."""
+    return described_id(admin, topic, timeout)[0]
+
+
+def described_id(admin: AdminClient, topic: str, timeout: float = 5.0) -> tuple[str | None, str]:
+    """The topic's id, or None and why the broker did not give it."""
     future = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic]
     try:
         found = future.result(timeout).topic_id
-    except (KafkaException, TimeoutError) as exc:
-        log.debug("topic %s: id unknown (%r)", topic, exc)
-        return None
+    except TimeoutError:
+        return None, f"no answer within {timeout:.0f} s"
+    except KafkaException as exc:
+        err = exc.args[0]
+        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None, "the topic does not exist"
+        return None, err.str()
     if found is None or not (found.get_most_significant_bits() or found.get_least_significant_bits()):
-        return None  # the zero id: a broker without topic ids (before 2.8) names every topic so
-    return str(found)
+        return None, "a broker without topic ids (before 2.8)"  # it answers the zero id for every topic
+    return str(found), ""
 
 
 class TopicRecord:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from confluent_kafka.admin import AdminClient
 
 from adapters.generations import Generations
-from adapters.lineage import CLEARED, MOVED, TopicRecord, topic_id
+from adapters.lineage import CLEARED, MOVED, TopicRecord, described_id
 
 log = logging.getLogger(__name__)
 # As often as librdkafka refreshes the topic's metadata (adapters/kafka.py METADATA_REFRESH_MS).
@@ -43,14 +43,15 @@ class TopicWatch:
 
     def ask(self) -> str | None:
         """Ask the broker now; an answer replaces `current` (None: it did not say)."""
-        found = topic_id(self.admin, self.topic)
+        found, why = described_id(self.admin, self.topic)
         if found is None:
             self.unanswered += 1
             if self.unanswered == PATIENCE:
                 log.warning(
-                    "topic %s: the broker does not give its id (unreachable, a broker before 2.8, or an ACL"
-                    " without Describe on it): a replaced topic cannot be told apart until it does",
+                    "topic %s: the broker does not give its id (%s): a replaced topic cannot be told apart"
+                    " until it does",
                     self.topic,
+                    why,
                 )
             return None
         if self.unanswered >= PATIENCE:
