@@ -128,11 +128,11 @@ class Generations:
         wanted = sorted(set(partitions))
         if not wanted:
             return {}
-        raw = self.client.hmget(f"{self.pos_prefix}{generation}", [str(p) for p in wanted])
+        raw = self.client.hmget(self.pos_key(generation), [str(p) for p in wanted])
         return {p: int(v) for p, v in zip(wanted, raw, strict=True) if v is not None}
 
     def all_positions(self, generation: int) -> dict[int, int]:
-        return {int(p): int(o) for p, o in self.client.hgetall(f"{self.pos_prefix}{generation}").items()}
+        return {int(p): int(o) for p, o in self.client.hgetall(self.pos_key(generation)).items()}
 
     def save_positions(
         self,
@@ -156,12 +156,15 @@ class Generations:
         for partition in sorted(offsets.keys() | floors.keys()):
             args += [partition, offsets.get(partition, -1), floors.get(partition, -1)]
         live = pointer.live
-        keys = [self.live_key, f"{self.pos_prefix}{live}", self.fill_key(live), self.topic_key(live)]
+        keys = [self.live_key, self.pos_key(live), self.fill_key(live), self.topic_key(live)]
         reply = self._save(keys=keys, args=args)
         if isinstance(reply, list):
             found = dict(zip(map(int, reply[::2]), map(int, reply[1::2]), strict=True))
             raise PositionsWentBack({p: (floors.get(p, -1), f) for p, f in found.items()})
         return bool(reply)
+
+    def pos_key(self, generation: int) -> str:
+        return f"{self.pos_prefix}{generation}"
 
     def fill_key(self, generation: int) -> str:
         return f"{self.pos_prefix}fill:{generation}"

@@ -65,5 +65,5 @@ class TopicRecord:
         """Record `topic` for `generation` if the record still says `found`; clear its positions when it
         named another topic. MOVED: the record changed since it was read, nothing done."""
         gens = self.generations
-        keys = [self.generations.topic_key(generation), f"{gens.pos_prefix}{generation}", gens.fill_key(generation)]
+        keys = [gens.topic_key(generation), gens.pos_key(generation), gens.fill_key(generation)]
         return int(self._retopic(keys=keys, args=[found or "", topic]))

@@ -81,6 +81,15 @@ local generation = string.match(claim, ':(%d+)$')
 redis.call('SET', KEYS[2], generation .. ':' .. ARGV[1])
 return tonumber(generation)
 """
+# Shared by FLIP and RETOPIC: a fill hash emptied of its partitions' marks (offsets), keeping
+# "mysql", which counts the rows a MySQL snapshot wrote and says the generation was filled so.
+_CLEAR_FILL = """
+local function clear_fill(key)
+  local mysql = redis.call('HGET', key, 'mysql')
+  redis.call('DEL', key)
+  if mysql then redis.call('HSET', key, 'mysql', mysql) end
+end
+"""
 # KEYS: live, rebuild, pos-prefix; ARGV: claim, target, epoch, then field, mark pairs.
 # Makes the claimed generation live (same epoch) and hands it the live generation's
 # positions: consumers wrote every batch to both since the claim, so the new generation
@@ -91,7 +100,9 @@ return tonumber(generation)
 # snapshot filled the generation (consumer/gaps.py: no check from a partition's beginning).
 # Positions are handed over only when both generations were read from the same topic
 # (adapters/lineage.py); the new one inherits the old one's topic record when it has none.
-FLIP = """
+FLIP = (
+    _CLEAR_FILL
+    + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local live = redis.call('GET', KEYS[1])
 if not live then return -1 end
@@ -101,9 +112,7 @@ local fill = KEYS[3] .. 'fill:' .. ARGV[2]
 for i = 4, #ARGV, 2 do
   if tonumber(redis.call('HGET', fill, ARGV[i]) or '-1') < tonumber(ARGV[i + 1]) then return -2 end
 end
-local mysql = redis.call('HGET', fill, 'mysql')
-redis.call('DEL', fill)
-if mysql then redis.call('HSET', fill, 'mysql', mysql) end
+clear_fill(fill)
 local old = KEYS[3] .. gen
 local new = KEYS[3] .. ARGV[2]
 local topic_old = redis.call('GET', KEYS[3] .. 'topic:' .. gen)
@@ -120,22 +129,24 @@ redis.call('SET', KEYS[1], ARGV[2] .. ':' .. epoch)
 redis.call('DEL', KEYS[2])
 return tonumber(gen)
 """
+)
 # KEYS: pos:topic:<gen>, pos:<gen>, pos:fill:<gen>; ARGV: the topic id the caller found recorded
 # ('' none), the event topic's id now (adapters/lineage.py). Unless someone changed the record
 # since it was read (returns 0): records the id, and when another one was recorded, deletes
 # the generation's positions and its partitions' fill marks, which are offsets of that other
 # topic (returns 2; 1 when nothing was recorded). MySQL's mark counts rows, and stays.
-RETOPIC = """
+RETOPIC = (
+    _CLEAR_FILL
+    + """
 local found = redis.call('GET', KEYS[1]) or ''
 if found ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 if found == '' then return 1 end
 redis.call('DEL', KEYS[2])
-local mysql = redis.call('HGET', KEYS[3], 'mysql')
-redis.call('DEL', KEYS[3])
-if mysql then redis.call('HSET', KEYS[3], 'mysql', mysql) end
+clear_fill(KEYS[3])
 return 2
 """
+)
 # The body shared by SAVE_POSITIONS and MARK_FILLED: per field of `hash`, ARGV from `first`
 # on holds triples field, value, floor. The floor is the value the caller last knew stored
 # (-1: none); no one moves one back, so finding less means Redis lost acknowledged writes

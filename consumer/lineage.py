@@ -104,14 +104,15 @@ class Lineage:
     def check(self, generation: int) -> bool:
         """Before `generation`'s positions are read: make them the current topic's (cleared if not).
         True when the id they are checked against changed (every assigned partition repositions)."""
+        watch = self.watch
+        if watch is None:
+            return False
         before, cleared = self.positioned_on, False
         # Not asked here when unknown: a broker that does not answer would hold the loop for the
         # ask's timeout. The positions stand, under the record they were read with: saves are
         # refused if another consumer clears them meanwhile; checked once the id is known (moved()).
-        current = None if self.watch is None else self.watch.current
+        current = watch.current
         if current is None:
-            if self.watch is None:
-                return False
             self.positioned_on = self.record.read(generation)
             return before != self.positioned_on
         for _ in range(3):
@@ -119,7 +120,7 @@ class Lineage:
             if found is not None and found != current:
                 # Asked again, and waited for (rare: a record another consumer changed): this consumer's
                 # id may be the stale one.
-                current = self.watch.ask() if self.watch else None
+                current = watch.ask()
                 if current is None:
                     # Unconfirmed: nothing cleared on an id that may be stale; the positions read are the
                     # record's, and so are the saves (SAVE_POSITIONS); checked again in CHECK_S.
@@ -131,13 +132,13 @@ class Lineage:
             outcome = self.record.adopt(generation, found, current)
             if outcome == CLEARED:
                 cleared = True
-                self._say_replaced(generation, found, current)
+                self._say_replaced(watch.topic, generation, found, current)
             if outcome != MOVED:
                 break
         self.positioned_on = current
         return cleared or before != current
 
-    def _say_replaced(self, generation: int, old: str | None, new: str) -> None:
+    def _say_replaced(self, topic: str, generation: int, old: str | None, new: str) -> None:
         self.on_replaced()
         log.error(
             "event topic %s is not the topic generation %s's positions were saved on (topic id %s, now %s):"
@@ -145,7 +146,7 @@ class Lineage:
             " offsets start again. Every partition is read again from its beginning; events already"
             " projected change nothing. Users only the old topic held stay as they were: run"
             " `ums-find reconcile` (and `--repair` on drift)",
-            self.watch.topic if self.watch else "?",
+            topic,
             generation,
             old,
             new,
