@@ -11,7 +11,8 @@ one atomic script and every read one MGET:
                   one naming another generation is an ended rebuild's, and ignored
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
-    {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers
+    {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers, and
+                  "e:<partition>" -> the leader epoch of the message before it (-1: unknown)
     {P}:pos:topic:<g>  the id of the topic those offsets are of (adapters/lineage.py)
     {P}:pos:fill:<g>  how far generation g's data is written (partition -> next offset,
                   "mysql" -> rows), marked after the data (adapters/marks.py); positions
@@ -125,14 +126,26 @@ class Generations:
 
     def positions(self, generation: int, partitions: Iterable[int]) -> dict[int, int]:
         """Stored next offsets of these partitions in `generation` (absent: read from the start)."""
+        return {p: offset for p, (offset, _) in self.resume_points(generation, partitions).items()}
+
+    def resume_points(self, generation: int, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """Per partition with a stored position: (next offset, leader epoch of the message before it, -1
+        unknown). Absent: read from the start."""
         wanted = sorted(set(partitions))
         if not wanted:
             return {}
-        raw = self.client.hmget(self.pos_key(generation), [str(p) for p in wanted])
-        return {p: int(v) for p, v in zip(wanted, raw, strict=True) if v is not None}
+        fields = [str(p) for p in wanted] + [f"e:{p}" for p in wanted]
+        raw = self.client.hmget(self.pos_key(generation), fields)
+        offsets, epochs = raw[: len(wanted)], raw[len(wanted) :]
+        return {
+            p: (int(offset), -1 if epoch is None else int(epoch))
+            for p, offset, epoch in zip(wanted, offsets, epochs, strict=True)
+            if offset is not None
+        }
 
     def all_positions(self, generation: int) -> dict[int, int]:
-        return {int(p): int(o) for p, o in self.client.hgetall(self.pos_key(generation)).items()}
+        stored = self.client.hgetall(self.pos_key(generation)).items()
+        return {int(p): int(o) for p, o in stored if not p.startswith(b"e:")}
 
     def save_positions(
         self,
@@ -140,21 +153,24 @@ class Generations:
         offsets: Mapping[int, int],
         floors: Mapping[int, int] | None = None,
         topic: str | None = None,
+        epochs: Mapping[int, int] | None = None,
     ) -> bool:
         """Record next offsets for the live generation, if `pointer` is still current and the generation's
         recorded topic id is `topic` (when both are known: adapters/lineage.py); False if not.
+        `epochs`: per partition, the leader epoch of the message before its offset (KIP-320), saved
+        with it (absent: -1, unknown).
 
         `floors`: per partition the caller has positioned or saved (batch or not), the position
         it last knew stored. Raises PositionsWentBack, saving nothing, when Redis holds less
         for any, or when an offset is past its partition's fill mark (the batch's data, sent
         with its mark, was lost after Redis acknowledged it). With no offsets: the check alone.
         """
-        floors = floors or {}
+        floors, epochs = floors or {}, epochs or {}
         if not offsets and not floors:
             return True
         args: list[str | int] = [pointer.tag, topic or ""]
         for partition in sorted(offsets.keys() | floors.keys()):
-            args += [partition, offsets.get(partition, -1), floors.get(partition, -1)]
+            args += [partition, offsets.get(partition, -1), floors.get(partition, -1), epochs.get(partition, -1)]
         live = pointer.live
         keys = [self.live_key, self.pos_key(live), self.fill_key(live), self.topic_key(live)]
         reply = self._save(keys=keys, args=args)

@@ -98,8 +98,9 @@ end
 # lost some of its writes, and nothing flips. The rebuild's partition marks go (the consumers
 # mark the live generation from its positions on); its "mysql" mark stays, to say that a MySQL
 # snapshot filled the generation (consumer/gaps.py: no check from a partition's beginning).
-# Positions are handed over only when both generations were read from the same topic
-# (adapters/lineage.py); the new one inherits the old one's topic record when it has none.
+# Positions (each with its leader epoch) are handed over only when both generations were read
+# from the same topic (adapters/lineage.py); the new one inherits the old one's topic record
+# when it has none.
 FLIP = (
     _CLEAR_FILL
     + """
@@ -120,8 +121,14 @@ local topic_new = redis.call('GET', KEYS[3] .. 'topic:' .. ARGV[2])
 if not (topic_old and topic_new and topic_old ~= topic_new) then
   local pos = redis.call('HGETALL', old)
   for i = 1, #pos, 2 do
-    local cur = tonumber(redis.call('HGET', new, pos[i]) or '-1')
-    if tonumber(pos[i + 1]) > cur then redis.call('HSET', new, pos[i], pos[i + 1]) end
+    local field = pos[i]
+    if string.sub(field, 1, 2) ~= 'e:' then
+      local cur = tonumber(redis.call('HGET', new, field) or '-1')
+      if tonumber(pos[i + 1]) > cur then
+        redis.call('HSET', new, field, pos[i + 1])
+        redis.call('HSET', new, 'e:' .. field, redis.call('HGET', old, 'e:' .. field) or '-1')
+      end
+    end
   end
   if topic_old and not topic_new then redis.call('SET', KEYS[3] .. 'topic:' .. ARGV[2], topic_old) end
 end
@@ -148,14 +155,15 @@ return 2
 """
 )
 # The body shared by SAVE_POSITIONS and MARK_FILLED: per field of `hash`, ARGV from `first`
-# on holds triples field, value, floor. The floor is the value the caller last knew stored
-# (-1: none); no one moves one back, so finding less means Redis lost acknowledged writes
-# (restarted from an older snapshot, a replica promoted before it caught up): nothing is
-# saved, and the fields found behind come back as {field, found, ...}. Else each value is
-# saved where it is ahead (value -1: nothing to save there, only the floor checked).
+# on holds groups of `step`: field, value, floor (and for positions the leader epoch). The
+# floor is the value the caller last knew stored (-1: none); no one moves one back, so finding
+# less means Redis lost acknowledged writes (restarted from an older snapshot, a replica
+# promoted before it caught up): nothing is saved, and the fields found behind come back as
+# {field, found, ...}. Else each value is saved where it is ahead (value -1: nothing to save
+# there, only the floor checked), and with it its epoch as field "e:<field>" (-1: unknown).
 _FORWARD_ONLY = """
 local found, behind = {}, {}
-for i = first, #ARGV, 3 do
+for i = first, #ARGV, step do
   local cur = tonumber(redis.call('HGET', hash, ARGV[i]) or '-1')
   found[i] = cur
   if cur < tonumber(ARGV[i + 2]) then
@@ -164,14 +172,19 @@ for i = first, #ARGV, 3 do
   end
 end
 if #behind > 0 then return behind end
-for i = first, #ARGV, 3 do
-  if tonumber(ARGV[i + 1]) > found[i] then redis.call('HSET', hash, ARGV[i], ARGV[i + 1]) end
+for i = first, #ARGV, step do
+  if tonumber(ARGV[i + 1]) > found[i] then
+    redis.call('HSET', hash, ARGV[i], ARGV[i + 1])
+    if step == 4 then redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3]) end
+  end
 end
 return 1
 """
 # KEYS: live, pos:<gen>, pos:fill:<gen>, pos:topic:<gen>; ARGV: "<gen>:<epoch>", the topic id the
-# caller's positions were checked against ('' none), then partition, offset, floor for every
-# partition the caller has positioned or saved (offset -1: only the floor checked).
+# caller's positions were checked against ('' none), then partition, offset, floor, leader epoch
+# for every partition the caller has positioned or saved (offset -1: only the floor checked).
+# The leader epoch is the one of the message before the offset (KIP-320): a consumer resuming
+# there asks the leader whether the log still holds that message (consumer/truncation.py).
 # Positions move forward only, and only while the pointer is still the one the batch was
 # written under and the generation's topic is the caller's (adapters/lineage.py): after a
 # wipe, a flip or a topic replaced the caller repositions instead (returns 0). A position
@@ -186,7 +199,7 @@ if ARGV[2] ~= '' then
   if topic and topic ~= ARGV[2] then return 0 end
 end
 local short = {}
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   local offset = tonumber(ARGV[i + 1])
   if offset >= 0 and tonumber(redis.call('HGET', KEYS[3], ARGV[i]) or '-1') < offset then
     short[#short + 1] = ARGV[i]
@@ -194,14 +207,14 @@ for i = 3, #ARGV, 3 do
   end
 end
 if #short > 0 then return short end
-local hash, first = KEYS[2], 3
+local hash, first, step = KEYS[2], 3, 4
 """
     + _FORWARD_ONLY
 )
 # KEYS: pos:fill:<gen>; ARGV: field, value, floor, ... How far a generation's data is written
 # (adapters/marks.py): per partition the next offset, "mysql" the rows a backfill wrote. Sent
 # after the data on the same connection; floors: see _FORWARD_ONLY.
-MARK_FILLED = "local hash, first = KEYS[1], 1\n" + _FORWARD_ONLY
+MARK_FILLED = "local hash, first, step = KEYS[1], 1, 3\n" + _FORWARD_ONLY
 
 
 # ---- the sweep (adapters/sweep.py)

@@ -26,9 +26,10 @@ from consumer.group import ConsumerFenced, fatal_hint, is_fatal, leave
 from consumer.health import HealthFile
 from consumer.lineage import Lineage, TopicWatch
 from consumer.metrics import ConsumerMetrics
-from consumer.positions import Positions, next_offsets
+from consumer.positions import Positions
 from consumer.projector import Projector
 from consumer.retry import Stopping, retry_until_done
+from consumer.truncation import span
 from domain import newest_per_user
 from domain.projection import Event
 
@@ -77,7 +78,13 @@ class ConsumeLoop:
         generations = Generations(store)
         lineage = Lineage(topic_watch, generations, metrics.topic_replaced)
         self.positions = Positions(
-            consumer, generations, settings.topic, metrics.redis_rewinds.inc, metrics.events_deleted, lineage
+            consumer,
+            generations,
+            settings.topic,
+            metrics.redis_rewinds.inc,
+            metrics.events_deleted,
+            lineage,
+            metrics.log_truncated,
         )
         self.dead_letters = dead_letters
         self.settings = settings
@@ -163,7 +170,9 @@ class ConsumeLoop:
             raise
         # Every message is decoded, even past a failed send: none is saved past its write.
         events += self._decode(messages[decoded:], done, poison)
-        offsets = next_offsets(done)
+        covered = span(done)
+        self.positions.continuity.check(covered)
+        offsets = covered.next
         # After the data, on its connection: the positions save checks it (adapters/marks.py).
         mark = self.positions.generations.mark(pointer.live, {str(p): o for p, o in offsets.items()})
         applied: int | None = None
@@ -184,7 +193,7 @@ class ConsumeLoop:
             self.totals.dead_lettered += len(poison)
         if done:
             # After Redis and the DLQ acknowledged everything: at-least-once.
-            self._redis(lambda: self.positions.save(pointer, offsets), "position save")
+            self._redis(lambda: self.positions.save(pointer, offsets, covered.epochs), "position save")
 
     def _decode(
         self, messages: Sequence[Message], done: list[Message], poison: list[tuple[Message, PoisonEvent]]

@@ -22,6 +22,8 @@ class ConsumerMetrics:
     deleted_unread_at: Gauge
     replaced: Counter
     replaced_at: Gauge
+    truncated: Counter
+    truncated_at: Gauge
     timestamp_guard: Gauge
 
     @classmethod
@@ -94,6 +96,19 @@ class ConsumerMetrics:
                 " reads it, since the counter may move before the pod's first scrape",
                 registry=registry,
             ),
+            truncated=Counter(
+                "ums_consumer_offsets_truncated",
+                "Offsets a partition's log went back by under this consumer: its leader lost them (an"
+                " unclean leader election, a broker restored from an older disk) and new events took"
+                " them; the consumer read on from the new leader's end (consumer/truncation.py)",
+                registry=registry,
+            ),
+            truncated_at=Gauge(
+                "ums_consumer_offsets_truncated_last_timestamp_seconds",
+                "Unix time when this consumer last found a partition's log gone back (0: never); the alert"
+                " reads it, since the counter may move before the pod's first scrape",
+                registry=registry,
+            ),
             timestamp_guard=Gauge(
                 "ums_consumer_timestamp_guard",
                 "1: the broker refuses timestamps further ahead than UMS_MAX_CLOCK_SKEW_S on the event topic;"
@@ -112,3 +127,8 @@ class ConsumerMetrics:
         """The live generation's positions were offsets of another topic than the one read now."""
         self.replaced.inc()
         self.replaced_at.set_to_current_time()
+
+    def log_truncated(self, count: int) -> None:
+        """A partition's log went back by `count` offsets under this consumer."""
+        self.truncated.inc(count)
+        self.truncated_at.set_to_current_time()

@@ -4,7 +4,8 @@ Kafka's committed offsets are monitoring only. A partition is positioned at the 
 offset the live generation recorded for it, or at its beginning when it has none; so a
 wiped Redis, a new epoch and a flipped generation are one case, whoever notices it. A Redis
 that comes back holding less than it acknowledged (same pointer, positions behind what was
-last known stored) is the same case for the partitions it set back.
+last known stored) is the same case for the partitions it set back. Each position carries the
+leader epoch of the message before it, so a log that lost it is found (consumer/truncation.py).
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from adapters.generations import Generations, Pointer, PositionsWentBack
 from consumer.gaps import DeletedUnread
 from consumer.lineage import Lineage
+from consumer.truncation import Continuity
 
 log = logging.getLogger(__name__)
 
 
-def next_offsets(messages: Iterable[Message]) -> dict[int, int]:
-    """The next offset to read per partition after these messages."""
-    newest: dict[int, int] = {}
-    for msg in messages:
-        partition, offset = msg.partition() or 0, msg.offset() or 0
-        if offset + 1 > newest.get(partition, -1):
-            newest[partition] = offset + 1
-    return newest
+def resume_at(topic: str, partition: int, stored: Mapping[int, tuple[int, int]]) -> TopicPartition:
+    """Where a partition resumes: its stored offset with the leader epoch before it (librdkafka
+    checks the log still holds it, KIP-320), or its beginning."""
+    offset, epoch = stored.get(partition, (OFFSET_BEGINNING, -1))
+    return TopicPartition(topic, partition, offset, leader_epoch=epoch)
 
 
 class Positions:
@@ -43,9 +42,11 @@ class Positions:
         on_rewind: Callable[[], None] = lambda: None,
         on_deleted: Callable[[int], None] = lambda n: None,
         lineage: Lineage | None = None,
+        on_truncated: Callable[[int], None] = lambda n: None,
     ) -> None:
         """`on_rewind`: Redis lost writes; `on_deleted`: how many events the broker deleted unread;
-        `lineage`: the topic id check (consumer/lineage.py), none without it."""
+        `lineage`: the topic id check (consumer/lineage.py), none without it; `on_truncated`: how
+        many offsets a partition's log went back by (consumer/truncation.py)."""
         self.consumer = consumer
         self.generations = generations
         self.topic = topic
@@ -53,6 +54,7 @@ class Positions:
         self.lineage = lineage or Lineage(None, generations)
         # Checks each partition's first message after it was positioned (consumer/gaps.py).
         self.deleted = DeletedUnread(consumer, topic, on_deleted)
+        self.continuity = Continuity(topic, on_truncated)
         self.assigned: set[int] = set()
         # The pointer every assigned partition was positioned against (None: reposition all).
         self.positioned: Pointer | None = None
@@ -77,11 +79,12 @@ class Positions:
         stored = self._stored(pointer, self.assigned)
         covered = self._covered(pointer, stored, self.assigned)
         for partition in sorted(self.assigned):
-            offset = stored.get(partition, OFFSET_BEGINNING)
-            self.consumer.seek(TopicPartition(self.topic, partition, offset))
+            at = resume_at(self.topic, partition, stored)
+            self.consumer.seek(at)
+            self.continuity.expect(partition, at.offset)
             if partition in stored or not covered:
-                self.deleted.expect(partition, offset)
-        self.floors = {p: stored.get(p, -1) for p in self.assigned}
+                self.deleted.expect(partition, at.offset)
+        self.floors = {p: stored[p][0] if p in stored else -1 for p in self.assigned}
         previous = self.positioned
         self.positioned = pointer
         if previous is not None:
@@ -91,30 +94,31 @@ class Positions:
                 pointer.tag,
                 sorted(self.assigned),
                 pointer.live,
-                extra={"positions": stored},
+                extra={"positions": {p: offset for p, (offset, _) in stored.items()}},
             )
 
-    def _stored(self, pointer: Pointer, partitions: Iterable[int]) -> dict[int, int]:
-        """The live generation's positions of `partitions`, once they are known to be the topic's now.
-        Partitions positioned before on other positions (a cleared generation) are repositioned."""
+    def _stored(self, pointer: Pointer, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """The live generation's positions of `partitions` with their leader epochs, once they are known
+        to be the topic's now. Partitions positioned before on other positions (a cleared
+        generation) are repositioned."""
         if self.lineage.check(pointer.live):
             self.positioned = None
-        return self.generations.positions(pointer.live, partitions)
+        return self.generations.resume_points(pointer.live, partitions)
 
     def topic_moved(self) -> bool:
         """The topic's id changed since the last positioning: the next step repositions."""
         return self.lineage.moved()
 
-    def _covered(self, pointer: Pointer, stored: Mapping[int, int], partitions: Iterable[int]) -> bool:
+    def _covered(self, pointer: Pointer, stored: Mapping[int, object], partitions: Iterable[int]) -> bool:
         """Whether a partition read from its beginning needs no check against a deleted start: the live
         generation was filled from a MySQL snapshot, which holds what those events did."""
         return any(p not in stored for p in partitions) and self.generations.over_mysql(pointer.live)
 
-    def save(self, pointer: Pointer, offsets: dict[int, int]) -> bool:
-        """Record the batch's next offsets in the live generation; False when the pointer moved
-        or Redis went back (the next step repositions before writing anything)."""
+    def save(self, pointer: Pointer, offsets: dict[int, int], epochs: Mapping[int, int] | None = None) -> bool:
+        """Record the batch's next offsets (with the leader epochs before them) in the live generation;
+        False when the pointer moved or Redis went back (the next step repositions before writing)."""
         try:
-            saved = self.generations.save_positions(pointer, offsets, self.floors, self.lineage.positioned_on)
+            saved = self.generations.save_positions(pointer, offsets, self.floors, self.lineage.positioned_on, epochs)
         except PositionsWentBack as back:
             self._went_back(pointer, back.behind)
             return False
@@ -175,19 +179,26 @@ class Positions:
             self.positioned = pointer  # a first assignment: every partition starts here
         elif self.positioned is None or self.positioned.tag != pointer.tag:
             self.positioned = None  # older partitions follow an older pointer: reposition all
-        for tp in partitions:
-            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
-            self.floors[tp.partition] = stored.get(tp.partition, -1)
-            if tp.partition in stored or not covered:
-                self.deleted.expect(tp.partition, tp.offset)
+        if any(epoch >= 0 for _, epoch in stored.values()):
+            # librdkafka checks a position's leader epoch on a seek, and on an assignment only when it
+            # learns the partition's leader after it (probed with 2.16): a group member knows it
+            # already, so the next step seeks every partition (consumer/truncation.py).
+            self.positioned = None
+        starts = [resume_at(self.topic, tp.partition, stored) for tp in partitions]
+        for at in starts:
+            self.floors[at.partition] = stored[at.partition][0] if at.partition in stored else -1
+            self.continuity.expect(at.partition, at.offset)
+            if at.partition in stored or not covered:
+                self.deleted.expect(at.partition, at.offset)
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},
         )
-        consumer.incremental_assign(partitions)
+        consumer.incremental_assign(starts)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self.assigned -= {tp.partition for tp in partitions}
         self.deleted.forget(tp.partition for tp in partitions)
+        self.continuity.forget(tp.partition for tp in partitions)
         for tp in partitions:
             self.floors.pop(tp.partition, None)

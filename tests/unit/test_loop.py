@@ -29,8 +29,10 @@ TS = 1_700_000_000_000
 
 
 class FakeMessage:
-    def __init__(self, partition: int, offset: int, value: bytes | None, key: bytes | None = None) -> None:
-        self._p, self._o, self._v, self._k = partition, offset, value, key
+    def __init__(
+        self, partition: int, offset: int, value: bytes | None, key: bytes | None = None, epoch: int | None = 0
+    ) -> None:
+        self._p, self._o, self._v, self._k, self._e = partition, offset, value, key, epoch
 
     def error(self):
         return None
@@ -53,6 +55,9 @@ class FakeMessage:
     def timestamp(self):
         return (1, TS + self._o)
 
+    def leader_epoch(self) -> int | None:
+        return self._e
+
 
 class FakeConsumer:
     """The confluent-kafka calls the loop makes, over in-memory partition logs."""
@@ -62,6 +67,7 @@ class FakeConsumer:
         self.next: dict[int, int] = {}
         self.assigned_offsets: list[list[tuple[int, int]]] = []
         self.seeks: list[tuple[int, int]] = []
+        self.assigned_epochs: list[list[int | None]] = []
         self.stored: dict[int, int] = {}
         self.callbacks: dict = {}
         self.consume_calls: list[tuple[int, float]] = []
@@ -78,15 +84,23 @@ class FakeConsumer:
 
     def incremental_assign(self, partitions) -> None:
         self.assigned_offsets.append([(tp.partition, tp.offset) for tp in partitions])
+        self.assigned_epochs.append([tp.leader_epoch for tp in partitions])
         for tp in partitions:
-            self._go(tp.partition, tp.offset)
+            self._go(tp, validate=False)
 
     def seek(self, tp) -> None:
         self.seeks.append((tp.partition, tp.offset))
-        self._go(tp.partition, tp.offset)
+        self._go(tp)
 
-    def _go(self, partition: int, offset: int) -> None:
-        self.next[partition] = 0 if offset == OFFSET_BEGINNING or offset < 0 else offset
+    def _go(self, tp, validate: bool = True) -> None:
+        """As librdkafka 2.16 does (KIP-320): a seek to a position whose leader epoch ended before it, in
+        the log as it is now, resumes where that epoch ended. An assignment is not checked (a group
+        member knows the leader already: consumer/positions.py)."""
+        offset = 0 if tp.offset == OFFSET_BEGINNING or tp.offset < 0 else tp.offset
+        if validate and tp.leader_epoch is not None:
+            ended = [m.offset() + 1 for m in self.logs[tp.partition] if (m.leader_epoch() or 0) <= tp.leader_epoch]
+            offset = min(offset, max(ended, default=0))
+        self.next[tp.partition] = offset
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         self.consume_calls.append((num_messages, timeout))
@@ -415,11 +429,11 @@ def test_a_batch_lost_after_redis_acknowledged_it_is_never_saved_past(store, log
     logs[0].append(put("Ganesh Rao", 9_000_000_004, 0, 2))
     real_save = Positions.save
 
-    def rollback_then_save(self, pointer, offsets):
+    def rollback_then_save(self, pointer, offsets, epochs):
         store.client.delete(store.key(1, "ganesh rao"))  # the batch's data ...
         store.client.hset(Generations(store).fill_key(1), "0", 2)  # ... and its mark, lost together
         monkeypatch.setattr(Positions, "save", real_save)
-        return real_save(self, pointer, offsets)
+        return real_save(self, pointer, offsets, epochs)
 
     monkeypatch.setattr(Positions, "save", rollback_then_save)
     loop.step()
@@ -553,6 +567,7 @@ def test_events_the_broker_deleted_before_a_restart_read_them_are_counted_and_na
     loop, consumer = make_loop(store, logs, tmp_path)
     consumer.log_start[0] = 4  # retention took offsets 2 and 3 while the consumer was away
     with caplog.at_level(logging.ERROR, logger="consumer.gaps"):
+        loop.step()  # seeks to the positions with their leader epochs (consumer/truncation.py)
         loop.step()
     assert loop.metrics.deleted_unread._value.get() == 2
     assert loop.metrics.deleted_unread_at._value.get() > 0  # the alert reads when
