@@ -55,6 +55,15 @@ def epoch_at(settings, offset: int) -> int:
         consumer.close()
 
 
+def all_projected(store, names: list[str], consumer, log, what: str) -> str:
+    """Wait until every one of `names` is projected, stop `consumer`; its log's text."""
+    try:
+        wait_until(lambda: projected(store, names) == len(names), 60, what)
+    finally:
+        stop_consumer(consumer, log)
+    return log.read_text(errors="replace")
+
+
 def projected(store, names: list[str]) -> int:
     generation = store.live_generation()
     return sum(1 for n in names if (s := store.get(n.lower(), generation)) and s.user)
@@ -76,12 +85,7 @@ def test_a_position_under_an_epoch_the_log_ended_before_reads_the_new_events_the
     store.send_mark(generations.mark(pointer.live, {"0": 15}))
     assert generations.save_positions(pointer, {0: 15}, epochs={0: old})
     log = tmp_path / "consumer.log"
-    consumer = start_consumer(settings, log)
-    try:
-        wait_until(lambda: projected(store, after) == 10, 60, "the events at offsets 10..19")
-    finally:
-        stop_consumer(consumer, log)
-    text = log.read_text(errors="replace")
+    text = all_projected(store, after, start_consumer(settings, log), log, "the events at offsets 10..19")
     assert text.count(SAID) == 1 and "went back from offset 15 to 10" in text, text[-3000:]
     assert projected(store, before) == 0  # read before offset 15 only under the old epoch: never here
 
@@ -131,10 +135,6 @@ def test_an_unclean_leader_election_loses_no_new_event(settings, store, name_tag
     log = second_log if restart else first_log
     if restart:
         consumer = start_consumer(settings, log)
-    try:
-        wait_until(lambda: projected(store, new) == 70, 60, "every new event")
-    finally:
-        stop_consumer(consumer, log)
-    text = log.read_text(errors="replace")
+    text = all_projected(store, new, consumer, log, "every new event")
     assert "went back from offset 100 to 50" in text, text[-3000:]
     assert projected(store, alone) == 50  # only the lost offsets held them: they stay (MySQL has them)
