@@ -12,7 +12,8 @@ one atomic script and every read one MGET:
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers, and
-                  "e:<partition>" -> the leader epoch of the message before it (-1: unknown)
+                  "e:<partition>" -> "<epoch>:<offset>", the leader epoch of the message before
+                  that offset (-1: unknown)
     {P}:pos:topic:<g>  the id of the topic those offsets are of (adapters/lineage.py)
     {P}:pos:fill:<g>  how far generation g's data is written (partition -> next offset,
                   "mysql" -> rows), marked after the data (adapters/marks.py); positions
@@ -36,6 +37,15 @@ from adapters.store import ProjectionStore, parse_pointer
 from adapters.sweep import Sweeper
 
 log = logging.getLogger(__name__)
+
+
+def epoch_of(stored: bytes | None, offset: int) -> int:
+    """The leader epoch in a stored "<epoch>:<offset>" if it names `offset`; -1 if not (unknown)."""
+    epoch, _, of = (stored or b"").partition(b":")
+    try:
+        return int(epoch) if int(of) == offset else -1
+    except ValueError:
+        return -1
 
 
 class RebuildRunning(Exception):
@@ -138,7 +148,7 @@ class Generations:
         raw = self.client.hmget(self.pos_key(generation), fields)
         offsets, epochs = raw[: len(wanted)], raw[len(wanted) :]
         return {
-            p: (int(offset), -1 if epoch is None else int(epoch))
+            p: (int(offset), epoch_of(epoch, int(offset)))
             for p, offset, epoch in zip(wanted, offsets, epochs, strict=True)
             if offset is not None
         }

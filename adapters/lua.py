@@ -160,7 +160,10 @@ return 2
 # less means Redis lost acknowledged writes (restarted from an older snapshot, a replica
 # promoted before it caught up): nothing is saved, and the fields found behind come back as
 # {field, found, ...}. Else each value is saved where it is ahead (value -1: nothing to save
-# there, only the floor checked), and with it its epoch as field "e:<field>" (-1: unknown).
+# there, only the floor checked), and with it its epoch as field "e:<field>" = "<epoch>:<value>"
+# (-1: unknown; naming the value it goes with, so one an older consumer left behind when it
+# moved the value is not taken for the new value's). At an equal value, a newer epoch is saved:
+# the message before it was read again in a newer epoch (consumer/truncation.py).
 _FORWARD_ONLY = """
 local found, behind = {}, {}
 for i = first, #ARGV, step do
@@ -173,9 +176,15 @@ for i = first, #ARGV, step do
 end
 if #behind > 0 then return behind end
 for i = first, #ARGV, step do
-  if tonumber(ARGV[i + 1]) > found[i] then
+  local value = tonumber(ARGV[i + 1])
+  if value > found[i] then
     redis.call('HSET', hash, ARGV[i], ARGV[i + 1])
-    if step == 4 then redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3]) end
+    if step == 4 then redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3] .. ':' .. ARGV[i + 1]) end
+  elseif step == 4 and value >= 0 and value == found[i] then
+    local epoch, of = string.match(redis.call('HGET', hash, 'e:' .. ARGV[i]) or '', '^(%-?%d+):(%d+)$')
+    if not epoch or tonumber(of) ~= value or tonumber(epoch) < tonumber(ARGV[i + 3]) then
+      redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3] .. ':' .. ARGV[i + 1])
+    end
   end
 end
 return 1

@@ -44,7 +44,8 @@ def settings_for(topic: str) -> Settings:
 
 def saved(client: Any, prefix: str) -> int:
     """Events covered by saved positions (generation 1: nothing flips here)."""
-    return sum(int(v) for v in client.hvals(f"{{{prefix}}}:pos:1"))
+    stored = client.hgetall(f"{{{prefix}}}:pos:1").items()
+    return sum(int(v) for k, v in stored if not k.startswith(b"e:"))  # "e:<p>": leader epochs
 
 
 def run_tree(settings: Settings, tree: Path, count: int) -> dict[str, float]:

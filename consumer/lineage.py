@@ -101,6 +101,14 @@ class Lineage:
             return False
         return time.monotonic() >= self._again_at
 
+    def replaced(self) -> bool:
+        """Asked now, and waited for (rare: a partition's offsets jumped): whether the topic's id is known
+        and not the one the positions were checked against."""
+        if self.watch is None or self.positioned_on is None:
+            return False
+        current = self.watch.ask()
+        return current is not None and current != self.positioned_on
+
     def check(self, generation: int) -> bool:
         """Before `generation`'s positions are read: make them the current topic's (cleared if not).
         True when the id they are checked against changed (every assigned partition repositions)."""

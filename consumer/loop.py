@@ -29,7 +29,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
 from consumer.projector import Projector
 from consumer.retry import Stopping, retry_until_done
-from consumer.truncation import span
+from consumer.truncation import Span, span
 from domain import newest_per_user
 from domain.projection import Event
 
@@ -123,11 +123,16 @@ class ConsumeLoop:
         if messages or self.positions.positioned is None or self.health.due():
             pointer = self._redis(self.positions.current, "pointer read")
             in_step = self.positions.in_step(pointer)
-            if messages and in_step:
+            covered = span(m for m in messages if m.error() is None) if messages and in_step else None
+            if covered is not None and self.positions.continuity.check(covered):
                 # Not on a batch about to be dropped: the reposition expects its partitions again.
                 self.positions.deleted.check(messages)
-                self.process(messages, pointer)
-            elif not in_step or self._redis(lambda: self.positions.went_back(pointer), "positions check"):
+                self.process(messages, pointer, covered)
+            elif (
+                covered is not None  # a partition jumped (consumer/truncation.py)
+                or not in_step
+                or self._redis(lambda: self.positions.went_back(pointer), "positions check")
+            ):
                 self._raise_if_fatal(messages)  # skipped here, the batch would hide it
                 # Wiped, new epoch, flipped, or Redis lost writes (found idle; a busy consumer's
                 # save finds it): nothing of this batch is written; every partition resumes from
@@ -149,7 +154,8 @@ class ConsumeLoop:
             return first
         return first + self.consumer.consume(self.settings.batch_size - 1, 0)
 
-    def process(self, messages: Sequence[Message], pointer: Pointer) -> None:
+    def process(self, messages: Sequence[Message], pointer: Pointer, covered: Span) -> None:
+        """Write the batch (`covered`: its span, consumer/truncation.py), dead-letter its poison, save positions."""
         events: list[Event] = []
         poison: list[tuple[Message, PoisonEvent]] = []
         done: list[Message] = []
@@ -170,8 +176,6 @@ class ConsumeLoop:
             raise
         # Every message is decoded, even past a failed send: none is saved past its write.
         events += self._decode(messages[decoded:], done, poison)
-        covered = span(done)
-        self.positions.continuity.check(covered)
         offsets = covered.next
         # After the data, on its connection: the positions save checks it (adapters/marks.py).
         mark = self.positions.generations.mark(pointer.live, {str(p): o for p, o in offsets.items()})

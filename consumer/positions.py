@@ -54,7 +54,7 @@ class Positions:
         self.lineage = lineage or Lineage(None, generations)
         # Checks each partition's first message after it was positioned (consumer/gaps.py).
         self.deleted = DeletedUnread(consumer, topic, on_deleted)
-        self.continuity = Continuity(topic, on_truncated)
+        self.continuity = Continuity(topic, on_truncated, self.lineage.replaced)
         self.assigned: set[int] = set()
         # The pointer every assigned partition was positioned against (None: reposition all).
         self.positioned: Pointer | None = None

@@ -9,12 +9,16 @@ users were never projected, after a restart and while running alike (the group r
 
 So each saved position carries the leader epoch of the message before it (KIP-320), and the
 consumer positions with it: librdkafka asks the leader where that epoch ended and, when that is
-before the position, resumes there (it does the same by itself when the leader changes under a
-running fetch). The consumer then sees a partition start again below where it was: `Continuity`
-compares each batch's first offset per partition with where the partition was to go on, and
-says so once per jump (an ERROR, a counter, an alert). Events only the lost offsets held stay
-projected; the AddService saved their users in MySQL before it published, and `ums-find
-reconcile` compares the two.
+before the position, resumes there. It does the same by itself when the leader changes under a
+running fetch, but checks its fetch position, which runs ahead of what the consumer has read:
+the messages it had fetched are dropped, and if the log was cut after some of them, those come
+no more. `Continuity` therefore compares each batch with where each partition was to go on:
+- a batch starting below it: the log went back; said (an ERROR, a counter, an alert) and read on;
+- one starting past it as a newer leader epoch begins: the batch is dropped and every partition
+  resumes from the saved positions, whose epoch check then finds where the log now goes on.
+Either is first checked against the topic id: a topic replaced meanwhile is consumer/lineage.py's
+case. Events only the lost offsets held stay projected; the AddService saved their users in
+MySQL before it published, and `ums-find reconcile` compares the two.
 """
 
 from __future__ import annotations
@@ -30,41 +34,60 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Span:
-    """What one batch covered per partition."""
+    """What one batch covered per partition, in the order its messages came."""
 
-    first: dict[int, int] = field(default_factory=dict)  # its first offset
-    next: dict[int, int] = field(default_factory=dict)  # the offset after its last message
-    epochs: dict[int, int] = field(default_factory=dict)  # that message's leader epoch (-1: unknown)
+    first: dict[int, int] = field(default_factory=dict)  # the first message's offset
+    first_epochs: dict[int, int] = field(default_factory=dict)  # its leader epoch (-1: unknown)
+    next: dict[int, int] = field(default_factory=dict)  # the offset after the last message
+    epochs: dict[int, int] = field(default_factory=dict)  # the last message's leader epoch (-1: unknown)
+    back: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, expected, offset) inside it
+
+
+def _epoch(msg: Message) -> int:
+    epoch = msg.leader_epoch()
+    return -1 if epoch is None else epoch
 
 
 def span(messages: Iterable[Message]) -> Span:
-    """Per partition: the first offset, the next offset to read, and the leader epoch before it."""
+    """Per partition: where the batch starts and where it leaves off (offset and leader epoch)."""
     covered = Span()
     last: dict[int, Message] = {}
     for msg in messages:
         partition, offset = msg.partition() or 0, msg.offset() or 0
-        if offset + 1 > covered.next.get(partition, -1):
-            covered.next[partition] = offset + 1
-            last[partition] = msg
-        if offset < covered.first.get(partition, offset + 1):
+        expected = covered.next.get(partition)
+        if expected is None:
             covered.first[partition] = offset
+            covered.first_epochs[partition] = _epoch(msg)
+        elif offset < expected:
+            covered.back.append((partition, expected, offset))
+        covered.next[partition] = offset + 1
+        last[partition] = msg
     for partition, msg in last.items():
-        epoch = msg.leader_epoch()
-        covered.epochs[partition] = -1 if epoch is None else epoch
+        covered.epochs[partition] = _epoch(msg)
     return covered
 
 
 class Continuity:
     """Where each partition goes on; a batch starting below it means the log went back."""
 
-    def __init__(self, topic: str, on_truncated: Callable[[int], None] = lambda n: None) -> None:
-        """`on_truncated`: how many offsets the log went back by."""
+    def __init__(
+        self,
+        topic: str,
+        on_truncated: Callable[[int], None] = lambda n: None,
+        replaced: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """`on_truncated`: how many offsets the log went back by; `replaced`: whether the topic was
+        replaced (asked only when a partition jumped)."""
         self.topic = topic
         self.on_truncated = on_truncated
+        self.replaced = replaced
         self.expected: dict[int, int] = {}  # partition -> the offset its next message should have
+        self.epochs: dict[int, int] = {}  # partition -> the leader epoch of the last message read
+        self.said: set[tuple[int, int]] = set()  # (partition, expected) already counted by this process
 
     def expect(self, partition: int, offset: int) -> None:
         """`partition` was positioned at `offset` (a logical one, below 0: not known until it reads)."""
+        self.epochs.pop(partition, None)
         if offset >= 0:
             self.expected[partition] = offset
         else:
@@ -73,26 +96,59 @@ class Continuity:
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self.expected.pop(partition, None)
+            self.epochs.pop(partition, None)
 
-    def check(self, covered: Span) -> None:
-        """Compare the batch's first offsets with the expected ones, then expect what follows it."""
+    def check(self, covered: Span) -> bool:
+        """Whether the batch goes on from where each partition was; False: drop it and reposition
+        every partition from the saved positions (a newer leader epoch skipped offsets, or the
+        topic was replaced). Offsets gone back are said, then the batch is read."""
+        back, skipped = list(covered.back), []
         for partition, first in covered.first.items():
             expected = self.expected.get(partition, -1)
-            if first < expected:
-                self._report(partition, expected, first)
+            if 0 <= first < expected:
+                back.append((partition, expected, first))
+            elif first > expected >= 0 and covered.first_epochs[partition] > self.epochs.get(partition, 1 << 31):
+                skipped.append((partition, expected, first))
+        if (back or skipped) and self.replaced():
+            return False
+        if skipped:
+            self._skipped(skipped)
+            return False
+        for partition, expected, first in back:
+            self._report(partition, expected, first)
         self.expected.update(covered.next)
+        self.epochs.update(covered.epochs)
+        return True
+
+    def _skipped(self, skipped: list[tuple[int, int, int]]) -> None:
+        for partition, expected, first in skipped:
+            log.warning(
+                "partition %s of %s jumped from offset %s to %s as a newer leader epoch began: librdkafka"
+                " drops the messages it had fetched when it finds the new leader's log cut short, so every"
+                " partition is read again from the saved positions",
+                partition,
+                self.topic,
+                expected,
+                first,
+                extra={"partition": partition, "expected": expected, "first": first},
+            )
 
     def _report(self, partition: int, expected: int, first: int) -> None:
-        self.on_truncated(expected - first)
-        log.error(
-            "partition %s of %s went back from offset %s to %s: its leader's log lost offsets %s..%s"
-            " (an unclean leader election, or a broker restored from an older disk) and new events take"
-            " them. Reading on from %s, so none of the new ones is skipped; what only the lost offsets"
-            " held stays projected: run `ums-find reconcile` to compare with MySQL",
+        again = (partition, expected) in self.said
+        if not again:
+            self.said.add((partition, expected))
+            self.on_truncated(expected - first)
+        log.log(
+            logging.WARNING if again else logging.ERROR,
+            "partition %s of %s went back from offset %s to %s%s: its leader's log lost offsets %s..%s (an"
+            " unclean leader election, or a broker restored from an older disk) and new events take them."
+            " Reading on from %s, so none of the new ones is skipped; what only the lost offsets held stays"
+            " projected: run `ums-find reconcile` to compare with MySQL",
             partition,
             self.topic,
             expected,
             first,
+            " again (said before)" if again else "",
             first,
             expected - 1,
             first,

@@ -9,7 +9,7 @@ import logging
 from adapters.generations import Generations
 from consumer.truncation import Continuity, span
 from tests.helpers import save_written
-from tests.unit.test_loop import FakeMessage, make_loop, put
+from tests.unit.test_loop import FakeMessage, make_loop, put, two_partitions
 
 
 def at(epoch: int, msg: FakeMessage) -> FakeMessage:
@@ -94,9 +94,9 @@ def test_a_log_that_goes_back_under_a_running_consumer_is_read_again_and_said(st
     assert store.get("ganesh rao", 1) is not None and store.get("ravi teja", 1) is not None
     assert truncated(caplog) == ["partition 0 of t.users went back from offset 4 to 2:"]
     assert loop.metrics.truncated._value.get() == 2
-    # Saved positions never go back; nor does an epoch move past the offset it came with, so a
-    # restart before the new events pass offset 4 asks the leader about epoch 0 again.
-    assert Generations(store).resume_points(1, [0]) == {0: (4, 0)}
+    # Saved positions never go back. Read up to offset 4 again, the message before it is now epoch
+    # 1's: saved so, a restart no longer asks about epoch 0 (and finds the same cut again).
+    assert Generations(store).resume_points(1, [0]) == {0: (4, 1)}
     assert store.get("lost only", 1) is not None  # what only the lost offsets held stays (MySQL has it)
 
 
@@ -143,3 +143,82 @@ def test_the_flip_hands_each_position_over_with_its_epoch(store):
     generations.flip(claim, target, pointer.epoch)
     assert generations.resume_points(target, [0, 1]) == {0: (8, -1), 1: (9, 6)}
     assert generations.all_positions(target) == {0: 8, 1: 9}
+
+
+def test_a_fetch_dropped_past_a_cut_log_is_read_again_from_the_saved_positions(store, tmp_path, caplog):
+    """librdkafka checks its fetch position, which runs ahead of the batches read: finding the new
+    leader's log cut at offset 4, it seeks there and drops what it had fetched, offsets 2 and 3 too."""
+    logs = {0: [at(0, put(name, 9_000_000_001 + i, 0, i)) for i, name in enumerate(["Krishna Mohan", "Ramesh Kumar"])]}
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()
+    assert Generations(store).resume_points(1, [0]) == {0: (2, 0)}
+    logs[0] += [at(0, put("Ganesh Rao", 9_000_000_004, 0, 2)), at(0, put("Ravi Teja", 9_000_000_005, 0, 3))]
+    logs[0] += [at(1, put("Anil Kapoor", 9_000_000_008, 0, 4))]  # the new leader's first event
+    consumer.next[0] = 4
+    with caplog.at_level(logging.WARNING, logger="consumer.truncation"):
+        loop.step()  # dropped: a newer epoch begins past where partition 0 was to go on
+        assert (0, 2) in consumer.seeks
+        loop.step()
+    assert store.get("ganesh rao", 1) is not None and store.get("ravi teja", 1) is not None
+    said = [r.getMessage()[:48] for r in caplog.records if r.name == "consumer.truncation"]
+    assert said == ["partition 0 of t.users jumped from offset 2 to 4"]
+    assert loop.metrics.truncated._value.get() == 0  # nothing read was lost
+    assert Generations(store).resume_points(1, [0]) == {0: (5, 1)}
+
+
+def test_a_jump_back_inside_one_batch_is_said_and_left_off_where_the_batch_ends():
+    said: list[int] = []
+    continuity = Continuity("t", said.append)
+    continuity.expect(0, 5)
+    covered = span([at(0, put("A Person", 1, 0, 5)), at(1, put("B Person", 1, 0, 3)), at(1, put("C Person", 1, 0, 4))])
+    assert covered.back == [(0, 6, 3)]
+    assert covered.next == {0: 5} and covered.epochs == {0: 1}
+    assert continuity.check(covered) and said == [3]
+
+
+def test_one_truncation_found_again_is_counted_once(store, tmp_path, caplog):
+    """Until as many new events came as were lost, the saved position lies past the new log's end,
+    and every positioning finds the cut again: said again, counted once."""
+    save_with_epochs(Generations(store), {0: 4}, {0: 0})
+    logs = elected_without_offset_2()
+    del logs[0][3:]  # the new leader has one new event so far, at offset 2
+    with caplog.at_level(logging.WARNING, logger="consumer.truncation"):
+        loop, _ = make_loop(store, logs, tmp_path)
+        loop.step()
+        loop.step()
+        loop.positions.positioned = None  # a rebalance: every partition goes back to the saved positions
+        loop.step()
+        loop.step()
+    assert [r.levelname for r in caplog.records if r.name == "consumer.truncation"] == ["ERROR", "WARNING"]
+    assert loop.metrics.truncated._value.get() == 2
+    assert Generations(store).resume_points(1, [0]) == {0: (4, 0)}
+
+
+def test_the_epoch_goes_only_with_the_offset_it_came_with(store):
+    generations = Generations(store)
+    save_with_epochs(generations, {0: 4}, {0: 0})
+    store.client.hset(generations.pos_key(1), "0", 9)  # moved by a consumer from before epochs
+    assert generations.resume_points(1, [0]) == {0: (9, -1)}
+    save_with_epochs(generations, {0: 9}, {0: 2})  # read up to 9 again, in a newer epoch
+    assert generations.resume_points(1, [0]) == {0: (9, 2)}
+    pointer, _ = generations.ensure()
+    assert generations.save_positions(pointer, {0: 9}, epochs={0: 1})  # an older epoch: kept as it is
+    assert generations.resume_points(1, [0]) == {0: (9, 2)}
+
+
+def test_a_topic_replaced_before_the_watch_heard_is_not_taken_for_a_cut_log(store, tmp_path, caplog):
+    from tests.unit.test_lineage import FakeAdmin, new_topic_logs, watch_of
+
+    admin = FakeAdmin("id-A")
+    loop, consumer = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
+    loop.step()
+    consumer.logs.clear()
+    consumer.logs.update(new_topic_logs())
+    admin.topic_id = "id-B"  # replaced; the watch has not asked since
+    consumer.next.update({0: 0, 1: 0})  # librdkafka reset both to the new log's start
+    with caplog.at_level(logging.ERROR):
+        loop.step()
+        loop.step()
+    assert store.get("ganesh rao", 1) is not None and store.get("mahesh babu", 1) is not None
+    assert [r.name for r in caplog.records if r.levelno >= logging.ERROR] == ["consumer.lineage"]
+    assert loop.metrics.truncated._value.get() == 0
