@@ -40,10 +40,15 @@ class TopicWatch:
         self.every_s = every_s
         self.current: str | None = None
         self.unanswered = 0  # asks in a row without an id
+        self._lock = threading.Lock()  # asked by its thread, and by the loop when offsets jump
 
     def ask(self) -> str | None:
         """Ask the broker now; an answer replaces `current` (None: it did not say)."""
         found, why = described_id(self.admin, self.topic)
+        with self._lock:
+            return self._heard(found, why)
+
+    def _heard(self, found: str | None, why: str) -> str | None:
         if found is None:
             self.unanswered += 1
             if self.unanswered == PATIENCE:
@@ -102,11 +107,15 @@ class Lineage:
         return time.monotonic() >= self._again_at
 
     def replaced(self) -> bool:
-        """Asked now, and waited for (rare: a partition's offsets jumped): whether the topic's id is known
-        and not the one the positions were checked against."""
+        """Asked now, and waited for (a partition's offsets jumped: a leader change at a gap, or a cut
+        log): whether the topic's id is known and not the one the positions were checked against."""
         if self.watch is None or self.positioned_on is None:
             return False
-        current = self.watch.ask()
+        try:
+            current = self.watch.ask()
+        except Exception:  # as the watch's thread: an answer that failed says nothing
+            log.debug("topic %s: its id could not be asked", self.watch.topic, exc_info=True)
+            return False
         return current is not None and current != self.positioned_on
 
     def check(self, generation: int) -> bool:

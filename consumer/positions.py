@@ -81,7 +81,7 @@ class Positions:
         for partition in sorted(self.assigned):
             at = resume_at(self.topic, partition, stored)
             self.consumer.seek(at)
-            self.continuity.expect(partition, at.offset)
+            self.continuity.expect(partition, at.offset, stored.get(partition, (0, -1))[1])
             if partition in stored or not covered:
                 self.deleted.expect(partition, at.offset)
         self.floors = {p: stored[p][0] if p in stored else -1 for p in self.assigned}
@@ -187,7 +187,7 @@ class Positions:
         starts = [resume_at(self.topic, tp.partition, stored) for tp in partitions]
         for at in starts:
             self.floors[at.partition] = stored[at.partition][0] if at.partition in stored else -1
-            self.continuity.expect(at.partition, at.offset)
+            self.continuity.expect(at.partition, at.offset, stored.get(at.partition, (0, -1))[1])
             if at.partition in stored or not covered:
                 self.deleted.expect(at.partition, at.offset)
         log.info(

@@ -41,6 +41,7 @@ class Span:
     next: dict[int, int] = field(default_factory=dict)  # the offset after the last message
     epochs: dict[int, int] = field(default_factory=dict)  # the last message's leader epoch (-1: unknown)
     back: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, expected, offset) inside it
+    skips: list[tuple[int, int, int]] = field(default_factory=list)  # the same, forward into a newer epoch
 
 
 def _epoch(msg: Message) -> int:
@@ -60,6 +61,8 @@ def span(messages: Iterable[Message]) -> Span:
             covered.first_epochs[partition] = _epoch(msg)
         elif offset < expected:
             covered.back.append((partition, expected, offset))
+        elif offset > expected and _epoch(msg) > _epoch(last[partition]):  # epochs read at gaps only
+            covered.skips.append((partition, expected, offset))
         covered.next[partition] = offset + 1
         last[partition] = msg
     for partition, msg in last.items():
@@ -84,9 +87,14 @@ class Continuity:
         self.expected: dict[int, int] = {}  # partition -> the offset its next message should have
         self.epochs: dict[int, int] = {}  # partition -> the leader epoch of the last message read
         self.said: set[tuple[int, int]] = set()  # (partition, expected) already counted by this process
+        self.resumed: set[tuple[int, int]] = set()  # (partition, expected) repositioned for a skip once
 
-    def expect(self, partition: int, offset: int) -> None:
-        """`partition` was positioned at `offset` (a logical one, below 0: not known until it reads)."""
+    def expect(self, partition: int, offset: int, epoch: int = -1) -> None:
+        """`partition` was positioned at `offset` (a logical one, below 0: not known until it reads),
+        the message before it of leader epoch `epoch` (-1: unknown)."""
+        if offset >= 0 and epoch >= 0:
+            self.expected[partition], self.epochs[partition] = offset, epoch
+            return
         self.epochs.pop(partition, None)
         if offset >= 0:
             self.expected[partition] = offset
@@ -102,13 +110,16 @@ class Continuity:
         """Whether the batch goes on from where each partition was; False: drop it and reposition
         every partition from the saved positions (a newer leader epoch skipped offsets, or the
         topic was replaced). Offsets gone back are said, then the batch is read."""
-        back, skipped = list(covered.back), []
+        back, skipped = list(covered.back), list(covered.skips)
         for partition, first in covered.first.items():
             expected = self.expected.get(partition, -1)
             if 0 <= first < expected:
                 back.append((partition, expected, first))
             elif first > expected >= 0 and covered.first_epochs[partition] > self.epochs.get(partition, 1 << 31):
                 skipped.append((partition, expected, first))
+        # Once per offset: read again from the saved positions, a skip that comes back is a real gap
+        # (a transaction marker or compaction at a leader change), not fetched messages dropped.
+        skipped = [s for s in skipped if s[:2] not in self.resumed]
         if (back or skipped) and self.replaced():
             return False
         if skipped:
@@ -122,10 +133,11 @@ class Continuity:
 
     def _skipped(self, skipped: list[tuple[int, int, int]]) -> None:
         for partition, expected, first in skipped:
+            self.resumed.add((partition, expected))
             log.warning(
                 "partition %s of %s jumped from offset %s to %s as a newer leader epoch began: librdkafka"
-                " drops the messages it had fetched when it finds the new leader's log cut short, so every"
-                " partition is read again from the saved positions",
+                " may have dropped messages it had fetched (it does when it finds the new leader's log cut"
+                " short), so every partition is read again from the saved positions",
                 partition,
                 self.topic,
                 expected,

@@ -222,3 +222,43 @@ def test_a_topic_replaced_before_the_watch_heard_is_not_taken_for_a_cut_log(stor
     assert store.get("ganesh rao", 1) is not None and store.get("mahesh babu", 1) is not None
     assert [r.name for r in caplog.records if r.levelno >= logging.ERROR] == ["consumer.lineage"]
     assert loop.metrics.truncated._value.get() == 0
+
+
+def test_a_fetch_dropped_before_the_first_batch_after_a_positioning_is_read_again(store, tmp_path):
+    """The epoch saved with the position is the one the first batch is judged against."""
+    save_with_epochs(Generations(store), {0: 2}, {0: 0})
+    logs = {0: [at(0, put(name, 9_000_000_001 + i, 0, i)) for i, name in enumerate(["Krishna Mohan", "Ramesh Kumar"])]}
+    logs[0] += [at(0, put("Ganesh Rao", 9_000_000_004, 0, 2)), at(0, put("Ravi Teja", 9_000_000_005, 0, 3))]
+    logs[0] += [at(1, put("Anil Kapoor", 9_000_000_008, 0, 4))]
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()  # the assignment took the saved offset: seek with its epoch
+    consumer.next[0] = 4  # the election lands before the first batch is read
+    loop.step()
+    loop.step()
+    assert store.get("ganesh rao", 1) is not None and store.get("ravi teja", 1) is not None
+    assert store.get("anil kapoor", 1) is not None
+
+
+def test_a_gap_where_a_newer_epoch_begins_is_read_again_once_then_taken_as_it_is(store, tmp_path, caplog):
+    """A transaction's commit marker (or compaction) leaves offset 2 without a message; the leader
+    changed there. Read again once from the saved positions, the same gap is the log as it is."""
+    logs = {0: [at(0, put(name, 9_000_000_001 + i, 0, i)) for i, name in enumerate(["Krishna Mohan", "Ramesh Kumar"])]}
+    loop, consumer = make_loop(store, logs, tmp_path)
+    loop.step()
+    logs[0].append(at(1, put("Ganesh Rao", 9_000_000_004, 0, 3)))  # at list index 2: offset 3
+    with caplog.at_level(logging.WARNING, logger="consumer.truncation"):
+        loop.step()  # dropped, every partition repositioned
+        loop.step()  # the same gap: read
+        loop.step()
+    assert store.get("ganesh rao", 1) is not None
+    assert len([r for r in caplog.records if r.name == "consumer.truncation"]) == 1
+    assert Generations(store).resume_points(1, [0]) == {0: (4, 1)}
+
+
+def test_a_jump_into_a_newer_epoch_inside_one_batch_is_found():
+    continuity = Continuity("t")
+    continuity.expect(0, 5, 0)
+    covered = span([at(0, put("A Person", 1, 0, 5)), at(1, put("B Person", 1, 0, 9))])
+    assert covered.skips == [(0, 6, 9)]
+    assert not continuity.check(covered)
+    assert continuity.check(span([at(0, put("A Person", 1, 0, 5)), at(0, put("B Person", 1, 0, 7))]))  # a gap
