@@ -243,7 +243,7 @@ def test_a_gap_where_a_newer_epoch_begins_is_read_again_once_then_taken_as_it_is
     """A transaction's commit marker (or compaction) leaves offset 2 without a message; the leader
     changed there. Read again once from the saved positions, the same gap is the log as it is."""
     logs = {0: [at(0, put(name, 9_000_000_001 + i, 0, i)) for i, name in enumerate(["Krishna Mohan", "Ramesh Kumar"])]}
-    loop, consumer = make_loop(store, logs, tmp_path)
+    loop, _ = make_loop(store, logs, tmp_path)
     loop.step()
     logs[0].append(at(1, put("Ganesh Rao", 9_000_000_004, 0, 3)))  # at list index 2: offset 3
     with caplog.at_level(logging.WARNING, logger="consumer.truncation"):
