@@ -179,11 +179,6 @@ class Positions:
             self.positioned = pointer  # a first assignment: every partition starts here
         elif self.positioned is None or self.positioned.tag != pointer.tag:
             self.positioned = None  # older partitions follow an older pointer: reposition all
-        if any(epoch >= 0 for _, epoch in stored.values()):
-            # librdkafka checks a position's leader epoch on a seek, and on an assignment only when it
-            # learns the partition's leader after it (probed with 2.16): a group member knows it
-            # already, so the next step seeks every partition (consumer/truncation.py).
-            self.positioned = None
         starts = [resume_at(self.topic, tp.partition, stored) for tp in partitions]
         for at in starts:
             self.floors[at.partition] = stored[at.partition][0] if at.partition in stored else -1
@@ -195,6 +190,18 @@ class Positions:
             extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},
         )
         consumer.incremental_assign(starts)
+        self._check_epochs(consumer, [at for at in starts if at.leader_epoch is not None])
+
+    def _check_epochs(self, consumer: Consumer, starts: list[TopicPartition]) -> None:
+        """Seek the just assigned partitions to their positions again. librdkafka checks a position's
+        leader epoch on a seek, and on an assignment only when it learns the partition's leader after
+        it (probed with 2.16): a group member knows it already (consumer/truncation.py)."""
+        try:
+            for at in starts:
+                consumer.seek(at)
+        except KafkaException as exc:  # not started yet (a stop still under way): the next step seeks
+            log.info("partitions %s repositioned at the next step (%s)", [at.partition for at in starts], exc)
+            self.positioned = None
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         self.assigned -= {tp.partition for tp in partitions}

@@ -160,6 +160,8 @@ def test_an_id_the_broker_does_not_give_yet_is_checked_once_it_does(store, tmp_p
     admin = FakeAdmin(None)  # restarted on a replaced topic while describing it fails
     loop, consumer = make_loop(store, new_topic_logs(), tmp_path, watch_of(admin))
     assert consumer.assigned_offsets == [[(0, 2), (1, 2)]]  # the positions stand: nothing says otherwise
+    assert consumer.seeks == [(0, 2), (1, 2)]  # the same, sought again so that librdkafka checks the epochs
+    consumer.seeks.clear()
     assert TopicRecord(Generations(store)).read(1) == "id-A" and not loop.positions.topic_moved()
     admin.topic_id = "id-B"
     loop.positions.lineage.watch.ask()  # the watch's first answer

@@ -67,10 +67,9 @@ def test_a_restart_on_a_log_that_lost_saved_offsets_reads_the_new_events_there(s
     saved_before_the_election(store)
     with caplog.at_level(logging.ERROR, logger="consumer.truncation"):
         loop, consumer = make_loop(store, elected_without_offset_2(), tmp_path)
-        loop.step()  # the assignment took the saved offset: seek with its epoch
         loop.step()
     assert consumer.assigned_offsets == [[(0, 3)]]
-    assert (0, 3) in consumer.seeks  # and librdkafka moved it to where epoch 0 ended: offset 2
+    assert consumer.seeks == [(0, 3)]  # sought again at once, and librdkafka moved it to where epoch 0 ended
     assert store.get("ganesh rao", 1) is not None  # at the lost offset 2: skipped before
     assert store.get("ravi teja", 1) is not None
     assert truncated(caplog) == ["partition 0 of t.users went back from offset 3 to 2:"]
@@ -231,7 +230,6 @@ def test_a_fetch_dropped_before_the_first_batch_after_a_positioning_is_read_agai
     logs[0] += [at(0, put("Ganesh Rao", 9_000_000_004, 0, 2)), at(0, put("Ravi Teja", 9_000_000_005, 0, 3))]
     logs[0] += [at(1, put("Anil Kapoor", 9_000_000_008, 0, 4))]
     loop, consumer = make_loop(store, logs, tmp_path)
-    loop.step()  # the assignment took the saved offset: seek with its epoch
     consumer.next[0] = 4  # the election lands before the first batch is read
     loop.step()
     loop.step()
@@ -262,3 +260,25 @@ def test_a_jump_into_a_newer_epoch_inside_one_batch_is_found():
     assert covered.skips == [(0, 6, 9)]
     assert not continuity.check(covered)
     assert continuity.check(span([at(0, put("A Person", 1, 0, 5)), at(0, put("B Person", 1, 0, 7))]))  # a gap
+
+
+def test_a_seek_refused_at_the_assignment_is_made_at_the_next_step(store, tmp_path, monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    from tests.unit.test_loop import FakeConsumer
+
+    saved_before_the_election(store)
+    real_seek, refused = FakeConsumer.seek, []
+
+    def refuse_once(self, tp):  # librdkafka: the partition's fetch not started yet
+        if not refused:
+            refused.append(tp.partition)
+            raise KafkaException(KafkaError(KafkaError._STATE))
+        real_seek(self, tp)
+
+    monkeypatch.setattr(FakeConsumer, "seek", refuse_once)
+    loop, _ = make_loop(store, elected_without_offset_2(), tmp_path)
+    assert refused == [0] and loop.positions.positioned is None
+    loop.step()  # the batch read from the unchecked offset 3 is dropped; sought with the epoch
+    loop.step()
+    assert store.get("ganesh rao", 1) is not None
