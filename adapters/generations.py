@@ -12,8 +12,8 @@ one atomic script and every read one MGET:
     {P}:seq       the last generation number handed out or retired by the sweep
                   (numbers are never reused)
     {P}:pos:<g>   hash partition -> next offset to read, written after the data it covers, and
-                  "e:<partition>" -> "<epoch>:<offset>", the leader epoch of the message before
-                  that offset (-1: unknown)
+                  "e:<partition>" -> the leader epoch of the message before that offset, with the
+                  offset's low 32 bits (`epoch_value`; -1: unknown)
     {P}:pos:topic:<g>  the id of the topic those offsets are of (adapters/lineage.py)
     {P}:pos:fill:<g>  how far generation g's data is written (partition -> next offset,
                   "mysql" -> rows), marked after the data (adapters/marks.py); positions
@@ -39,13 +39,28 @@ from adapters.sweep import Sweeper
 log = logging.getLogger(__name__)
 
 
+EPOCH_SHIFT = 1 << 32
+EPOCH_MAX = 1 << 21  # epoch * EPOCH_SHIFT stays exact in Lua's doubles (2^53)
+
+
+def epoch_value(epoch: int, offset: int) -> int:
+    """What "e:<partition>" holds: the leader epoch and the low 32 bits of the offset it goes with, as
+    one decimal number (-1: unknown). A number, so that a previous release's FLIP, which compares
+    every field of the hash as one, hands it over instead of failing."""
+    if not 0 <= epoch < EPOCH_MAX or offset < 0:
+        return -1
+    return epoch * EPOCH_SHIFT + offset % EPOCH_SHIFT
+
+
 def epoch_of(stored: bytes | None, offset: int) -> int:
-    """The leader epoch in a stored "<epoch>:<offset>" if it names `offset`; -1 if not (unknown)."""
-    epoch, _, of = (stored or b"").partition(b":")
+    """The leader epoch in a stored `epoch_value` if it goes with `offset`; -1 if not (unknown)."""
     try:
-        return int(epoch) if int(of) == offset else -1
+        value = int(stored or b"-1")
     except ValueError:
         return -1
+    if value < 0 or value % EPOCH_SHIFT != offset % EPOCH_SHIFT:
+        return -1
+    return value // EPOCH_SHIFT
 
 
 class RebuildRunning(Exception):
@@ -180,7 +195,8 @@ class Generations:
             return True
         args: list[str | int] = [pointer.tag, topic or ""]
         for partition in sorted(offsets.keys() | floors.keys()):
-            args += [partition, offsets.get(partition, -1), floors.get(partition, -1), epochs.get(partition, -1)]
+            offset = offsets.get(partition, -1)
+            args += [partition, offset, floors.get(partition, -1), epoch_value(epochs.get(partition, -1), offset)]
         live = pointer.live
         keys = [self.live_key, self.pos_key(live), self.fill_key(live), self.topic_key(live)]
         reply = self._save(keys=keys, args=args)

@@ -160,10 +160,11 @@ return 2
 # less means Redis lost acknowledged writes (restarted from an older snapshot, a replica
 # promoted before it caught up): nothing is saved, and the fields found behind come back as
 # {field, found, ...}. Else each value is saved where it is ahead (value -1: nothing to save
-# there, only the floor checked), and with it its epoch as field "e:<field>" = "<epoch>:<value>"
-# (-1: unknown; naming the value it goes with, so one an older consumer left behind when it
-# moved the value is not taken for the new value's). At an equal value, a newer epoch is saved:
-# the message before it was read again in a newer epoch (consumer/truncation.py).
+# there, only the floor checked), and with it its epoch as field "e:<field>": epoch * 2^32 + the
+# value's low 32 bits (adapters/generations.py epoch_value; -1: unknown), so that one an older
+# consumer left behind when it moved the value is not taken for the new value's. At an equal
+# value, a newer epoch is saved: the message before it was read again in a newer epoch
+# (consumer/truncation.py).
 _FORWARD_ONLY = """
 local found, behind = {}, {}
 for i = first, #ARGV, step do
@@ -179,11 +180,12 @@ for i = first, #ARGV, step do
   local value = tonumber(ARGV[i + 1])
   if value > found[i] then
     redis.call('HSET', hash, ARGV[i], ARGV[i + 1])
-    if step == 4 then redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3] .. ':' .. ARGV[i + 1]) end
+    if step == 4 then redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3]) end
   elseif step == 4 and value >= 0 and value == found[i] then
-    local epoch, of = string.match(redis.call('HGET', hash, 'e:' .. ARGV[i]) or '', '^(%-?%d+):(%d+)$')
-    if not epoch or tonumber(of) ~= value or tonumber(epoch) < tonumber(ARGV[i + 3]) then
-      redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3] .. ':' .. ARGV[i + 1])
+    local cur = tonumber(redis.call('HGET', hash, 'e:' .. ARGV[i]) or '-1') or -1
+    local new = tonumber(ARGV[i + 3])
+    if new >= 0 and (cur < 0 or cur % 4294967296 ~= value % 4294967296 or cur < new) then
+      redis.call('HSET', hash, 'e:' .. ARGV[i], ARGV[i + 3])
     end
   end
 end

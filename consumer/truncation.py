@@ -152,10 +152,11 @@ class Continuity:
             self.on_truncated(expected - first)
         log.log(
             logging.WARNING if again else logging.ERROR,
-            "partition %s of %s went back from offset %s to %s%s: its leader's log lost offsets %s..%s (an"
-            " unclean leader election, or a broker restored from an older disk) and new events take them."
-            " Reading on from %s, so none of the new ones is skipped; what only the lost offsets held stays"
-            " projected: run `ums-find reconcile` to compare with MySQL",
+            "partition %s of %s went back from offset %s to %s%s: its leader's log no longer holds offsets"
+            " %s..%s as they were read (an unclean leader election, a broker restored from an older disk;"
+            " for a position saved without a leader epoch, also a log shorter than it) and new events take"
+            " them. Reading on from %s, so none of the new ones is skipped; what only the lost offsets held"
+            " stays projected: run `ums-find reconcile` to compare with MySQL",
             partition,
             self.topic,
             expected,

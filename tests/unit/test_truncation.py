@@ -282,3 +282,21 @@ def test_a_seek_refused_at_the_assignment_is_made_at_the_next_step(store, tmp_pa
     loop.step()  # the batch read from the unchecked offset 3 is dropped; sought with the epoch
     loop.step()
     assert store.get("ganesh rao", 1) is not None
+
+
+def test_every_field_of_the_positions_hash_is_a_number_for_a_previous_release_s_flip():
+    """The previous release's FLIP compares every field's value as a number: a rebuild it runs during
+    a rolling upgrade (or after a rollback) must still flip."""
+    import fakeredis
+
+    from adapters.generations import EPOCH_MAX, epoch_of, epoch_value
+    from adapters.store import ProjectionStore
+
+    store = ProjectionStore(fakeredis.FakeRedis(), "unit")
+    generations = Generations(store)
+    save_with_epochs(generations, {0: 7, 1: 2**33 + 9}, {0: 4, 1: 6})
+    values = store.client.hvals(generations.pos_key(1))
+    assert len(values) == 4 and all(str(int(v)).encode() == v for v in values)
+    assert generations.resume_points(1, [0, 1]) == {0: (7, 4), 1: (2**33 + 9, 6)}
+    assert epoch_of(str(epoch_value(6, 2**33 + 9)).encode(), 9) == 6  # the low 32 bits name the offset
+    assert epoch_value(EPOCH_MAX, 7) == -1 and epoch_of(b"5:7", 7) == -1  # too big; not a number: unknown
