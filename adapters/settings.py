@@ -76,6 +76,8 @@ class Settings:
     ready_max_lag: int = 10_000
     metrics_port: int = 9102
     generation_cache_s: float = 1.0
+    # How often each consumer asks the broker for the event topic's id (consumer/lineage.py).
+    topic_check_s: float = 10.0
     # A rebuild renews its claim every third of this; past it, consumers stop writing to
     # its generation and the sweep may delete it.
     rebuild_lease_s: float = 30.0
@@ -196,6 +198,8 @@ class Settings:
             raise ValueError(f"UMS_API_READ_CACHE_ENTRIES={self.api_read_cache_entries} must be >= 0 (0: off)")
         if not 0 <= self.api_pool_nice <= 19:
             raise ValueError(f"UMS_API_POOL_NICE={self.api_pool_nice} must be 0-19 (nice steps; 0: the main thread's)")
+        if not self.topic_check_s > 0:
+            raise ValueError(f"UMS_TOPIC_CHECK_S={self.topic_check_s} must be > 0")
         if self.api_switch_interval_ms < 0:
             raise ValueError(f"UMS_API_SWITCH_INTERVAL_MS={self.api_switch_interval_ms} must be >= 0 (0: Python's)")
 

@@ -56,7 +56,7 @@ def main(settings: Settings | None = None, stop: threading.Event | None = None) 
     # Advisory, beside consuming: said at start, not at the first poison event days later.
     threading.Thread(target=dead_letters.check_topic, args=(admin,), name="dlq-check", daemon=True).start()
     # Offsets of a replaced topic must not be resumed from (consumer/lineage.py).
-    topic_watch = TopicWatch(admin, settings.topic, stop)
+    topic_watch = TopicWatch(admin, settings.topic, stop, settings.topic_check_s)
     topic_watch.start()
     loop = ConsumeLoop(
         consumer=kafka_consumer(settings),
