@@ -77,7 +77,8 @@ def run_tree(settings: Settings, tree: Path, count: int) -> dict[str, float]:
     finally:
         proc.terminate()
         proc.wait(30)
-    users = int(client.dbsize()) - 2  # pointer and positions
+    control = sum(1 for _ in client.scan_iter(match=f"{{{settings.key_prefix}}}:*", count=1000))
+    users = int(client.dbsize()) - control  # pointer, positions, fill marks, topic record
     client.flushdb()
     steady = end - first[0]
     return {
