@@ -27,8 +27,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from adapters.generations import Generations
 from adapters.settings import Settings
-from adapters.store import make_redis
+from adapters.store import ProjectionStore, make_redis
 from bench.common import BIN, cpu_seconds, env_for, wait_for
 from bench.projection import decoded_events, produce, run_ceiling
 
@@ -42,16 +43,16 @@ def settings_for(topic: str) -> Settings:
     return replace(base, redis_url=url, metrics_port=0, topic=topic, key_prefix="wp")
 
 
-def saved(client: Any, prefix: str) -> int:
+def saved(generations: Generations) -> int:
     """Events covered by saved positions (generation 1: nothing flips here)."""
-    stored = client.hgetall(f"{{{prefix}}}:pos:1").items()
-    return sum(int(v) for k, v in stored if not k.startswith(b"e:"))  # "e:<p>": leader epochs
+    return sum(generations.all_positions(1).values())
 
 
 def run_tree(settings: Settings, tree: Path, count: int) -> dict[str, float]:
     """`ums-find consume` from the source tree `tree`, until its positions cover every event."""
     client = make_redis(settings, timeout_s=30)
     client.flushdb()
+    generations = Generations(ProjectionStore(client, settings.key_prefix))
     group = f"wp-{uuid.uuid4().hex[:6]}"
     env = env_for(replace(settings, group_id=group), UMS_LOG_LEVEL="WARNING", PYTHONPATH=str(tree))
     started = time.monotonic()
@@ -65,7 +66,7 @@ def run_tree(settings: Settings, tree: Path, count: int) -> dict[str, float]:
     first: list[float] = []
 
     def done() -> bool:
-        n = saved(client, settings.key_prefix)
+        n = saved(generations)
         if n and not first:
             first.append(time.monotonic())
         return n >= count
@@ -204,10 +205,10 @@ def stages(topic: str, count: int) -> dict[str, Any]:
         ConsumerMetrics.create(CollectorRegistry()),
         stop,
     )
-    watcher = make_redis(settings, timeout_s=30)
+    watcher = Generations(ProjectionStore(make_redis(settings, timeout_s=30), settings.key_prefix))
 
     def until_done() -> None:
-        wait_for(lambda: saved(watcher, settings.key_prefix) >= count, 600, "every position", interval=0.05)
+        wait_for(lambda: saved(watcher) >= count, 600, "every position", interval=0.05)
         stop.set()
 
     threading.Thread(target=until_done, daemon=True).start()

@@ -78,13 +78,11 @@ class Positions:
         """Seek every assigned partition to `pointer`'s positions (or its beginning). Redis or Kafka may raise."""
         stored = self._stored(pointer, self.assigned)
         covered = self._covered(pointer, stored, self.assigned)
+        self.floors = {}
         for partition in sorted(self.assigned):
             at = resume_at(self.topic, partition, stored)
             self.consumer.seek(at)
-            self.continuity.expect(partition, at.offset, stored.get(partition, (0, -1))[1])
-            if partition in stored or not covered:
-                self.deleted.expect(partition, at.offset)
-        self.floors = {p: stored[p][0] if p in stored else -1 for p in self.assigned}
+            self._expect(at, partition in stored, covered)
         previous = self.positioned
         self.positioned = pointer
         if previous is not None:
@@ -104,6 +102,14 @@ class Positions:
         if self.lineage.check(pointer.live):
             self.positioned = None
         return self.generations.resume_points(pointer.live, partitions)
+
+    def _expect(self, at: TopicPartition, saved: bool, covered: bool) -> None:
+        """What the partition's floor and checks expect once it resumes at `at` (`saved`: at a stored
+        position, not its beginning)."""
+        self.floors[at.partition] = at.offset if saved else -1
+        self.continuity.expect(at.partition, at.offset, -1 if at.leader_epoch is None else at.leader_epoch)
+        if saved or not covered:
+            self.deleted.expect(at.partition, at.offset)
 
     def topic_moved(self) -> bool:
         """The topic's id changed since the last positioning: the next step repositions."""
@@ -181,10 +187,7 @@ class Positions:
             self.positioned = None  # older partitions follow an older pointer: reposition all
         starts = [resume_at(self.topic, tp.partition, stored) for tp in partitions]
         for at in starts:
-            self.floors[at.partition] = stored[at.partition][0] if at.partition in stored else -1
-            self.continuity.expect(at.partition, at.offset, stored.get(at.partition, (0, -1))[1])
-            if at.partition in stored or not covered:
-                self.deleted.expect(at.partition, at.offset)
+            self._expect(at, at.partition in stored, covered)
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(tp.partition for tp in partitions), "generation": pointer.live},

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import logging
 
-from adapters.generations import Generations
+import fakeredis
+from confluent_kafka import KafkaError, KafkaException
+
+from adapters.generations import EPOCH_MAX, Generations, epoch_of, epoch_value
+from adapters.store import ProjectionStore
 from consumer.truncation import Continuity, span
 from tests.helpers import save_written
-from tests.unit.test_loop import FakeMessage, make_loop, put, two_partitions
+from tests.unit.test_lineage import FakeAdmin, new_topic_logs, watch_of
+from tests.unit.test_loop import FakeConsumer, FakeMessage, make_loop, put, two_partitions
 
 
 def at(epoch: int, msg: FakeMessage) -> FakeMessage:
@@ -206,8 +211,6 @@ def test_the_epoch_goes_only_with_the_offset_it_came_with(store):
 
 
 def test_a_topic_replaced_before_the_watch_heard_is_not_taken_for_a_cut_log(store, tmp_path, caplog):
-    from tests.unit.test_lineage import FakeAdmin, new_topic_logs, watch_of
-
     admin = FakeAdmin("id-A")
     loop, consumer = make_loop(store, two_partitions(), tmp_path, watch_of(admin))
     loop.step()
@@ -263,10 +266,6 @@ def test_a_jump_into_a_newer_epoch_inside_one_batch_is_found():
 
 
 def test_a_seek_refused_at_the_assignment_is_made_at_the_next_step(store, tmp_path, monkeypatch):
-    from confluent_kafka import KafkaError, KafkaException
-
-    from tests.unit.test_loop import FakeConsumer
-
     saved_before_the_election(store)
     real_seek, refused = FakeConsumer.seek, []
 
@@ -287,11 +286,6 @@ def test_a_seek_refused_at_the_assignment_is_made_at_the_next_step(store, tmp_pa
 def test_every_field_of_the_positions_hash_is_a_number_for_a_previous_release_s_flip():
     """The previous release's FLIP compares every field's value as a number: a rebuild it runs during
     a rolling upgrade (or after a rollback) must still flip."""
-    import fakeredis
-
-    from adapters.generations import EPOCH_MAX, epoch_of, epoch_value
-    from adapters.store import ProjectionStore
-
     store = ProjectionStore(fakeredis.FakeRedis(), "unit")
     generations = Generations(store)
     save_with_epochs(generations, {0: 7, 1: 2**33 + 9}, {0: 4, 1: 6})
