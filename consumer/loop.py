@@ -6,15 +6,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TypeVar
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from adapters.diagnose import FULL, HINTS, redis_cause, redis_full
-from adapters.eviction import memory_note
 from adapters.generations import Generations, Pointer
 from adapters.marks import Mark
 from adapters.pipelined import PipelinedWrite
@@ -28,18 +25,17 @@ from consumer.lineage import Lineage, TopicWatch
 from consumer.metrics import ConsumerMetrics
 from consumer.positions import Positions
 from consumer.projector import Projector
-from consumer.retry import Stopping, retry_until_done
+from consumer.retry import Stopping
 from consumer.truncation import Span, span
+from consumer.waiting import Waits
 from domain import newest_per_user
 from domain.projection import Event
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 # Messages decoded per pipelined send: Redis applies one chunk while the next is decoded. Measured
 # (bench/write_path.py ab, 300k events): chunks of 200, 1,000 and 2,000 (no overlap) ran at a median
 # 0.93, 0.88 and 0.89 of 400's steady rate.
 CHUNK = 400
-FULL_REPEAT_S = 60.0
 
 
 def envelope(msg: Message) -> Envelope:
@@ -92,8 +88,9 @@ class ConsumeLoop:
         self.stop = stop
         self.health = HealthFile(settings.heartbeat_file)
         self.totals = Totals()
-        self._misconfigured = ""  # the Redis misconfiguration already logged
-        self._full_said = -FULL_REPEAT_S  # when "Redis is full" was last logged (monotonic)
+        self.waits = Waits(
+            store.client, settings.redis_url, metrics, self.health, lambda: len(self.positions.assigned), stop
+        )
 
     def run(self) -> None:
         """Consume until `stop` is set; then leave the group (a static member) and close."""
@@ -121,7 +118,7 @@ class ConsumeLoop:
             self.positions.positioned = None  # the topic was replaced: its offsets start again
         # positioned is None: a save found the pointer moved or Redis gone back; reposition now.
         if messages or self.positions.positioned is None or self.health.due():
-            pointer = self._redis(self.positions.current, "pointer read")
+            pointer = self.waits.redis(self.positions.current, "pointer read")
             in_step = self.positions.in_step(pointer)
             covered = span(m for m in messages if m.error() is None) if messages and in_step else None
             if covered is not None and self.positions.continuity.check(covered):
@@ -131,13 +128,13 @@ class ConsumeLoop:
             elif (
                 covered is not None  # a partition jumped (consumer/truncation.py)
                 or not in_step
-                or self._redis(lambda: self.positions.went_back(pointer), "positions check")
+                or self.waits.redis(lambda: self.positions.went_back(pointer), "positions check")
             ):
                 self._raise_if_fatal(messages)  # skipped here, the batch would hide it
                 # Wiped, new epoch, flipped, or Redis lost writes (found idle; a busy consumer's
                 # save finds it): nothing of this batch is written; every partition resumes from
                 # the pointer's positions instead.
-                self._redis(lambda: self.positions.reposition(pointer), "reposition", KafkaException)
+                self.waits.redis(lambda: self.positions.reposition(pointer), "reposition", KafkaException)
                 self.totals.repositioned += 1
         if self.health.due():
             self.health.write(len(self.positions.assigned), self._update_lag())
@@ -190,14 +187,14 @@ class ConsumeLoop:
         if events or (offsets and applied is None):
             self._write(events, pointer, applied, started, mark)
         if poison:
-            waiting = self._waiting("dead-letter topic")
+            waiting = self.waits.on_retry("dead-letter topic")
             self.dead_letters.send(poison, on_wait=lambda: waiting(TimeoutError()))
             for _, exc in poison:
                 self.metrics.dead_lettered.labels(exc.code).inc()
             self.totals.dead_lettered += len(poison)
         if done:
             # After Redis and the DLQ acknowledged everything: at-least-once.
-            self._redis(lambda: self.positions.save(pointer, offsets, covered.epochs), "position save")
+            self.waits.redis(lambda: self.positions.save(pointer, offsets, covered.epochs), "position save")
 
     def _decode(
         self, messages: Sequence[Message], done: list[Message], poison: list[tuple[Message, PoisonEvent]]
@@ -220,7 +217,7 @@ class ConsumeLoop:
         """Count the write; `applied` None (the pipelined write failed): write the batch and its mark
         again until Redis answers."""
         if applied is None:
-            applied = self._redis(lambda: self.projector.apply(events, pointer.targets, mark), "redis write")
+            applied = self.waits.redis(lambda: self.projector.apply(events, pointer.targets, mark), "redis write")
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.metrics.applied.inc(applied)
         self.metrics.stale.inc(len(events) - applied)
@@ -228,41 +225,6 @@ class ConsumeLoop:
         self.totals.stale += len(events) - applied
         if applied:
             self.metrics.last_applied_ts.set_to_current_time()
-
-    def _redis(self, operation: Callable[[], T], what: str, *also: type[BaseException]) -> T:
-        """Retry until Redis answers (backoff; the heartbeat says we are waiting, not stuck)."""
-        done = retry_until_done(operation, (redis.RedisError, *also), self.stop, what, on_retry=self._waiting("redis"))
-        self._misconfigured = ""  # answered: a cause that comes back is said again
-        return done
-
-    def _waiting(self, dependency: str) -> Callable[[BaseException], None]:
-        def on_retry(exc: BaseException) -> None:
-            waiting = dependency
-            if dependency == "redis":
-                self.metrics.redis_retries.inc()
-                cause = redis_cause(exc, self.settings.redis_url) or redis_full(exc)
-                if cause:
-                    waiting = f"redis: {cause}"
-                    self._say_misconfigured(cause, exc)
-            # Alive and waiting: liveness holds, readiness says what we wait for.
-            self.health.write(len(self.positions.assigned), -1, waiting=waiting)
-
-        return on_retry
-
-    def _say_misconfigured(self, cause: str, exc: BaseException) -> None:
-        """One error line per cause: retrying goes on (nothing is stored meanwhile), but only a fix helps."""
-        if cause == self._misconfigured:
-            return
-        note = ""
-        if cause == FULL:
-            # A Redis hovering at maxmemory refuses and accepts by turns: said once a minute at most
-            # (an episode still going when the minute is up is said then).
-            if time.monotonic() - self._full_said < FULL_REPEAT_S:
-                return
-            self._full_said = time.monotonic()
-            note = f" ({memory_note(self.projector.store.client)})"
-        self._misconfigured = cause
-        log.error("redis: %s%s; %s (%s)", cause, note, HINTS.get(cause, HINTS["redis"]), type(exc).__name__)
 
     def _update_lag(self) -> int:
         """Per-partition lag from the last fetch's high watermark (no broker round trip)."""

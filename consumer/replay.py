@@ -33,14 +33,8 @@ from consumer.governor import governor, probing
 from consumer.lease import Lease
 from consumer.pace import Pace, keyed_rate
 from consumer.progress import Progress
-from consumer.replay_kafka import (
-    Interrupted,
-    PartitionReplay,
-    apply_marked,
-    in_processes,
-    replay_consumer,
-    split,
-)
+from consumer.replay_kafka import Interrupted, PartitionReplay, apply_marked, replay_consumer
+from consumer.replay_workers import in_processes, split
 from domain import UserAdded, Version
 
 log = logging.getLogger(__name__)

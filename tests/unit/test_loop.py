@@ -601,7 +601,7 @@ def test_a_full_redis_is_said_once_per_episode_with_what_to_do(store, logs, tmp_
 
     monkeypatch.setattr(Projector, "apply", full_then_room)
     monkeypatch.setattr(PipelinedWrite, "send", lambda self, events: self.failed(OutOfMemoryError("full")))
-    with caplog.at_level(logging.ERROR, logger="consumer.loop"):
+    with caplog.at_level(logging.ERROR, logger="consumer.waiting"):
         refusals["left"] = 3
         loop.step()
         assert refusals["left"] == 0 and len(phones(store)) == 3
@@ -609,11 +609,11 @@ def test_a_full_redis_is_said_once_per_episode_with_what_to_do(store, logs, tmp_
         refusals["left"] = 2
         loop.step()  # full again at once: hovering at maxmemory, not said again within the minute
         assert refusals["left"] == 0
-        loop._full_said -= 60
+        loop.waits._full_said -= 60
         logs[0].append(put("Ravi Teja", 9_000_000_005, 0, 3))
         refusals["left"] = 2
         loop.step()  # a new episode a minute later: said again
-    lines = [r.getMessage() for r in caplog.records if r.name == "consumer.loop"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "consumer.waiting"]
     assert len(lines) == 2, lines
     assert all(line.startswith("redis: Redis is full") and "ums-find gc" in line for line in lines), lines
 

@@ -1,4 +1,4 @@
-"""How a replay splits its partitions across worker processes (consumer/replay_kafka.py)."""
+"""How a replay splits its partitions across worker processes (consumer/replay_workers.py)."""
 
 from dataclasses import replace
 
@@ -6,7 +6,7 @@ import pytest
 
 from adapters.settings import Settings
 from consumer.replay import Rebuild
-from consumer.replay_kafka import split
+from consumer.replay_workers import split
 
 
 def test_every_partition_with_work_is_in_exactly_one_group():
