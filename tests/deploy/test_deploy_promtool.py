@@ -60,11 +60,31 @@ def silenced(rules: dict[str, Any], alert: str) -> dict[str, Any]:
     return rules
 
 
+def groups_checking(alert: str) -> dict[str, Any]:
+    """The unit tests with only the groups that check `alert`.
+
+    No rule reads another's state (no `ALERTS` series), so silencing one alert can only fail
+    the groups that name it. Running just those keeps this check to ~0.1 s per alert, and to
+    ~1.6 s for the alerts tested over a day. The whole file takes ~5.5 s and runs once, above.
+    """
+    suite = yaml.safe_load(RULE_TESTS.read_text())
+    suite["tests"] = [
+        group for group in suite["tests"] if any(case["alertname"] == alert for case in group["alert_rule_test"])
+    ]
+    assert suite["tests"], f"{alert} has no unit test"
+    return suite
+
+
+def test_no_rule_reads_another_alerts_state() -> None:
+    """What `groups_checking` relies on."""
+    assert "ALERTS" not in RULES.read_text()
+
+
 @pytest.mark.parametrize("alert", alert_names())
 def test_the_unit_tests_catch_an_alert_that_never_fires(alert: str, tmp_path: Path) -> None:
     """Each alert's firing case is really checked: with the alert silenced, promtool fails."""
     (tmp_path / RULES.name).write_text(yaml.safe_dump(silenced(yaml.safe_load(RULES.read_text()), alert)))
-    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    (tmp_path / RULE_TESTS.name).write_text(yaml.safe_dump(groups_checking(alert)))
     result = promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
     assert result.returncode != 0, f"{alert}: the unit tests still pass with the alert silenced"
     assert alert in result.stdout + result.stderr
