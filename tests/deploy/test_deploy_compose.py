@@ -293,6 +293,18 @@ def test_redis_never_evicts_the_projection(services: dict[str, dict[str, Any]]) 
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
 
 
+def test_every_ums_find_service_names_users_by_the_databases_collation(services: dict[str, dict[str, Any]]) -> None:
+    """Which names are one user: the API's readiness compares the setting with the table's, and the
+    consumer keys users by it. The schema sets no collation, so the table takes the server's default."""
+    assert services["mysql"]["image"].startswith("mysql:8.4"), "mysql:8.4's default is utf8mb4_0900_ai_ci"
+    chosen = {name: env_of(services[name]).get("UMS_NAME_COLLATION") for name in sorted(OUR_SERVICES)}
+    assert set(chosen.values()) == {"utf8mb4_0900_ai_ci"}, chosen
+    local = yaml.safe_load((ROOT / "docker-compose.local.yml").read_text())["services"]
+    assert local["mysql"]["image"].endswith(":mariadb"), "MariaDB's default is utf8mb4_general_ci"
+    chosen = {name: env_of(local[name]).get("UMS_NAME_COLLATION") for name in sorted(OUR_SERVICES)}
+    assert set(chosen.values()) == {"utf8mb4_general_ci"}, chosen
+
+
 # --- MySQL schema and users ---------------------------------------------------------------
 
 
