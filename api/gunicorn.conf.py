@@ -62,6 +62,11 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    from adapters import logs
+
+    # The app's own loggers (api.*, adapters.*), as UMS_LOG_LEVEL and UMS_LOG_JSON say: gunicorn sets
+    # up only its own, so without this their warnings came out bare and their INFO lines not at all.
+    logs.configure(_settings.log_level, _settings.log_json)
     # Per process: the interval is the interpreter's, and each worker is its own interpreter.
     from api.runtime import apply_switch_interval
 

@@ -7,6 +7,8 @@ AddService writes them: as given, with no normalisation on the way.
 
 from __future__ import annotations
 
+import json
+
 import threading
 import unicodedata
 from dataclasses import replace
@@ -107,7 +109,8 @@ def test_a_leading_space_is_another_user_on_both_paths_and_in_reconcile(private_
 
 def test_the_collation_guard_checks_again_once_the_table_exists(private_db, start_api):
     # One worker: the check made before the table exists and the later ones run in one process.
-    api = start_api(private_db.settings, UMS_API_WORKERS="1")
+    # JSON at ERROR: the app's own lines follow UMS_LOG_JSON and UMS_LOG_LEVEL under gunicorn too.
+    api = start_api(private_db.settings, UMS_API_WORKERS="1", UMS_LOG_JSON="true", UMS_LOG_LEVEL="ERROR")
     before = api.ops_get("/readyz")
     assert before.status_code == 200 and "collation_mismatch" not in before.json(), before.text
     private_db.create_table(collation="utf8mb4_unicode_ci")  # not UMS_NAME_COLLATION's
@@ -117,7 +120,10 @@ def test_the_collation_guard_checks_again_once_the_table_exists(private_db, star
         return response.status_code == 503 and response.json().get("collation_mismatch") == "utf8mb4_unicode_ci"
 
     wait_until(unready, 10, "/readyz to report the table's collation")
-    assert "UMS_NAME_COLLATION" in api.log.read_text()
+    ours = [json.loads(line) for line in api.log.read_text().splitlines() if '"logger": "api.' in line]
+    assert {(r["level"], r["logger"]) for r in ours} == {("ERROR", "api.finder")}, ours  # no WARNING at ERROR
+    assert "UMS_NAME_COLLATION" in ours[0]["message"] and ours[0]["time"]
+    assert "is not visible yet" not in api.log.read_text()
 
 
 def test_a_stopped_stream_reads_nothing_more_from_the_server(private_db, monkeypatch):
