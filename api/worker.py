@@ -38,7 +38,7 @@ from concurrent import futures
 from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 from api.admission import QUEUED_AT, STARTED_AT, Admission
 from api.drain import DrainRate
@@ -226,6 +226,7 @@ class QueueStampingWorker(ThreadWorker):
             return False
         first_line = request.split(b"\r\n", 1)[0]
         keep = first_line.endswith(b" HTTP/1.1") and b"connection: close" not in request.lower()
+        keep = keep and self.cfg.keepalive > 0  # 0: gunicorn closes after every response, so this does too
         keep = keep and len(self.keepalived_conns) - int(in_place) < self.max_keepalived
         response = admission.shed_on_arrival(keep)
         try:
@@ -256,8 +257,11 @@ class QueueStampingWorker(ThreadWorker):
         with a few threads, a few such connections stopped the worker serving its queue for up to
         5 s, and the requests queued behind them waited past their clients' timeouts
         (docs/decisions.md "Client timeouts in the full runs").
+
+        It waits as long as gthread would: a thread's 5 s, then the keep-alive timeout on the poller
+        (with keep-alive off, `keepalive` 0, the keep-alive timeout alone closed it at once).
         """
-        conn.timeout = time.monotonic() + self.cfg.keepalive
+        conn.timeout = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT + self.cfg.keepalive
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 

@@ -69,6 +69,28 @@ def test_a_connection_without_its_request_is_parked_until_the_request_comes(work
         assert worker.tpool.submitted[0].data_ready  # the thread starts on the request at once
 
 
+def test_with_keep_alive_off_a_parked_connection_still_waits_for_its_request(worker, listener):
+    worker.cfg.set("keepalive", 0)  # UMS_API_KEEPALIVE=0: gunicorn closes after each response
+    with socket.create_connection(listener.getsockname()) as client:
+        worker.accept(listener)
+        worker.murder_pending()  # gthread's loop, right after the accept
+        assert len(worker.pending_conns) == 1 and worker.nr_conns == 1, "closed before its request came"
+        assert worker.pending_conns[0].timeout >= time.monotonic() + 4.9  # gthread's thread would wait 5 s
+        client.sendall(REQUEST)
+        dispatch(worker)
+        assert len(worker.tpool.submitted) == 1
+
+
+def test_with_keep_alive_off_a_request_shed_on_arrival_closes_its_connection(worker, listener):
+    worker.cfg.set("keepalive", 0)
+    worker._admission = admission = Pressed()
+    with socket.create_connection(listener.getsockname(), timeout=5) as client:
+        client.sendall(REQUEST)
+        worker.accept(listener)
+        assert client.recv(len(SHED)) == SHED
+        assert admission.kept == [False] and not worker.keepalived_conns and worker.nr_conns == 0
+
+
 def test_a_connection_whose_request_is_there_goes_to_a_thread(worker, listener):
     with socket.create_connection(listener.getsockname()) as client:
         client.sendall(REQUEST)
