@@ -8,7 +8,6 @@ AddService writes them: as given, with no normalisation on the way.
 from __future__ import annotations
 
 import json
-
 import threading
 import unicodedata
 from dataclasses import replace
