@@ -169,8 +169,10 @@ class Settings:
     # 1 s timeout, so the answer still finds its client. 0: no deadline.
     api_request_deadline_ms: float = 500.0
     api_shed_retry_after_s: int = 1
-    # Count a proxy's X-Request-Start in the wait (its clock must agree with ours).
-    api_trust_request_start: bool = True
+    # Count a proxy's X-Request-Start in the wait: only behind a proxy that sets it on every request,
+    # replacing a client's, with a clock that agrees with ours. Off by default: a client can send it,
+    # and a stamp from the past sheds or expires requests (and marks the interval overloaded).
+    api_trust_request_start: bool = False
     # Users each API worker keeps in memory, invalidated by Redis (CLIENT TRACKING; adapters/tracking.py,
     # docs/decisions.md "Read cache"). 0: every read asks Redis. Single Redis only (not Cluster).
     api_read_cache_entries: int = 0

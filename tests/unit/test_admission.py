@@ -162,7 +162,13 @@ class Clock:
 @pytest.fixture
 def shedding(settings, store, mysql):
     """An app whose admission uses a test clock; requests carry the worker's stamps in the environ."""
-    custom = replace(settings, api_queue_target_ms=5.0, api_queue_interval_ms=100.0, api_request_deadline_ms=500.0)
+    custom = replace(
+        settings,
+        api_queue_target_ms=5.0,
+        api_queue_interval_ms=100.0,
+        api_request_deadline_ms=500.0,
+        api_trust_request_start=True,  # behind a proxy that stamps X-Request-Start
+    )
     app = create_app(custom, finder=Finder(store, mysql, custom))
     admission: Admission = app.wsgi_app  # type: ignore[assignment]
     clock = Clock()
@@ -262,9 +268,10 @@ def test_the_queue_wait_is_observed_from_each_stamp(shedding):
 
 
 def test_an_untrusted_request_start_is_ignored(settings, store, mysql):
-    custom = replace(settings, api_trust_request_start=False)
-    client = create_app(custom, finder=Finder(store, mysql, custom)).test_client()
+    assert settings.api_trust_request_start is False  # the default: a client can send the header
+    client = create_app(settings, finder=Finder(store, mysql, settings)).test_client()
     assert client.get("/user/NobodyAtAll", headers={"X-Request-Start": "t=1000000"}).status_code == 404
+    assert samples(client).get(("ums_api_queue_wait_seconds_count", (("stamp", "proxy"),)), 0) == 0
 
 
 def test_requests_without_stamps_are_admitted(client):
