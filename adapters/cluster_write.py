@@ -13,15 +13,20 @@ its script cache (NOSCRIPT: a restart, a failover to a replica) is sent again on
 `resend` (the cluster client, which follows the redirection, refreshes its slot map and loads
 the script); the fence makes a call sent twice harmless. Any other failure drops every
 connection of the batch (replies may be left unread) and raises; the caller writes the whole
-batch again.
+batch again. A connection that fails (a master gone: failed over, or back at a new address)
+first makes the client ask the cluster for its slot map again, as redis-py's own command path
+does: this stream bypasses that path, and every retry went back to the dead master.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
+
+log = logging.getLogger(__name__)
 
 Call = tuple[list[str], list[bytes | str]]
 RESEND = (
@@ -48,6 +53,7 @@ class ClusterStream:
         for slot, keys, values in calls:
             node = self.cluster.nodes_manager.get_node_from_slot(slot)  # type: ignore[arg-type]  # typed str, keyed by int
             by_node.setdefault(node.name, (node, []))[1].append((keys, values))
+        name = ""
         try:
             for name, (node, node_calls) in by_node.items():
                 if name not in self._open:
@@ -57,15 +63,18 @@ class ClusterStream:
                     conn.pack_commands([("EVALSHA", self.sha, len(k), *k, *v) for k, v in node_calls])
                 )
                 sent.extend((call, counts) for call in node_calls)
-        except BaseException:
+        except BaseException as exc:
             self.abandon()
+            self._look_up_again(exc, name)
             raise
 
     def wait(self) -> int:
         """Read every reply; how many counted calls changed a user. Raises on any error but a redirection."""
         applied = 0
+        reading = ""  # the master whose replies are being read: a failure below is on it
         try:
-            for _, conn, sent in self._open.values():
+            for name, (_, conn, sent) in self._open.items():
+                reading = name
                 for (keys, values), counts in sent:
                     try:
                         reply = conn.read_response()
@@ -76,8 +85,9 @@ class ClusterStream:
                     elif isinstance(reply, Exception):
                         raise reply
                     applied += int(reply) if counts else 0
-        except BaseException:
+        except BaseException as exc:
             self.abandon()
+            self._look_up_again(exc, reading)
             raise
         self._release(disconnect=False)
         return applied
@@ -85,6 +95,16 @@ class ClusterStream:
     def abandon(self) -> None:
         """Drop every connection of the batch (replies may be unread), so no pool hands out a dirty one."""
         self._release(disconnect=True)
+
+    def _look_up_again(self, exc: BaseException, node: str) -> None:
+        """After a connection to `node` failed, the cluster's slot map again (the next try uses it)."""
+        if not isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return
+        try:
+            self.cluster.nodes_manager.initialize()
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as failed:
+            # No node answered: the caller's retry comes back here, and asks again.
+            log.warning("redis cluster: slot map not refreshed after %s failed: %r", node, failed)
 
     def _release(self, disconnect: bool) -> None:
         for node, conn, _ in self._open.values():

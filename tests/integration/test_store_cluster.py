@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+from redis.cluster import PRIMARY, ClusterNode
 
 from adapters.pipelined import PipelinedWrite
 from adapters.store import ProjectionStore
 from domain import Name, PhoneNumber, User, UserAdded, UserRemoved, Version, newest_per_user
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.parametrize("redis_kind", ["cluster"], indirect=True)
 
@@ -58,3 +60,21 @@ def test_chunks_streamed_to_the_masters_are_fenced_and_only_the_live_target_coun
     write.send(newest_per_user(events[USERS // 2 :]))
     assert write.wait() == USERS - 10
     assert all(store.get(e.key, 1).user == e.user and store.get(e.key, 2).user == e.user for e in events[::97])
+
+
+def test_a_master_gone_from_its_address_is_looked_up_again(store: ProjectionStore):
+    """After a failover the client's slot map still names the old master. The raw stream bypasses
+    redis-py's own refresh, so every retry of the batch went to the dead address: the consumer stalled."""
+    events = added(USERS, time_ms=2, phone=9_300_000_000)
+    manager = store.client.nodes_manager
+    live = store.client.get_node_from_key(store.key(1, events[0].key))
+    gone = ClusterNode("127.0.0.1", free_port(), server_type=PRIMARY)  # nothing listens there
+    manager.create_redis_connections([gone])
+    stale = [slot for slot, nodes in manager.slots_cache.items() if nodes[0].name == live.name]
+    for slot in stale:
+        manager.slots_cache[slot] = [gone]
+    with pytest.raises(redis.ConnectionError):
+        store.apply(events, 1)
+    assert {manager.slots_cache[slot][0].name for slot in stale} == {live.name}  # asked the cluster again
+    assert store.apply(events, 1) == USERS  # the retry reaches the master that holds the slots
+    assert all(store.get(e.key, 1).user == e.user for e in events[::97])
