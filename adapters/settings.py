@@ -121,6 +121,10 @@ class Settings:
     api_timeout: int = 30
     api_graceful_timeout: int = 20
     api_keepalive: int = 5
+    # A request whose headers are not all in this long after a thread started reading them has its
+    # connection cut (api/slow_clients.py): a client that sends a byte, then nothing, held a thread
+    # for as long as it liked. 0: no deadline.
+    api_header_timeout_s: float = 2.0
     # sys.setswitchinterval in each worker (ms); 0 keeps Python's 5 ms. issue 22 measures it (bench/tail.py).
     api_switch_interval_ms: float = 0.0
     # How much lower the serving threads' scheduling priority is than the worker's main thread (nice
@@ -198,6 +202,8 @@ class Settings:
             raise ValueError(f"UMS_VALUE_FORMAT={self.value_format!r} must be compact or text")
         if self.api_read_cache_entries < 0:
             raise ValueError(f"UMS_API_READ_CACHE_ENTRIES={self.api_read_cache_entries} must be >= 0 (0: off)")
+        if self.api_header_timeout_s < 0:
+            raise ValueError(f"UMS_API_HEADER_TIMEOUT_S={self.api_header_timeout_s} must be >= 0 (0: no deadline)")
         if not 0 <= self.api_pool_nice <= 19:
             raise ValueError(f"UMS_API_POOL_NICE={self.api_pool_nice} must be 0-19 (nice steps; 0: the main thread's)")
         if not self.topic_check_s > 0:

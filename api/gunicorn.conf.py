@@ -72,6 +72,7 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
     apply_switch_interval(_settings)
     worker.pool_nice = _settings.api_pool_nice  # read when the worker makes its thread pool
+    worker.header_timeout_s = _settings.api_header_timeout_s  # read when it loads the app
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

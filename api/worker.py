@@ -15,7 +15,8 @@ shed where it stands, still on the poller, and each arrival is peeked once: ever
 this thread lets a pool thread take the GIL (docs/decisions.md "Fewer system calls per rejection").
 
 A just-accepted connection whose request has not come waits on the poller, not in a pool thread
-(`_park`): with a few threads, a few silent connections would otherwise stop the worker.
+(`_park`): with a few threads, a few silent connections would otherwise stop the worker. One whose
+headers come too slowly once a thread reads them is cut (api/slow_clients.py).
 
 Where Linux stamps received segments (SO_TIMESTAMPNS on the listening sockets, inherited by each
 accepted one; UMS_API_KERNEL_STAMPS), a request is stamped from when the kernel took its first byte,
@@ -43,6 +44,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 from api.admission import QUEUED_AT, STARTED_AT, Admission
 from api.drain import DrainRate
 from api.runtime import lower_this_thread
+from api.slow_clients import HeaderDeadlines
 
 FAST_PATH_NEEDS = (
     "pending_conns",
@@ -82,6 +84,8 @@ class QueueStampingWorker(ThreadWorker):
         self._parks = False  # gthread's connection bookkeeping is there (load_wsgi): park, not wait in a thread
         self._kernel_stamps = False  # the listening sockets stamp what they receive (load_wsgi)
         self.pool_nice = 0  # gunicorn.conf.py's post_fork sets it from UMS_API_POOL_NICE
+        self.header_timeout_s = 0.0  # ... and this from UMS_API_HEADER_TIMEOUT_S (0: no deadline)
+        self._headers: HeaderDeadlines | None = None  # made in load_wsgi, once the setting is there
 
     def get_thread_pool(self) -> futures.ThreadPoolExecutor:
         """gthread's pool, its threads `pool_nice` steps below the main thread, which sheds on arrival."""
@@ -138,11 +142,22 @@ class QueueStampingWorker(ThreadWorker):
         # Counted from the app's start (below), not from here: a connection whose client has not
         # sent its request yet holds the thread without the worker being busy.
         self._stamps.counted = False
+        self._stamps.conn = conn
         self._drain.entered()
+        if self._headers is not None:
+            self._headers.reading(conn)
         try:
             return super().handle(conn)
         finally:
+            if self._headers is not None:
+                self._headers.done(conn)
             self._drain.left(time.monotonic(), self._stamps.counted)
+
+    def murder_pending(self) -> None:
+        """gthread's turn of its loop for pending connections; also cut the reads of headers that came too slowly."""
+        super().murder_pending()
+        if self._headers is not None:
+            self._headers.cut_late()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -160,9 +175,13 @@ class QueueStampingWorker(ThreadWorker):
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
             self._admission.arrival_stage_runs()
             self._kernel_stamps = self._stamp_listeners(self._admission.kernel_stamps)
-        stamps, drain = self._stamps, self._drain
+        if self.header_timeout_s > 0:
+            self._headers = HeaderDeadlines(self.header_timeout_s, self.log)
+        stamps, drain, headers = self._stamps, self._drain, self._headers
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
+            if headers is not None:
+                headers.done(getattr(stamps, "conn", None))  # its headers are read: no deadline while it is served
             if not getattr(stamps, "counted", True):
                 drain.started(time.monotonic())
                 stamps.counted = True

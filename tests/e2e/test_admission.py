@@ -16,6 +16,7 @@ import socket
 import time
 
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server
@@ -198,6 +199,32 @@ def test_connections_that_send_nothing_do_not_hold_the_worker(start_api):
         assert api.get(SERVED_PATH).status_code == SERVED
     finally:
         for sock in silent:
+            sock.close()
+
+
+def test_connections_that_send_their_headers_too_slowly_are_cut(start_api):
+    # A byte, then nothing: gthread's thread then reads the headers with no deadline, so as many such
+    # connections as threads stopped the worker for as long as their clients liked, /livez included.
+    # No deadline and a long queue target: the request behind them is served, not shed, once they are cut.
+    api = start_api(
+        UMS_API_WORKERS="1",
+        UMS_API_THREADS="2",
+        UMS_API_HEADER_TIMEOUT_S="1",
+        UMS_API_REQUEST_DEADLINE_MS="0",
+        UMS_API_QUEUE_TARGET_MS="10000",
+    )
+    host, port = api.base.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    try:
+        for sock in slow:
+            sock.sendall(b"G")
+        began = time.monotonic()
+        assert requests.get(api.base + SERVED_PATH, timeout=10).status_code == SERVED
+        assert time.monotonic() - began < 4  # the deadline, and the main thread's turn (<= 1 s)
+        assert [sock.recv(100) for sock in slow] == [b"", b""]  # cut: closed without an answer
+        wait_until(lambda: "connection(s) cut" in api.log.read_text(), 10, "the cut to be logged")
+    finally:
+        for sock in slow:
             sock.close()
 
 

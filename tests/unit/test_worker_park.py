@@ -36,7 +36,7 @@ def worker() -> Iterator[QueueStampingWorker]:
     w = QueueStampingWorker.__new__(QueueStampingWorker)
     w.cfg, w.alive, w.nr_conns, w.worker_connections, w.max_keepalived = Config(), True, 0, 1000, 996
     w._admission, w._waiting, w._drain, w._parks = None, deque(), DrainRate(), True
-    w._kernel_stamps = False
+    w._kernel_stamps, w._headers = False, None
     w.tpool, w.poller, w.pending_conns, w.keepalived_conns = Pool(), selectors.DefaultSelector(), deque(), deque()
     yield w
     w.poller.close()
