@@ -122,3 +122,35 @@ def test_events_deleted_after_the_plan_fail_a_kafka_only_rebuild(
         assert generations.read().live == result.target != pointer.live
         projected = [n for n in names if store.get(n.lower(), result.target)]
         assert projected == names[10:]  # the rest were in no snapshot: the test's users are not in MySQL
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rebuild_over_mysql_finishes_when_retention_took_all_a_partition_had_left(
+    settings, producer, store, name_tag, mysql_writer, monkeypatch, workers
+):
+    """The plan said offsets 0..29 of partition 0 and the broker deleted them all before they were read.
+    librdkafka resets to the log's start, past them, and with no new event never reports a position:
+    a rebuild over MySQL, which may skip deleted offsets, waited for one forever."""
+    gone = [f"{name_tag} gone {i}" for i in range(30)]
+    kept = [f"{name_tag} kept {i}" for i in range(30)]
+    produce(producer, settings.topic, gone, 9_000_000_001)
+    produce(producer, settings.topic, kept, 9_000_000_001, partition=1)
+    generations = Generations(store)
+    generations.ensure()
+    read = Rebuild._watermarks
+    monkeypatch.setattr(Rebuild, "_watermarks", lambda self: {p: (0, end) for p, (_, end) in read(self).items()})
+    delete_before(settings, 30)
+    stop = threading.Event()
+    rebuild = Rebuild(replace(settings, replay_workers=workers), store, mysql_writer, stop=stop)
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=rebuild.run()), daemon=True)
+    runner.start()
+    runner.join(60)
+    if runner.is_alive():
+        stop.set()  # ends the rebuild the old code never finished
+        runner.join(30)
+        pytest.fail("the rebuild was still waiting for the deleted partition after 60 s")
+    result = outcome["result"]
+    assert generations.read().live == result.target  # type: ignore[attr-defined]
+    assert [n for n in kept if store.get(n.lower(), result.target)] == kept  # type: ignore[attr-defined]
+    assert not any(store.get(n.lower(), result.target) for n in gone)  # type: ignore[attr-defined]
