@@ -140,8 +140,8 @@ class Lineage:
                 current = watch.ask()
                 if current is None:
                     # Unconfirmed: nothing cleared on an id that may be stale; the positions read are the
-                    # record's, and so are the saves (SAVE_POSITIONS); checked again in CHECK_S.
-                    self._again_at = time.monotonic() + CHECK_S
+                    # record's, and so are the saves (SAVE_POSITIONS); checked again after the watch's period.
+                    self._again_at = time.monotonic() + watch.every_s
                     self.positioned_on = found
                     return before != found
             if found == current:

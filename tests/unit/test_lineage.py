@@ -172,7 +172,7 @@ def test_an_id_the_broker_does_not_give_yet_is_checked_once_it_does(store, tmp_p
     assert store.get("ganesh rao", 1) is not None  # offset 0 of the new topic
 
 
-def test_a_record_the_broker_does_not_confirm_or_deny_is_left_alone(store, tmp_path, monkeypatch):
+def test_a_record_the_broker_does_not_confirm_or_deny_is_left_alone(store, tmp_path):
     loop, _ = make_loop(store, two_partitions(), tmp_path, watch_of(FakeAdmin("id-A")))
     loop.step()
     record = TopicRecord(Generations(store))
@@ -185,8 +185,8 @@ def test_a_record_the_broker_does_not_confirm_or_deny_is_left_alone(store, tmp_p
     assert lineage.check(1)  # a first check: checked against something now
     assert record.read(1) == "id-B" and Generations(store).all_positions(1) == {0: 1}  # nothing undone
     assert lineage.positioned_on == "id-B"  # saves go under the record, as the positions read
-    assert not lineage.moved()  # asked again after CHECK_S, not at every step
-    monkeypatch.setattr("consumer.lineage.CHECK_S", 0.0)
+    assert not lineage.moved()  # asked again after the watch's period (UMS_TOPIC_CHECK_S), not at every step
+    watch.every_s = 0.0
     assert not lineage.check(1) and lineage.moved()
     admin.topic_id = "id-B"  # the broker answers again: the record was right
     assert not lineage.check(1) and not lineage.moved() and watch.current == "id-B"
