@@ -191,12 +191,14 @@ class TrackedReads:
             raise
         with self._lock:
             # Kept only if no invalidation of this key was read since the mark: a write that
-            # raced this GET may have replaced what it returned.
-            if self._usable() and self._pending.get(key) is token:
+            # raced this GET may have replaced what it returned. The mark goes either way.
+            usable = self._usable()
+            if self._pending.get(key) is token:
                 del self._pending[key]
-                self._values[key] = raw
-                if len(self._values) > self.entries:
-                    self._values.popitem(last=False)
+                if usable:
+                    self._values[key] = raw
+                    if len(self._values) > self.entries:
+                        self._values.popitem(last=False)
         return stored
 
     def size(self) -> int:

@@ -244,6 +244,25 @@ def test_a_redis_user_without_tracking_rights_reads_without_the_cache(store: Pro
         redis_client.acl_deluser(user)
 
 
+def test_a_read_during_which_the_link_lost_trust_leaves_nothing_behind(store: ProjectionStore, settings, monkeypatch):
+    """Its mark (the token a racing invalidation removes) was left in memory for good: a small leak per key."""
+    store.apply([added(8, 9_000_000_001, 1)], GENERATION)
+    reads = tracked(settings)
+    assert phone_of(reads, 8) == 9_000_000_001  # connects, opens the link
+    assert reads.store is not None and reads.link is not None
+    reads._values.clear()  # the next read is a miss, marked while the link is trusted
+    answer = reads.store.client.get
+
+    def lapsed(key: str) -> bytes | None:
+        monkeypatch.setattr(reads.link, "trusted", lambda: False)  # as a PING gone unanswered meanwhile
+        return answer(key)
+
+    monkeypatch.setattr(reads.store.client, "get", lapsed)
+    assert phone_of(reads, 8) == 9_000_000_001
+    assert reads.misses == 2 and reads.size() == 0  # the answer is not kept, and
+    assert not reads._pending  # neither is its mark
+
+
 def test_the_cache_is_bounded(store: ProjectionStore, settings):
     store.apply([added(i, 9_000_000_000 + i, i) for i in range(10)], GENERATION)
     reads = tracked(settings, entries=4)
