@@ -18,8 +18,7 @@ A just-accepted connection whose request has not come waits on the poller, not i
 (`_park`): with a few threads, a few silent connections would otherwise stop the worker. One whose
 headers come too slowly once a thread reads them is cut (api/slow_clients.py).
 
-Where Linux stamps received segments (SO_TIMESTAMPNS on the listening sockets, inherited by each
-accepted one; UMS_API_KERNEL_STAMPS), a request is stamped from when the kernel took its first byte,
+Where Linux stamps received segments (api/kernel_stamps.py; UMS_API_KERNEL_STAMPS), a request is stamped from when the kernel took its first byte,
 not from when the main thread got round to it: under overload, requests wait in the accept queue
 and in kept-alive connections' buffers, a queue the worker's own stamps cannot see.
 """
@@ -27,11 +26,8 @@ and in kept-alive connections' buffers, a queue the worker's own stamps cannot s
 from __future__ import annotations
 
 import contextlib
-import platform
 import selectors
 import socket
-import struct
-import sys
 import threading
 import time
 from collections import deque
@@ -43,6 +39,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 from api.admission import QUEUED_AT, STARTED_AT, Admission
 from api.drain import DrainRate
+from api.kernel_stamps import STAMP_SPACE, kernel_wait, stamp_listeners
 from api.runtime import lower_this_thread
 from api.slow_clients import HeaderDeadlines
 
@@ -57,16 +54,6 @@ FAST_PATH_NEEDS = (
 )
 # Larger than any request the fast path answers (the app refuses more than 16 KB of headers).
 PEEK_BYTES = 32 * 1024
-# Linux's SO_TIMESTAMPNS (the socket module does not name it; 35 in asm-generic, which these
-# machines use; alpha, mips, parisc and sparc number it otherwise); its control message is a timespec.
-SO_TIMESTAMPNS = 35
-STAMPING_MACHINES = frozenset(
-    {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "riscv64", "s390x", "ppc64le"}
-)
-STAMP = struct.Struct("@ll")
-STAMP_SPACE = socket.CMSG_SPACE(STAMP.size)
-# A kernel stamp further back than this is a stepped wall clock, not a wait: treated as no stamp.
-PLAUSIBLE_WAIT_S = 60.0
 
 
 class QueueStampingWorker(ThreadWorker):
@@ -174,7 +161,7 @@ class QueueStampingWorker(ThreadWorker):
         self._admission = admission if isinstance(admission, Admission) and fast else None
         if self._admission is not None and not self.cfg.is_ssl:  # every plain GET meets the arrival stage
             self._admission.arrival_stage_runs()
-            self._kernel_stamps = self._stamp_listeners(self._admission.kernel_stamps)
+            self._kernel_stamps = stamp_listeners(self.sockets, self._admission.kernel_stamps, self.log)
         if self.header_timeout_s > 0:
             self._headers = HeaderDeadlines(self.header_timeout_s, self.log)
         stamps, drain, headers = self._stamps, self._drain, self._headers
@@ -193,19 +180,6 @@ class QueueStampingWorker(ThreadWorker):
             return app(environ, start_response)
 
         self.wsgi = stamped
-
-    def _stamp_listeners(self, wanted: bool) -> bool:
-        """Ask the kernel to stamp what the listening sockets (and the TCP connections they accept)
-        receive, or to stop (the sockets outlive a reload that turned stamps off); whether they do."""
-        if not sys.platform.startswith("linux") or platform.machine() not in STAMPING_MACHINES:
-            return False
-        try:
-            for listener in self.sockets:
-                listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, int(wanted))
-        except OSError as exc:
-            self.log.warning("no kernel stamps on the listening sockets (%s): waits count from the hand-off", exc)
-            return False
-        return wanted
 
     def _peek(self, conn: Any) -> tuple[bytes | None, float]:
         """What waits on `conn`, peeked, not consumed (None: nothing yet; b"": its end, or an error a thread
@@ -307,13 +281,3 @@ class QueueStampingWorker(ThreadWorker):
         if b"\r\ncontent-length:" in lowered or b"\r\ntransfer-encoding:" in lowered:
             return None
         return data
-
-
-def kernel_wait(ancillary: list[tuple[int, int, bytes]]) -> float:
-    """How long ago the kernel stamped what a recvmsg read (its SO_TIMESTAMPNS message, the last segment's; 0: none)."""
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
-            seconds, nanos = STAMP.unpack_from(data)
-            waited = time.time() - seconds - nanos / 1e9
-            return waited if 0.0 <= waited <= PLAUSIBLE_WAIT_S else 0.0
-    return 0.0

@@ -3,6 +3,7 @@ in a pool thread; a request is stamped from its arrival; a kept-alive connection
 
 from __future__ import annotations
 
+import logging
 import selectors
 import socket
 import time
@@ -15,7 +16,8 @@ import pytest
 from gunicorn.config import Config
 
 from api.drain import DrainRate
-from api.worker import PEEK_BYTES, SO_TIMESTAMPNS, STAMP_SPACE, QueueStampingWorker, kernel_wait
+from api.kernel_stamps import SO_TIMESTAMPNS, STAMP_SPACE, kernel_wait, stamp_listeners
+from api.worker import PEEK_BYTES, QueueStampingWorker
 from tests.helpers import wait_until
 
 
@@ -110,7 +112,7 @@ def stamp_listener(worker: QueueStampingWorker, listener: socket.socket) -> None
     """Stamps on, and flowing: the kernel turns stamping on for the whole host a moment after the first
     socket asks (a deferred work item), so a segment sent at once may come unstamped."""
     worker.sockets = [listener]
-    assert worker._stamp_listeners(True)
+    assert stamp_listeners(worker.sockets, True, logging.getLogger(__name__))
     worker._kernel_stamps = True
 
     def a_stamp_arrives() -> bool:
@@ -142,7 +144,7 @@ def test_a_request_is_stamped_from_when_the_kernel_received_it(worker, listener)
 
 def test_turned_off_the_listeners_stop_stamping(worker, listener):
     stamp_listener(worker, listener)
-    assert not worker._stamp_listeners(False)
+    assert not stamp_listeners(worker.sockets, False, logging.getLogger(__name__))
     assert listener.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS) == 0
 
 
