@@ -18,9 +18,10 @@ A just-accepted connection whose request has not come waits on the poller, not i
 (`_park`): with a few threads, a few silent connections would otherwise stop the worker. One whose
 headers come too slowly once a thread reads them is cut (api/slow_clients.py).
 
-Where Linux stamps received segments (api/kernel_stamps.py; UMS_API_KERNEL_STAMPS), a request is stamped from when the kernel took its first byte,
-not from when the main thread got round to it: under overload, requests wait in the accept queue
-and in kept-alive connections' buffers, a queue the worker's own stamps cannot see.
+Where Linux stamps received segments (api/kernel_stamps.py; UMS_API_KERNEL_STAMPS), a request is
+stamped from when the kernel took its first byte, not from when the main thread got round to it:
+under overload, requests wait in the accept queue and in kept-alive connections' buffers, a queue
+the worker's own stamps cannot see.
 """
 
 from __future__ import annotations
