@@ -47,6 +47,10 @@ limit_request_line = _settings.api_limit_request_line
 limit_request_fields = _settings.api_limit_request_fields
 limit_request_field_size = _settings.api_limit_request_field_size
 accesslog = _settings.api_access_log
+# gunicorn 25+ opens a management socket (gunicornc: worker counts, reload, shutdown) under $HOME by
+# default. Nothing here uses it; a read-only root filesystem cannot hold it, and servers started side
+# by side on one host (the tests) took the one path from each other.
+control_socket_disable = True
 logger_class = "api.accesslog.JsonAccessLogger"
 errorlog = "-"
 loglevel = _settings.log_level.lower()

@@ -259,6 +259,12 @@ class QueueStampingWorker(ThreadWorker):
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
+    def _cap_keepalive(self, deadline: float) -> None:
+        """At a stop, parked connections (no request yet) linger as long as kept-alive ones, not their whole wait."""
+        super()._cap_keepalive(deadline)  # type: ignore[misc]  # gunicorn 27's; absent elsewhere, never called
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
+
     @staticmethod
     def _readable(conn: Any) -> bool:
         """Whether the connection's first bytes (or its end) have arrived; never blocks."""

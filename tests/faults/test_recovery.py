@@ -137,8 +137,9 @@ def test_replay_killed_three_times_then_a_new_one(
     running = [consumers().start() for _ in range(3)]
     wait_whole(store, model, 240)
     generations = Generations(store)
-    # A short lease (the default is 30 s) so that each killed replay's claim expires quickly.
-    lease = {"UMS_REBUILD_LEASE_S": "3"}
+    # A short lease (the default is 30 s) so that each killed replay's claim expires quickly; 2 s, as
+    # the paused replay's test has it.
+    lease = {"UMS_REBUILD_LEASE_S": "2"}
     moments = []
     for n in range(3):
         replay = ReplayProcess(settings, tmp_path, f"killed{n}", **lease).start()

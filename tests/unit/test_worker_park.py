@@ -83,6 +83,16 @@ def test_with_keep_alive_off_a_parked_connection_still_waits_for_its_request(wor
         assert len(worker.tpool.submitted) == 1
 
 
+def test_at_a_stop_a_parked_connection_lingers_no_longer_than_a_kept_alive_one(worker, listener):
+    with socket.create_connection(listener.getsockname()):
+        worker.accept(listener)
+        (conn,) = worker.pending_conns
+        assert conn.timeout > time.monotonic() + 5  # waits for its request as gthread would
+        deadline = time.monotonic() + 2
+        worker._cap_keepalive(deadline)  # what gthread does when the worker stops
+        assert conn.timeout == deadline
+
+
 def test_with_keep_alive_off_a_request_shed_on_arrival_closes_its_connection(worker, listener):
     worker.cfg.set("keepalive", 0)
     worker._admission = admission = Pressed()
