@@ -20,6 +20,7 @@ does: this stream bypasses that path, and every retry went back to the dead mast
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -100,8 +101,13 @@ class ClusterStream:
         """After a connection to `node` failed, the cluster's slot map again (the next try uses it)."""
         if not isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             return
+        manager = self.cluster.nodes_manager
         try:
-            self.cluster.nodes_manager.initialize()
+            if "last_failed_node_name" in inspect.signature(manager.initialize).parameters:
+                # The failed node asked last (redis-py 8 has it; types-redis is older).
+                manager.initialize(last_failed_node_name=node or None)  # type: ignore[call-arg]
+            else:
+                manager.initialize()
         except (redis.RedisError, redis.exceptions.RedisClusterException) as failed:
             # No node answered: the caller's retry comes back here, and asks again.
             log.warning("redis cluster: slot map not refreshed after %s failed: %r", node, failed)

@@ -174,7 +174,9 @@ class Finder:
         try:
             self.store.apply([UserAdded(user, Version.from_mysql(user.since_ms))], generation)
         except redis.RedisError as exc:
-            log.info("read-repair skipped: %r", exc)
+            # DEBUG: one per fallback read while Redis refuses writes, which readiness and the
+            # Redis errors report already.
+            log.debug("read-repair skipped: %r", exc)
 
     def readiness(self) -> dict[str, bool]:
         """Which sources can answer right now (each checked with its short timeout)."""

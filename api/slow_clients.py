@@ -25,9 +25,10 @@ class HeaderDeadlines:
     """Which connections a pool thread is reading headers from, and until when."""
 
     def __init__(
-        self, timeout_s: float, log: logging.Logger | Any, clock: Callable[[], float] = time.monotonic
+        self, timeout_s: float, log: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.timeout_s, self.log, self.clock = timeout_s, log, clock
+        """`log`: this module's by default, which follows UMS_LOG_JSON (gunicorn's own error log would not)."""
+        self.timeout_s, self.log, self.clock = timeout_s, log or logging.getLogger(__name__), clock
         self._reading: dict[Any, float] = {}  # written by pool threads, read by the main thread: single dict ops
         self._cut = 0  # cut since the last line logged
         self._said = -SAY_EVERY_S
@@ -45,7 +46,8 @@ class HeaderDeadlines:
         now = self.clock()
         late = [conn for conn, deadline in list(self._reading.items()) if deadline <= now]
         for conn in late:
-            self._reading.pop(conn, None)
+            if self._reading.pop(conn, None) is None:
+                continue  # its headers were read meanwhile: it is being served
             with contextlib.suppress(OSError):  # already gone
                 # socket.socket's, not SSLSocket's (which would drop the TLS object under the reading thread).
                 socket.socket.shutdown(conn.sock, socket.SHUT_RD)

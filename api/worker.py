@@ -36,7 +36,8 @@ from concurrent import futures
 from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
+from gunicorn.workers import gthread
+from gunicorn.workers.gthread import ThreadWorker
 
 from api.admission import QUEUED_AT, STARTED_AT, Admission
 from api.drain import DrainRate
@@ -55,6 +56,8 @@ FAST_PATH_NEEDS = (
 )
 # Larger than any request the fast path answers (the app refuses more than 16 KB of headers).
 PEEK_BYTES = 32 * 1024
+# How long gthread's thread waits for a new connection's first bytes (gunicorn 27 names it; 5 s).
+DATA_WAIT_S = getattr(gthread, "DEFAULT_WORKER_DATA_TIMEOUT", 5.0)
 
 
 class QueueStampingWorker(ThreadWorker):
@@ -164,7 +167,7 @@ class QueueStampingWorker(ThreadWorker):
             self._admission.arrival_stage_runs()
             self._kernel_stamps = stamp_listeners(self.sockets, self._admission.kernel_stamps, self.log)
         if self.header_timeout_s > 0:
-            self._headers = HeaderDeadlines(self.header_timeout_s, self.log)
+            self._headers = HeaderDeadlines(self.header_timeout_s)
         stamps, drain, headers = self._stamps, self._drain, self._headers
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
@@ -255,7 +258,7 @@ class QueueStampingWorker(ThreadWorker):
         It waits as long as gthread would: a thread's 5 s, then the keep-alive timeout on the poller
         (with keep-alive off, `keepalive` 0, the keep-alive timeout alone closed it at once).
         """
-        conn.timeout = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT + self.cfg.keepalive
+        conn.timeout = time.monotonic() + DATA_WAIT_S + self.cfg.keepalive
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 

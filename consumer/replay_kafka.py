@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 import redis
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from adapters.generations import ClaimLost, Generations
 from adapters.kafka import consumer_config
@@ -138,7 +138,11 @@ class PartitionReplay:
         """
         if tp.offset >= 0 or self.kafka_only:
             return False
-        low, _ = consumer.get_watermark_offsets(TopicPartition(self.settings.topic, tp.partition), timeout=10)
+        try:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(self.settings.topic, tp.partition), timeout=10)
+        except KafkaException as exc:  # asked again after the next empty batch
+            log.warning("partition %d: its log start could not be asked: %s", tp.partition, exc)
+            return False
         if low < todo[tp.partition]:
             return False
         log.info("partition %d: every offset left to replay was deleted before it was read", tp.partition)

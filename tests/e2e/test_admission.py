@@ -136,6 +136,7 @@ def test_arrivals_behind_a_slow_queue_are_shed_before_any_thread_takes_them(star
     api = start_api(
         UMS_API_WORKERS="1",
         UMS_API_THREADS="1",
+        UMS_API_HEADER_TIMEOUT_S="0",  # the unfinished headers hold the thread: no deadline cuts them
         **TINY_BOUNDS,
     )
     path = SERVED_PATH
